@@ -1,0 +1,3 @@
+//! Channels.
+pub(crate) mod buffer;
+pub(crate) mod state;

@@ -1,0 +1,275 @@
+//! Error types, one family per operation.
+//!
+//! Messages are lower-case and name what failed and why. Channel errors convert
+//! into `std::io::Error` with a fitting kind, so channels can implement tokio's I/O
+//! traits.
+
+use std::io;
+use std::sync::Arc;
+
+use crate::wire::reason::{OpenRefusal, ResetCode};
+
+/// Why a read or write on a channel failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ChannelError {
+    /// The remote peer aborted the channel.
+    #[error("channel reset by the remote peer ({code}): {reason}")]
+    ResetByPeer {
+        /// Why.
+        code: ResetCode,
+        /// The remote's explanation.
+        reason: String,
+    },
+    /// This side aborted the channel with [`reset`](crate::Channel::reset).
+    #[error("channel was reset locally")]
+    ResetLocally,
+    /// The remote closed the channel and reads no more: further writes cannot arrive.
+    #[error("the remote peer closed the channel")]
+    ClosedByPeer,
+    /// The connection carrying the channel is gone.
+    #[error("connection lost: {0}")]
+    ConnectionLost(Arc<str>),
+    /// A frame announced a length over the limit; the channel was reset.
+    #[error("frame of {len} bytes is over the limit of {max}")]
+    FrameTooLarge {
+        /// Announced length.
+        len: u64,
+        /// The limit.
+        max: usize,
+    },
+    /// The stream ended in the middle of a frame.
+    #[error("stream ended in the middle of a frame")]
+    TruncatedFrame,
+    /// A write after `close_write` or `close`.
+    #[error("channel is closed for writing")]
+    WriteClosed,
+    /// Trailers over the header-size limit.
+    #[error("trailers of {len} bytes are over the limit of {max}")]
+    TrailersTooLarge {
+        /// Encoded size.
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// The remote broke the protocol on this channel; it was reset.
+    #[error("protocol violation by the remote peer: {0}")]
+    Protocol(Arc<str>),
+    /// The local peer shut down and the close timeout ran out.
+    #[error("peer shut down")]
+    Shutdown,
+}
+
+impl From<ChannelError> for io::Error {
+    fn from(e: ChannelError) -> io::Error {
+        let kind = match &e {
+            ChannelError::ResetByPeer { .. } => io::ErrorKind::ConnectionReset,
+            ChannelError::ResetLocally | ChannelError::Shutdown => io::ErrorKind::ConnectionAborted,
+            ChannelError::ClosedByPeer | ChannelError::WriteClosed => io::ErrorKind::BrokenPipe,
+            ChannelError::ConnectionLost(_) => io::ErrorKind::ConnectionAborted,
+            ChannelError::FrameTooLarge { .. }
+            | ChannelError::TrailersTooLarge { .. }
+            | ChannelError::Protocol(_) => io::ErrorKind::InvalidData,
+            ChannelError::TruncatedFrame => io::ErrorKind::UnexpectedEof,
+        };
+        io::Error::new(kind, e)
+    }
+}
+
+/// Why [`Peer::open`](crate::Peer::open) failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("open {service:?} on peer {peer:?}: {kind}")]
+pub struct OpenError {
+    /// The peer asked for.
+    pub peer: String,
+    /// The service asked for.
+    pub service: String,
+    /// What went wrong.
+    pub kind: OpenErrorKind,
+}
+
+impl OpenError {
+    pub(crate) fn new(peer: &str, service: &str, kind: OpenErrorKind) -> OpenError {
+        OpenError {
+            peer: peer.to_owned(),
+            service: service.to_owned(),
+            kind,
+        }
+    }
+}
+
+/// The reason inside an [`OpenError`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum OpenErrorKind {
+    /// The remote refused the open.
+    #[error("{}", .0.description())]
+    Refused(OpenRefusal),
+    /// No connected peer has that name.
+    #[error("no connected peer has that name")]
+    NoSuchPeer,
+    /// The service name or headers could not be encoded.
+    #[error("invalid request: {0}")]
+    InvalidRequest(String),
+    /// This side already has as many channels on that connection as allowed.
+    #[error("too many channels on this connection (limit {0})")]
+    TooManyChannels(usize),
+    /// No answer within the open timeout.
+    #[error("no answer within {0:?}")]
+    Timeout(std::time::Duration),
+    /// The connection went away.
+    #[error("connection lost: {0}")]
+    ConnectionLost(Arc<str>),
+    /// This peer is shutting down.
+    #[error("local peer is shutting down")]
+    ShuttingDown,
+}
+
+/// Why [`Peer::bind`](crate::Peer::bind) or [`Peer::unbind`](crate::Peer::unbind) failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum BindError {
+    /// The endpoint could not be parsed.
+    #[error(transparent)]
+    Endpoint(#[from] crate::endpoint::EndpointError),
+    /// A live process already listens on that Unix socket.
+    #[error("bind {0}: address in use by a live peer")]
+    InUse(String),
+    /// The socket could not be created.
+    #[error("bind {endpoint}: {source}")]
+    Io {
+        /// The endpoint.
+        endpoint: String,
+        /// The cause.
+        #[source]
+        source: io::Error,
+    },
+    /// `unbind` of an endpoint that is not bound.
+    #[error("{0} is not bound")]
+    NotBound(String),
+    /// The peer is shut down.
+    #[error("peer is shut down")]
+    ShutDown,
+}
+
+/// Why [`Peer::connect`](crate::Peer::connect) failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConnectError {
+    /// The endpoint could not be parsed.
+    #[error(transparent)]
+    Endpoint(#[from] crate::endpoint::EndpointError),
+    /// The socket could not be connected.
+    #[error("connect {endpoint}: {source}")]
+    Io {
+        /// The endpoint.
+        endpoint: String,
+        /// The cause.
+        #[source]
+        source: io::Error,
+    },
+    /// The server's host key is not trusted.
+    #[error("connect {endpoint}: host key {fingerprint} of peer {name:?} is not trusted")]
+    UntrustedHostKey {
+        /// The endpoint.
+        endpoint: String,
+        /// The server's claimed name.
+        name: String,
+        /// SHA-256 fingerprint of the offered key.
+        fingerprint: String,
+    },
+    /// `known_hosts` lists other keys for this host: possible man in the middle.
+    #[error(
+        "connect {endpoint}: host key mismatch: {fingerprint} is not the key known_hosts has for this host"
+    )]
+    HostKeyMismatch {
+        /// The endpoint.
+        endpoint: String,
+        /// SHA-256 fingerprint of the offered key.
+        fingerprint: String,
+    },
+    /// The server refused our credentials.
+    #[error("connect {endpoint}: authentication failed: {why}")]
+    AuthRejected {
+        /// The endpoint.
+        endpoint: String,
+        /// Which credential was refused.
+        why: String,
+    },
+    /// The remote is an SSH server but not a Streamkit peer.
+    #[error("connect {endpoint}: not a streamkit peer (remote software {software:?})")]
+    NotStreamkit {
+        /// The endpoint.
+        endpoint: String,
+        /// Software version the remote announced.
+        software: String,
+    },
+    /// The handshake did not finish within the handshake timeout.
+    #[error("connect {endpoint}: handshake timed out after {timeout:?}")]
+    Timeout {
+        /// The endpoint.
+        endpoint: String,
+        /// The timeout.
+        timeout: std::time::Duration,
+    },
+    /// The SSH handshake failed.
+    #[error("connect {endpoint}: handshake failed: {why}")]
+    Handshake {
+        /// The endpoint.
+        endpoint: String,
+        /// What failed.
+        why: String,
+    },
+    /// The endpoint is already connected.
+    #[error("{0} is already connected")]
+    AlreadyConnected(String),
+    /// `disconnect` of an endpoint that is not connected.
+    #[error("{0} is not connected")]
+    NotConnected(String),
+    /// The peer is shut down.
+    #[error("peer is shut down")]
+    ShutDown,
+}
+
+/// Why a peer could not be configured.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// An invalid peer name.
+    #[error(transparent)]
+    Name(#[from] crate::wire::ident::IdentError),
+    /// An option is out of range.
+    #[error("invalid option {option}: {why}")]
+    Option {
+        /// The option.
+        option: &'static str,
+        /// What is wrong.
+        why: String,
+    },
+}
+
+/// Why a key or trust file could not be loaded.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum KeyError {
+    /// The file could not be read or written.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: String,
+        /// The cause.
+        #[source]
+        source: io::Error,
+    },
+    /// The key could not be parsed.
+    #[error("{what}: {why}")]
+    Parse {
+        /// What was being parsed (a path, or "key").
+        what: String,
+        /// Why it failed.
+        why: String,
+    },
+    /// The key is not ed25519.
+    #[error("{0}: only ed25519 identity keys are supported")]
+    Unsupported(String),
+}
