@@ -41,9 +41,12 @@ pub enum ChannelError {
     /// The stream ended in the middle of a frame.
     #[error("stream ended in the middle of a frame")]
     TruncatedFrame,
-    /// A write after `close_write` or `close`.
+    /// A write after `close_write`.
     #[error("channel is closed for writing")]
     WriteClosed,
+    /// A read or write after `close`.
+    #[error("channel is closed")]
+    Closed,
     /// Trailers over the header-size limit.
     #[error("trailers of {len} bytes are over the limit of {max}")]
     TrailersTooLarge {
@@ -65,7 +68,9 @@ impl From<ChannelError> for io::Error {
         let kind = match &e {
             ChannelError::ResetByPeer { .. } => io::ErrorKind::ConnectionReset,
             ChannelError::ResetLocally | ChannelError::Shutdown => io::ErrorKind::ConnectionAborted,
-            ChannelError::ClosedByPeer | ChannelError::WriteClosed => io::ErrorKind::BrokenPipe,
+            ChannelError::ClosedByPeer | ChannelError::WriteClosed | ChannelError::Closed => {
+                io::ErrorKind::BrokenPipe
+            }
             ChannelError::ConnectionLost(_) => io::ErrorKind::ConnectionAborted,
             ChannelError::FrameTooLarge { .. }
             | ChannelError::TrailersTooLarge { .. }

@@ -1,8 +1,68 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
-//! Streamkit (work in progress).
+//! Streamkit: secure application communication over the SSH-2 protocol stack.
+//!
+//! ```text
+//!   ┌────────── Peer "alice" ──────────┐            ┌────────── Peer "bob" ───────────┐
+//!   │ open("bob", "echo", headers) ──┐ │  SSH-2 over │ ┌──▶ accept() → (meta, channel) │
+//!   │                                ▼ │ tcp / unix  │ │                                │
+//!   │   Channel ◀══ bytes · frames · error frames · half-close · trailers · reset ══▶ Channel │
+//!   └──────────────────────────────────┘            └────────────────────────────────┘
+//! ```
+//!
+//! A [`Peer`] binds and connects endpoints like a ZeroMQ socket; which side dialled
+//! does not matter once connected. A [`Channel`] is a multiplexed, flow-controlled
+//! stream with a service name and headers: a byte stream (tokio `AsyncRead` +
+//! `AsyncWrite`), message frames, error frames, a half-close and trailers.
+//!
+//! ```no_run
+//! use streamkit::{Identity, Peer, PeerConfig, Trust};
+//!
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! let (alice_id, bob_id) = (Identity::generate(), Identity::generate());
+//! let bob = Peer::new(PeerConfig::new("bob", bob_id.clone(), Trust::new().with_key(alice_id.public_key())))?;
+//! let alice = Peer::new(PeerConfig::new("alice", alice_id, Trust::new().with_key(bob_id.public_key())))?;
+//!
+//! let at = bob.bind("tcp://127.0.0.1:0").await?;
+//! alice.connect(&at.to_string()).await?;
+//!
+//! tokio::spawn(async move {
+//!     while let Ok((meta, mut ch)) = bob.accept().await {
+//!         assert_eq!(meta.service(), "echo");
+//!         while let Ok(Some(frame)) = ch.read_frame().await {
+//!             ch.write_frame(&frame).await.ok();
+//!         }
+//!         ch.close().await.ok();
+//!     }
+//! });
+//!
+//! let mut ch = alice.open("bob", "echo", ["lang=en"]).await?;
+//! ch.write_frame(b"hello").await?;
+//! assert_eq!(&ch.read_frame().await?.unwrap()[..], b"hello");
+//! ch.close().await?;
+//! # Ok(()) }
+//! ```
+//!
+//! The wire protocol is described message by message in `docs/PROTOCOL.md`.
 
-pub mod error;
-pub mod wire;
 mod channel;
+mod config;
 pub mod endpoint;
+pub mod error;
+mod keys;
+mod peer;
+mod transport;
+mod trust;
+pub mod wire;
+
+pub use bytes::Bytes;
+pub use channel::{Channel, ChannelMeta, Headers, ReadHalf, WriteHalf};
+pub use config::{AccessRequest, Authorize, MAX_HEADER_BYTES_LIMIT, Options, PeerConfig, Services};
+pub use endpoint::Endpoint;
+pub use error::{
+    BindError, ChannelError, ConfigError, ConnectError, KeyError, OpenError, OpenErrorKind,
+};
+pub use keys::{Identity, PublicKey};
+pub use peer::{AcceptError, Peer};
+pub use trust::Trust;
+pub use wire::reason::{OpenRefusal, ResetCode};

@@ -36,7 +36,9 @@ impl ByteQueue {
     pub(crate) fn copy_out(&mut self, dst: &mut [u8]) -> usize {
         let mut n = 0;
         while n < dst.len() {
-            let Some(front) = self.chunks.front_mut() else { break };
+            let Some(front) = self.chunks.front_mut() else {
+                break;
+            };
             let take = front.len().min(dst.len() - n);
             dst[n..n + take].copy_from_slice(&front[..take]);
             front.advance(take);
@@ -76,7 +78,9 @@ impl ByteQueue {
     /// lie in one chunk.
     pub(crate) fn take(&mut self, n: usize) -> Bytes {
         let n = n.min(self.len);
-        let Some(front) = self.chunks.front_mut() else { return Bytes::new() };
+        let Some(front) = self.chunks.front_mut() else {
+            return Bytes::new();
+        };
         let out = if front.len() >= n {
             let out = front.split_to(n);
             if front.is_empty() {
@@ -86,7 +90,9 @@ impl ByteQueue {
         } else {
             let mut out = BytesMut::with_capacity(n);
             while out.len() < n {
-                let Some(front) = self.chunks.front_mut() else { break };
+                let Some(front) = self.chunks.front_mut() else {
+                    break;
+                };
                 let take = front.len().min(n - out.len());
                 out.extend_from_slice(&front[..take]);
                 front.advance(take);
@@ -107,7 +113,9 @@ impl ByteQueue {
     pub(crate) fn move_into(&mut self, dst: &mut BytesMut, n: usize) -> usize {
         let mut moved = 0;
         while moved < n {
-            let Some(front) = self.chunks.front_mut() else { break };
+            let Some(front) = self.chunks.front_mut() else {
+                break;
+            };
             let take = front.len().min(n - moved);
             dst.extend_from_slice(&front[..take]);
             front.advance(take);

@@ -1,3 +1,363 @@
-//! Channels.
+//! Channels: multiplexed, flow-controlled streams between two peers.
+//!
+//! A [`Channel`] carries a byte stream (tokio [`AsyncRead`] + [`AsyncWrite`]),
+//! length-prefixed message frames inside that stream, error frames on a separate
+//! stream, a half-close, trailers, and a reset. Read operations are cancel-safe:
+//! dropping a `read_*` future loses no data (a partial frame stays buffered).
+
 pub(crate) mod buffer;
+mod headers;
+pub(crate) mod shared;
 pub(crate) mod state;
+
+use std::future::poll_fn;
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+pub use headers::Headers;
+use shared::ChannelShared;
+use state::Step;
+
+use crate::error::ChannelError;
+
+/// What a channel is: its service, headers, trailers and the two peers.
+#[derive(Clone)]
+pub struct ChannelMeta {
+    shared: Arc<ChannelShared>,
+}
+
+impl std::fmt::Debug for ChannelMeta {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ChannelMeta")
+            .field("service", &self.service())
+            .field("headers", self.headers())
+            .field("local_peer", &self.local_peer())
+            .field("remote_peer", &self.remote_peer())
+            .finish()
+    }
+}
+
+static NO_HEADERS: Headers = Headers::new();
+
+impl ChannelMeta {
+    /// The service the channel was opened for.
+    pub fn service(&self) -> &str {
+        self.shared.info().map_or("", |i| i.service.as_str())
+    }
+
+    /// The headers sent with the open.
+    pub fn headers(&self) -> &Headers {
+        self.shared.info().map_or(&NO_HEADERS, |i| &i.headers)
+    }
+
+    /// The remote's trailers: `None` until its end of stream has arrived, then complete.
+    pub fn trailers(&self) -> Option<Headers> {
+        self.shared
+            .peek(|s| s.trailers().map(|t| Headers::from(t.to_vec())))
+    }
+
+    /// This peer's name.
+    pub fn local_peer(&self) -> &str {
+        self.shared.info().map_or("", |i| i.local_peer.as_str())
+    }
+
+    /// The remote peer's name.
+    pub fn remote_peer(&self) -> &str {
+        self.shared.info().map_or("", |i| i.remote_peer.as_str())
+    }
+}
+
+/// A channel between two peers.
+///
+/// Dropping a channel closes it gracefully in the background: what was written is
+/// still delivered, then the remote sees the end of stream.
+#[derive(Debug)]
+pub struct Channel {
+    read: ReadHalf,
+    write: WriteHalf,
+}
+
+/// The reading half of a [`Channel`], from [`Channel::split`].
+#[derive(Debug)]
+pub struct ReadHalf {
+    shared: Arc<ChannelShared>,
+    meta: ChannelMeta,
+}
+
+/// The writing half of a [`Channel`], from [`Channel::split`].
+///
+/// Dropping it ends the stream (like [`close_write`](WriteHalf::close_write), without waiting).
+#[derive(Debug)]
+pub struct WriteHalf {
+    shared: Arc<ChannelShared>,
+}
+
+impl Channel {
+    pub(crate) fn new(shared: Arc<ChannelShared>) -> Channel {
+        Channel {
+            read: ReadHalf {
+                meta: ChannelMeta {
+                    shared: shared.clone(),
+                },
+                shared: shared.clone(),
+            },
+            write: WriteHalf { shared },
+        }
+    }
+
+    /// The channel's description.
+    pub fn meta(&self) -> &ChannelMeta {
+        &self.read.meta
+    }
+
+    /// Reads one frame (see [`ReadHalf::read_frame`]).
+    pub async fn read_frame(&mut self) -> Result<Option<Bytes>, ChannelError> {
+        self.read.read_frame().await
+    }
+
+    /// Reads one error frame (see [`ReadHalf::read_error`]).
+    pub async fn read_error(&mut self) -> Result<Option<Bytes>, ChannelError> {
+        self.read.read_error().await
+    }
+
+    /// Writes one frame (see [`WriteHalf::write_frame`]).
+    pub async fn write_frame(&mut self, frame: &[u8]) -> Result<(), ChannelError> {
+        self.write.write_frame(frame).await
+    }
+
+    /// Writes one error frame (see [`WriteHalf::write_error`]).
+    pub async fn write_error(&mut self, frame: &[u8]) -> Result<(), ChannelError> {
+        self.write.write_error(frame).await
+    }
+
+    /// Sends trailers (see [`WriteHalf::write_trailers`]).
+    pub async fn write_trailers(
+        &mut self,
+        trailers: impl Into<Headers>,
+    ) -> Result<(), ChannelError> {
+        self.write.write_trailers(trailers).await
+    }
+
+    /// Ends the stream in this direction (see [`WriteHalf::close_write`]).
+    pub async fn close_write(&mut self) -> Result<(), ChannelError> {
+        self.write.close_write().await
+    }
+
+    /// Closes the channel in an orderly way.
+    ///
+    /// Ends the stream in this direction if that was not done yet and waits until the
+    /// remote confirmed it received everything. If the remote has not finished
+    /// sending, it is told to stop: its further writes fail with
+    /// [`ChannelError::ClosedByPeer`]. Reads after `close` fail.
+    pub async fn close(&mut self) -> Result<(), ChannelError> {
+        let shared = self.write.shared.clone();
+        let r = poll_fn(|cx| shared.poll_write_op(cx, |s| s.close())).await;
+        shared.update(|s| ((), s.reader_dropped()));
+        r
+    }
+
+    /// Aborts the channel: unsent data is dropped and the remote's reads and writes
+    /// fail with [`ChannelError::ResetByPeer`].
+    pub fn reset(&mut self) {
+        self.write.reset();
+    }
+
+    /// Bytes received and waiting to be read (data, error frames, partial frames).
+    ///
+    /// Never more than the channel window (see [`Options::channel_window`](crate::Options)).
+    pub fn buffered(&self) -> usize {
+        self.read.buffered()
+    }
+
+    /// Bytes written and not yet handed to the connection.
+    pub fn send_buffered(&self) -> usize {
+        self.write.send_buffered()
+    }
+
+    /// Splits the channel into halves that can move to different tasks.
+    pub fn split(self) -> (ReadHalf, WriteHalf) {
+        (self.read, self.write)
+    }
+}
+
+impl ReadHalf {
+    /// The channel's description.
+    pub fn meta(&self) -> &ChannelMeta {
+        &self.meta
+    }
+
+    /// Reads one frame: a `u32` big-endian length then the payload.
+    ///
+    /// `Ok(None)` is a clean end of stream between frames. A frame announced over
+    /// the frame-size limit fails the channel with [`ChannelError::FrameTooLarge`]
+    /// (and resets it) without allocating its length. Cancel-safe: a partly read
+    /// frame stays buffered. Do not mix with byte reads in the middle of a frame.
+    pub async fn read_frame(&mut self) -> Result<Option<Bytes>, ChannelError> {
+        let shared = &self.shared;
+        poll_fn(|cx| shared.poll_read_op(cx, |s| s.read_frame())).await
+    }
+
+    /// Reads one error frame, waiting for one if none is buffered.
+    ///
+    /// `Ok(None)` once the remote ended its stream and no error frame is left: every
+    /// error frame written before the end of stream is returned first. Error frames
+    /// received before a reset or a lost connection are returned before that error.
+    pub async fn read_error(&mut self) -> Result<Option<Bytes>, ChannelError> {
+        let shared = &self.shared;
+        poll_fn(|cx| shared.poll_read_op(cx, |s| s.read_error())).await
+    }
+
+    /// See [`Channel::buffered`].
+    pub fn buffered(&self) -> usize {
+        self.shared.peek(|s| s.buffered())
+    }
+}
+
+impl WriteHalf {
+    /// Writes one frame: a `u32` big-endian length then the payload.
+    ///
+    /// Returns once the frame is queued for sending; waits while the send buffer is
+    /// full. A frame over the frame-size limit is refused with
+    /// [`ChannelError::FrameTooLarge`] and nothing is sent.
+    pub async fn write_frame(&mut self, frame: &[u8]) -> Result<(), ChannelError> {
+        let shared = &self.shared;
+        poll_fn(|cx| shared.poll_write_op(cx, |s| s.write_frame(frame, false))).await
+    }
+
+    /// Writes one error frame on the error stream (SSH extended data, type 1).
+    pub async fn write_error(&mut self, frame: &[u8]) -> Result<(), ChannelError> {
+        let shared = &self.shared;
+        poll_fn(|cx| shared.poll_write_op(cx, |s| s.write_frame(frame, true))).await
+    }
+
+    /// Sends trailers after everything written so far; the remote sees them
+    /// ([`ChannelMeta::trailers`]) once this side's stream ends. May be called more
+    /// than once; the lists are concatenated.
+    pub async fn write_trailers(
+        &mut self,
+        trailers: impl Into<Headers>,
+    ) -> Result<(), ChannelError> {
+        let list: Vec<String> = trailers.into().into();
+        let shared = &self.shared;
+        let mut list = Some(list);
+        poll_fn(|cx| {
+            shared.poll_write_op(cx, |s| s.write_trailers(list.take().unwrap_or_default()))
+        })
+        .await
+    }
+
+    /// Ends the stream in this direction; the other direction keeps working.
+    ///
+    /// Returns once the remote confirmed it received everything written before:
+    /// `Ok` means nothing was lost. An error means the data may not have arrived.
+    pub async fn close_write(&mut self) -> Result<(), ChannelError> {
+        let shared = &self.shared;
+        poll_fn(|cx| shared.poll_write_op(cx, |s| s.close_write())).await
+    }
+
+    /// Aborts the channel (see [`Channel::reset`]).
+    pub fn reset(&mut self) {
+        self.shared.update(|s| ((), s.reset()));
+    }
+
+    /// See [`Channel::send_buffered`].
+    pub fn send_buffered(&self) -> usize {
+        self.shared.peek(|s| s.send_buffered())
+    }
+}
+
+impl Drop for ReadHalf {
+    fn drop(&mut self) {
+        self.shared.reader_dropped();
+    }
+}
+
+impl Drop for WriteHalf {
+    fn drop(&mut self) {
+        self.shared.writer_dropped();
+    }
+}
+
+impl AsyncRead for ReadHalf {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let shared = &self.shared;
+        let dst = buf.initialize_unfilled();
+        match shared.poll_read_op(cx, |s| s.read(dst)) {
+            Poll::Ready(Ok(n)) => {
+                buf.advance(n);
+                Poll::Ready(Ok(()))
+            }
+            Poll::Ready(Err(e)) => Poll::Ready(Err(e.into())),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+impl AsyncWrite for WriteHalf {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        data: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        self.shared
+            .poll_write_op(cx, |s| s.write(data))
+            .map_err(Into::into)
+    }
+
+    /// Waits until everything written has been handed to the connection.
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.shared
+            .poll_write_op(cx, |s| {
+                let step = match s.send_buffered() {
+                    0 => Step::Ready(()),
+                    _ => Step::Pending,
+                };
+                (step, Default::default())
+            })
+            .map_err(Into::into)
+    }
+
+    /// Ends the stream: [`close_write`](WriteHalf::close_write).
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.shared
+            .poll_write_op(cx, |s| s.close_write())
+            .map_err(Into::into)
+    }
+}
+
+impl AsyncRead for Channel {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.read).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Channel {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        data: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.write).poll_write(cx, data)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.write).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.write).poll_shutdown(cx)
+    }
+}

@@ -67,7 +67,11 @@ pub(crate) struct Wake {
 
 impl Wake {
     fn all() -> Wake {
-        Wake { read: true, write: true, transmit: true }
+        Wake {
+            read: true,
+            write: true,
+            transmit: true,
+        }
     }
 
     pub(crate) fn or(self, other: Wake) -> Wake {
@@ -208,7 +212,10 @@ impl ChannelState {
         if target > self.rx_limit {
             self.out_credit += target - self.rx_limit;
             self.rx_limit = target;
-            return Wake { transmit: true, ..Wake::default() };
+            return Wake {
+                transmit: true,
+                ..Wake::default()
+            };
         }
         Wake::default()
     }
@@ -284,7 +291,10 @@ impl ChannelState {
             return self.maybe_grant();
         }
         self.rx.push(Bytes::copy_from_slice(data));
-        Wake { read: true, ..Wake::default() }
+        Wake {
+            read: true,
+            ..Wake::default()
+        }
     }
 
     /// SSH extended data arrived.
@@ -311,11 +321,17 @@ impl ChannelState {
         });
         if let Err(e) = res {
             return self.fail_locally(
-                ChannelError::FrameTooLarge { len: e.len, max: e.max },
+                ChannelError::FrameTooLarge {
+                    len: e.len,
+                    max: e.max,
+                },
                 ResetCode::FrameTooLarge,
             );
         }
-        let mut wake = Wake { read: self.rx_errors.len() > before, ..Wake::default() };
+        let mut wake = Wake {
+            read: self.rx_errors.len() > before,
+            ..Wake::default()
+        };
         if self.reader_gone {
             self.rx_errors.clear();
             self.rx_errors_bytes = 0;
@@ -350,11 +366,16 @@ impl ChannelState {
         match rec {
             Control::Credit(n) => {
                 self.tx_credit = self.tx_credit.saturating_add(u64::from(n));
-                Wake { transmit: true, ..Wake::default() }
+                Wake {
+                    transmit: true,
+                    ..Wake::default()
+                }
             }
             Control::Trailers(list) => {
                 if self.rx_fin {
-                    return self.violation(ChannelError::Protocol("trailers after end of stream".into()));
+                    return self.violation(ChannelError::Protocol(
+                        "trailers after end of stream".into(),
+                    ));
                 }
                 self.rx_trailer_bytes += list.iter().map(|t| t.len() + 4).sum::<usize>();
                 if self.rx_trailer_bytes > self.cfg.max_trailer_bytes {
@@ -371,7 +392,8 @@ impl ChannelState {
             }
             Control::Fin => {
                 if self.rx_fin {
-                    return self.violation(ChannelError::Protocol("duplicate end of stream".into()));
+                    return self
+                        .violation(ChannelError::Protocol("duplicate end of stream".into()));
                 }
                 if !self.rx_err_decoder.is_idle() {
                     return self.violation(ChannelError::Protocol(
@@ -380,14 +402,22 @@ impl ChannelState {
                 }
                 self.rx_fin = true;
                 self.out_fin_ack = true;
-                Wake { read: true, transmit: true, ..Wake::default() }
+                Wake {
+                    read: true,
+                    transmit: true,
+                    ..Wake::default()
+                }
             }
             Control::FinAck => {
                 if !self.fin_sent || self.fin_acked {
                     return self.violation(ChannelError::Protocol("unexpected FIN_ACK".into()));
                 }
                 self.fin_acked = true;
-                Wake { write: true, transmit: true, ..Wake::default() }
+                Wake {
+                    write: true,
+                    transmit: true,
+                    ..Wake::default()
+                }
             }
             Control::Reset { code, reason } => {
                 let code = ResetCode::from_code(code);
@@ -478,7 +508,10 @@ impl ChannelState {
         if grant >= u64::from(self.cfg.window / 2) {
             self.out_credit += grant;
             self.rx_limit = target;
-            return Wake { transmit: true, ..Wake::default() };
+            return Wake {
+                transmit: true,
+                ..Wake::default()
+            };
         }
         Wake::default()
     }
@@ -501,6 +534,9 @@ impl ChannelState {
 
     /// Reads bytes; `Ready(0)` is end of stream (unless `buf` is empty).
     pub(crate) fn read(&mut self, buf: &mut [u8]) -> (Step<usize>, Wake) {
+        if self.close_requested {
+            return (Step::Failed(ChannelError::Closed), Wake::default());
+        }
         if let Some(e) = self.local_failure.clone() {
             return (Step::Failed(e), Wake::default());
         }
@@ -522,6 +558,9 @@ impl ChannelState {
 
     /// Reads one frame; `Ready(None)` is a clean end of stream between frames.
     pub(crate) fn read_frame(&mut self) -> (Step<Option<Bytes>>, Wake) {
+        if self.close_requested {
+            return (Step::Failed(ChannelError::Closed), Wake::default());
+        }
         if let Some(e) = self.local_failure.clone() {
             return (Step::Failed(e), Wake::default());
         }
@@ -543,10 +582,20 @@ impl ChannelState {
             let len = len as usize;
             if len > self.cfg.max_frame {
                 let w = self.fail_locally(
-                    ChannelError::FrameTooLarge { len: len as u64, max: self.cfg.max_frame },
+                    ChannelError::FrameTooLarge {
+                        len: len as u64,
+                        max: self.cfg.max_frame,
+                    },
                     ResetCode::FrameTooLarge,
                 );
-                return (Step::Failed(self.local_failure.clone().unwrap_or(ChannelError::TruncatedFrame)), w);
+                return (
+                    Step::Failed(
+                        self.local_failure
+                            .clone()
+                            .unwrap_or(ChannelError::TruncatedFrame),
+                    ),
+                    w,
+                );
             }
             if self.rx.len() >= frame::HEADER_LEN + len {
                 self.rx.take(frame::HEADER_LEN);
@@ -572,7 +621,11 @@ impl ChannelState {
             wake = wake.or(self.consumed(moved));
         }
         if done {
-            let body = self.rx_frame.take().map(|a| a.body.freeze()).unwrap_or_default();
+            let body = self
+                .rx_frame
+                .take()
+                .map(|a| a.body.freeze())
+                .unwrap_or_default();
             return (Step::Ready(Some(body)), wake);
         }
         match self.read_end() {
@@ -622,7 +675,9 @@ impl ChannelState {
         }
         self.reader_gone = true;
         // Error bytes already credited on arrival are not counted again.
-        let n = self.rx.len() + self.rx_frame.as_ref().map_or(0, |a| a.body.len()) + self.rx_err_held as usize;
+        let n = self.rx.len()
+            + self.rx_frame.as_ref().map_or(0, |a| a.body.len())
+            + self.rx_err_held as usize;
         self.rx.clear();
         self.rx_frame = None;
         self.rx_errors.clear();
@@ -637,6 +692,9 @@ impl ChannelState {
     // ------------------------------------------------------------------
 
     fn write_check(&self) -> Option<ChannelError> {
+        if self.close_requested {
+            return Some(ChannelError::Closed);
+        }
         if let Some(e) = self.failure().or(self.lost.as_ref()) {
             return Some(e.clone());
         }
@@ -652,7 +710,11 @@ impl ChannelState {
             (Some(Queued::Data(b)), false) | (Some(Queued::Error(b)), true) => b,
             _ => {
                 let b = BytesMut::with_capacity(len.max(4096));
-                self.tx.push_back(if error_stream { Queued::Error(b) } else { Queued::Data(b) });
+                self.tx.push_back(if error_stream {
+                    Queued::Error(b)
+                } else {
+                    Queued::Data(b)
+                });
                 match self.tx.back_mut() {
                     Some(Queued::Data(b) | Queued::Error(b)) => b,
                     _ => return, // just pushed
@@ -681,7 +743,13 @@ impl ChannelState {
         }
         let n = room.min(data.len());
         self.enqueue(false, &data[..n], false);
-        (Step::Ready(n), Wake { transmit: true, ..Wake::default() })
+        (
+            Step::Ready(n),
+            Wake {
+                transmit: true,
+                ..Wake::default()
+            },
+        )
     }
 
     fn check_frame(&self, len: usize) -> Option<ChannelError> {
@@ -696,7 +764,10 @@ impl ChannelState {
     /// A frame goes in whole; an empty send buffer always takes it, so frames larger
     /// than the buffer make progress.
     pub(crate) fn write_frame(&mut self, payload: &[u8], error_stream: bool) -> (Step<()>, Wake) {
-        if let Some(e) = self.check_frame(payload.len()).or_else(|| self.write_check()) {
+        if let Some(e) = self
+            .check_frame(payload.len())
+            .or_else(|| self.write_check())
+        {
             return (Step::Failed(e), Wake::default());
         }
         let need = payload.len() + frame::HEADER_LEN;
@@ -704,7 +775,13 @@ impl ChannelState {
             return (Step::Pending, Wake::default());
         }
         self.enqueue(error_stream, payload, true);
-        (Step::Ready(()), Wake { transmit: true, ..Wake::default() })
+        (
+            Step::Ready(()),
+            Wake {
+                transmit: true,
+                ..Wake::default()
+            },
+        )
     }
 
     /// Queues trailers after everything written so far.
@@ -715,7 +792,10 @@ impl ChannelState {
         let len = self.trailer_bytes + trailers.iter().map(|t| t.len() + 4).sum::<usize>();
         if len > self.cfg.max_trailer_bytes {
             return (
-                Step::Failed(ChannelError::TrailersTooLarge { len, max: self.cfg.max_trailer_bytes }),
+                Step::Failed(ChannelError::TrailersTooLarge {
+                    len,
+                    max: self.cfg.max_trailer_bytes,
+                }),
                 Wake::default(),
             );
         }
@@ -723,7 +803,13 @@ impl ChannelState {
         let mut buf = BytesMut::new();
         Control::Trailers(trailers).encode(&mut buf);
         self.tx.push_back(Queued::Control(buf.freeze()));
-        (Step::Ready(()), Wake { transmit: true, ..Wake::default() })
+        (
+            Step::Ready(()),
+            Wake {
+                transmit: true,
+                ..Wake::default()
+            },
+        )
     }
 
     /// Queues the end of stream (once) and reports whether the peer has confirmed it.
@@ -793,7 +879,11 @@ impl ChannelState {
         // Control that jumps the queue: reset, then acknowledgements and credit.
         let mut ctl = BytesMut::new();
         if let Some((code, reason)) = self.out_reset.take() {
-            Control::Reset { code: code.code(), reason }.encode(&mut ctl);
+            Control::Reset {
+                code: code.code(),
+                reason,
+            }
+            .encode(&mut ctl);
             self.reset_sent = true;
         }
         if std::mem::take(&mut self.out_fin_ack) && !self.reset_sent {
@@ -829,7 +919,11 @@ impl ChannelState {
                 self.tx_credit -= n as u64;
                 self.tx_queued -= n;
                 wake.write = true;
-                let t = if error_stream { Transmit::Error(chunk) } else { Transmit::Data(chunk) };
+                let t = if error_stream {
+                    Transmit::Error(chunk)
+                } else {
+                    Transmit::Data(chunk)
+                };
                 return (Some(t), wake);
             }
             Some(Queued::Control(_)) => {
@@ -850,7 +944,7 @@ impl ChannelState {
             if !self.rx_fin {
                 // Nobody will read what the peer still sends: tell it to stop.
                 self.out_reset = Some((ResetCode::Closed, "channel closed by the peer".into()));
-                self.local_failure.get_or_insert(ChannelError::WriteClosed);
+                self.local_failure.get_or_insert(ChannelError::Closed);
                 return self.poll_transmit(max);
             }
             self.close_sent = true;

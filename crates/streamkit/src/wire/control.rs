@@ -113,7 +113,9 @@ impl Control {
                     }
                     let len = payload.get_u32() as usize;
                     if payload.len() < len {
-                        return Err(ControlError::Malformed("trailer past the end of the record"));
+                        return Err(ControlError::Malformed(
+                            "trailer past the end of the record",
+                        ));
                     }
                     let s = payload.split_to(len);
                     let s = String::from_utf8(s.to_vec())
@@ -126,7 +128,11 @@ impl Control {
                 if !payload.is_empty() {
                     return Err(ControlError::Malformed("FIN and FIN_ACK have no body"));
                 }
-                if kind == FIN { Control::Fin } else { Control::FinAck }
+                if kind == FIN {
+                    Control::Fin
+                } else {
+                    Control::FinAck
+                }
             }
             RESET => {
                 if payload.len() < 4 {
@@ -164,7 +170,9 @@ pub struct ControlDecoder {
 impl ControlDecoder {
     /// A decoder refusing records over `max` bytes.
     pub fn new(max: usize) -> ControlDecoder {
-        ControlDecoder { frames: FrameDecoder::new(max) }
+        ControlDecoder {
+            frames: FrameDecoder::new(max),
+        }
     }
 
     /// Feeds bytes in, appending decoded records to `out`.
@@ -202,7 +210,11 @@ mod tests {
     fn reasons_are_truncated_on_a_boundary() {
         let long = "é".repeat(MAX_REASON);
         let mut buf = BytesMut::new();
-        Control::Reset { code: 1, reason: long }.encode(&mut buf);
+        Control::Reset {
+            code: 1,
+            reason: long,
+        }
+        .encode(&mut buf);
         let mut out = Vec::new();
         ControlDecoder::new(4096).push(&buf, &mut out).unwrap();
         match &out[0] {
@@ -224,7 +236,10 @@ mod tests {
         ];
         for case in cases {
             let mut out = Vec::new();
-            assert!(ControlDecoder::new(100).push(case, &mut out).is_err(), "{case:?}");
+            assert!(
+                ControlDecoder::new(100).push(case, &mut out).is_err(),
+                "{case:?}"
+            );
         }
     }
 

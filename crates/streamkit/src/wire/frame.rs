@@ -68,11 +68,16 @@ impl FrameDecoder {
     /// Feeds bytes in; calls `emit` for every complete frame.
     ///
     /// After an error the decoder is poisoned: the stream cannot be resynchronised.
-    pub fn push(&mut self, mut input: &[u8], mut emit: impl FnMut(Bytes)) -> Result<(), FrameTooLarge> {
+    pub fn push(
+        &mut self,
+        mut input: &[u8],
+        mut emit: impl FnMut(Bytes),
+    ) -> Result<(), FrameTooLarge> {
         while !input.is_empty() {
             if !self.in_body {
                 let take = (HEADER_LEN - self.header_len).min(input.len());
-                self.header[self.header_len..self.header_len + take].copy_from_slice(&input[..take]);
+                self.header[self.header_len..self.header_len + take]
+                    .copy_from_slice(&input[..take]);
                 self.header_len += take;
                 input = &input[take..];
                 if self.header_len < HEADER_LEN {
@@ -80,7 +85,10 @@ impl FrameDecoder {
                 }
                 let len = u32::from_be_bytes(self.header) as usize;
                 if len > self.max {
-                    return Err(FrameTooLarge { len: len as u64, max: self.max });
+                    return Err(FrameTooLarge {
+                        len: len as u64,
+                        max: self.max,
+                    });
                 }
                 self.header_len = 0;
                 if len == 0 {
@@ -128,12 +136,21 @@ mod tests {
     #[test]
     fn oversize_is_refused_at_the_header() {
         let err = decode_all(1024, &[&[0xff, 0xff, 0xff, 0xff]]).unwrap_err();
-        assert_eq!(err, FrameTooLarge { len: u32::MAX as u64, max: 1024 });
+        assert_eq!(
+            err,
+            FrameTooLarge {
+                len: u32::MAX as u64,
+                max: 1024
+            }
+        );
     }
 
     #[test]
     fn empty_frames_are_frames() {
-        assert_eq!(decode_all(10, &[&[0, 0, 0, 0, 0, 0, 0, 0]]).unwrap(), vec![vec![], vec![]]);
+        assert_eq!(
+            decode_all(10, &[&[0, 0, 0, 0, 0, 0, 0, 0]]).unwrap(),
+            vec![vec![], vec![]]
+        );
     }
 
     #[test]

@@ -176,7 +176,10 @@ mod tests {
         assert_eq!(parse_ident(b"HTTP/1.1 200 OK"), Err(IdentError::NotSsh2));
         assert!(parse_ident(b"SSH-2.0-x streamkit=one").is_err());
         assert!(parse_ident(b"SSH-2.0-x name=%ZZ").is_err());
-        assert!(parse_ident(b"SSH-2.0-x name=%0A").is_err(), "control characters");
+        assert!(
+            parse_ident(b"SSH-2.0-x name=%0A").is_err(),
+            "control characters"
+        );
         assert!(parse_ident(b"SSH-2.0-x name=").is_err(), "empty name");
     }
 

@@ -82,7 +82,9 @@ pub fn validate_service(service: &str) -> Result<(), OpenDecodeError> {
     } else if service.len() > MAX_SERVICE {
         Err(OpenDecodeError::InvalidService("longer than 256 bytes"))
     } else if service.chars().any(char::is_control) {
-        Err(OpenDecodeError::InvalidService("contains control characters"))
+        Err(OpenDecodeError::InvalidService(
+            "contains control characters",
+        ))
     } else {
         Ok(())
     }
@@ -100,7 +102,10 @@ impl OpenRequest {
     pub fn encode(&self, max: usize) -> Result<String, OpenDecodeError> {
         validate_service(&self.service)?;
         let mut out = String::with_capacity(
-            MAGIC.len() + self.service.len() + self.headers.iter().map(|h| h.len() + 8).sum::<usize>() + 32,
+            MAGIC.len()
+                + self.service.len()
+                + self.headers.iter().map(|h| h.len() + 8).sum::<usize>()
+                + 32,
         );
         out.push_str(MAGIC);
         push_field(&mut out, 's', &self.service);
@@ -116,7 +121,10 @@ impl OpenRequest {
             None => {}
         }
         if out.len() > max {
-            return Err(OpenDecodeError::TooLarge { len: out.len(), max });
+            return Err(OpenDecodeError::TooLarge {
+                len: out.len(),
+                max,
+            });
         }
         Ok(out)
     }
@@ -124,9 +132,14 @@ impl OpenRequest {
     /// Decodes a request, refusing anything over `max` bytes before looking inside.
     pub fn decode(input: &str, max: usize) -> Result<OpenRequest, OpenDecodeError> {
         if input.len() > max {
-            return Err(OpenDecodeError::TooLarge { len: input.len(), max });
+            return Err(OpenDecodeError::TooLarge {
+                len: input.len(),
+                max,
+            });
         }
-        let mut rest = input.strip_prefix(MAGIC).ok_or(OpenDecodeError::NotStreamkit)?;
+        let mut rest = input
+            .strip_prefix(MAGIC)
+            .ok_or(OpenDecodeError::NotStreamkit)?;
         let mut req = OpenRequest::default();
         let mut service = None;
         while !rest.is_empty() {
@@ -151,9 +164,9 @@ impl OpenRequest {
                 .parse()
                 .map_err(|_| OpenDecodeError::Malformed("bad field length"))?;
             let body = &after_tag[colon + 1..];
-            let value = body
-                .get(..len)
-                .ok_or(OpenDecodeError::Malformed("field length past the end or inside a character"))?;
+            let value = body.get(..len).ok_or(OpenDecodeError::Malformed(
+                "field length past the end or inside a character",
+            ))?;
             rest = &body[len..];
             match tag {
                 's' => {
@@ -191,10 +204,12 @@ impl OpenRequest {
 }
 
 fn parse_id(s: &str) -> Result<u64, OpenDecodeError> {
-    if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) || (s.len() > 1 && s.starts_with('0')) {
+    if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) || (s.len() > 1 && s.starts_with('0'))
+    {
         return Err(OpenDecodeError::Malformed("bad channel id"));
     }
-    s.parse().map_err(|_| OpenDecodeError::Malformed("bad channel id"))
+    s.parse()
+        .map_err(|_| OpenDecodeError::Malformed("bad channel id"))
 }
 
 #[cfg(test)]
@@ -231,7 +246,12 @@ mod tests {
             format!("big={big}"),
             "h12:sneaky".into(),
         ];
-        let req = OpenRequest { service: "svc".into(), headers, id: None, parent: None };
+        let req = OpenRequest {
+            service: "svc".into(),
+            headers,
+            id: None,
+            parent: None,
+        };
         let enc = req.encode(MAX).unwrap();
         assert_eq!(OpenRequest::decode(&enc, MAX).unwrap(), req);
     }
@@ -254,7 +274,10 @@ mod tests {
             "streamkit:1;s1:\u{7}",
         ];
         for case in cases {
-            assert!(OpenRequest::decode(case, MAX).is_err(), "{case:?} should be refused");
+            assert!(
+                OpenRequest::decode(case, MAX).is_err(),
+                "{case:?} should be refused"
+            );
         }
         // A length that ends inside a multi-byte character.
         assert!(OpenRequest::decode("streamkit:1;s2:é", MAX).is_ok());
@@ -274,9 +297,15 @@ mod tests {
             headers: vec!["x".repeat(100)],
             ..Default::default()
         };
-        assert!(matches!(req.encode(50), Err(OpenDecodeError::TooLarge { .. })));
+        assert!(matches!(
+            req.encode(50),
+            Err(OpenDecodeError::TooLarge { .. })
+        ));
         let enc = req.encode(MAX).unwrap();
-        assert!(matches!(OpenRequest::decode(&enc, 50), Err(OpenDecodeError::TooLarge { .. })));
+        assert!(matches!(
+            OpenRequest::decode(&enc, 50),
+            Err(OpenDecodeError::TooLarge { .. })
+        ));
     }
 
     proptest! {

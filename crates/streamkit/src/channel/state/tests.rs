@@ -34,7 +34,11 @@ impl Pair {
         let mut b = ChannelState::new(cfg());
         let _ = a.open_window();
         let _ = b.open_window();
-        Pair { a, b, mtu: 32 * 1024 }
+        Pair {
+            a,
+            b,
+            mtu: 32 * 1024,
+        }
     }
 
     fn side(&mut self, s: Side) -> (&mut ChannelState, &mut ChannelState) {
@@ -152,10 +156,15 @@ fn exceeding_credit_is_a_protocol_violation() {
     let mut b = ChannelState::new(cfg());
     let big = vec![0u8; INITIAL_CREDIT as usize + 1];
     let _ = b.on_data(&big);
-    assert!(matches!(b.read(&mut [0u8; 4]).0, Step::Failed(ChannelError::Protocol(_))));
+    assert!(matches!(
+        b.read(&mut [0u8; 4]).0,
+        Step::Failed(ChannelError::Protocol(_))
+    ));
     // It tells the peer why.
     let (t, _) = b.poll_transmit(1024);
-    let Some(Transmit::Control(rec)) = t else { panic!("{t:?}") };
+    let Some(Transmit::Control(rec)) = t else {
+        panic!("{t:?}")
+    };
     let mut out = Vec::new();
     ControlDecoder::new(4096).push(&rec, &mut out).unwrap();
     assert!(matches!(out[0], Control::Reset { code: 3, .. }), "{out:?}");
@@ -200,13 +209,21 @@ fn oversize_frame_fails_the_channel_without_allocating() {
     write_all(&mut p, Side::A, &u32::MAX.to_be_bytes());
     p.settle();
     let (step, _) = p.b.read_frame();
-    assert!(matches!(step, Step::Failed(ChannelError::FrameTooLarge { len, .. }) if len == u64::from(u32::MAX)));
+    assert!(
+        matches!(step, Step::Failed(ChannelError::FrameTooLarge { len, .. }) if len == u64::from(u32::MAX))
+    );
     assert!(p.b.buffered() < 64);
     p.settle();
     // The writer learns why.
     let (step, _) = p.a.write(b"x");
     assert!(
-        matches!(step, Step::Failed(ChannelError::ResetByPeer { code: ResetCode::FrameTooLarge, .. })),
+        matches!(
+            step,
+            Step::Failed(ChannelError::ResetByPeer {
+                code: ResetCode::FrameTooLarge,
+                ..
+            })
+        ),
         "{step:?}"
     );
     assert!(p.a.is_closed() && p.b.is_closed());
@@ -218,7 +235,10 @@ fn truncated_frame_at_end_of_stream_is_an_error() {
     write_all(&mut p, Side::A, &[0, 0, 0, 10, 1, 2]);
     let _ = p.a.close_write();
     p.settle();
-    assert_eq!(p.b.read_frame().0, Step::Failed(ChannelError::TruncatedFrame));
+    assert_eq!(
+        p.b.read_frame().0,
+        Step::Failed(ChannelError::TruncatedFrame)
+    );
 }
 
 #[test]
@@ -230,11 +250,23 @@ fn errors_written_before_the_end_are_seen_after_it() {
     let _ = p.a.write_frame(b"second error", true);
     let _ = p.a.close_write();
     p.settle();
-    assert_eq!(p.b.read_frame().0, Step::Ready(Some(Bytes::from_static(b"data-1"))));
-    assert_eq!(p.b.read_frame().0, Step::Ready(Some(Bytes::from_static(b"data-2"))));
+    assert_eq!(
+        p.b.read_frame().0,
+        Step::Ready(Some(Bytes::from_static(b"data-1")))
+    );
+    assert_eq!(
+        p.b.read_frame().0,
+        Step::Ready(Some(Bytes::from_static(b"data-2")))
+    );
     assert_eq!(p.b.read_frame().0, Step::Ready(None));
-    assert_eq!(p.b.read_error().0, Step::Ready(Some(Bytes::from_static(b"oops"))));
-    assert_eq!(p.b.read_error().0, Step::Ready(Some(Bytes::from_static(b"second error"))));
+    assert_eq!(
+        p.b.read_error().0,
+        Step::Ready(Some(Bytes::from_static(b"oops")))
+    );
+    assert_eq!(
+        p.b.read_error().0,
+        Step::Ready(Some(Bytes::from_static(b"second error")))
+    );
     assert_eq!(p.b.read_error().0, Step::Ready(None));
 }
 
@@ -264,7 +296,8 @@ fn unread_errors_do_not_stall_the_data() {
 fn trailers_are_visible_at_end_of_stream() {
     let mut p = Pair::new();
     let _ = p.a.write(b"body");
-    let _ = p.a.write_trailers(vec!["exit-status=3".into(), "a,b=c\nd".into()]);
+    let _ =
+        p.a.write_trailers(vec!["exit-status=3".into(), "a,b=c\nd".into()]);
     p.settle();
     assert_eq!(p.b.trailers(), None, "not before the end of stream");
     let _ = p.a.close_write();
@@ -277,7 +310,10 @@ fn trailers_are_visible_at_end_of_stream() {
 fn trailers_over_the_limit_are_refused_locally() {
     let mut p = Pair::new();
     let (step, _) = p.a.write_trailers(vec!["x".repeat(2000)]);
-    assert!(matches!(step, Step::Failed(ChannelError::TrailersTooLarge { .. })));
+    assert!(matches!(
+        step,
+        Step::Failed(ChannelError::TrailersTooLarge { .. })
+    ));
 }
 
 #[test]
@@ -289,10 +325,19 @@ fn reset_is_an_error_not_eof_on_both_sides() {
     p.settle();
     assert!(matches!(
         p.b.read(&mut [0u8; 16]).0,
-        Step::Failed(ChannelError::ResetByPeer { code: ResetCode::Cancelled, .. })
+        Step::Failed(ChannelError::ResetByPeer {
+            code: ResetCode::Cancelled,
+            ..
+        })
     ));
-    assert!(matches!(p.b.write(b"x").0, Step::Failed(ChannelError::ResetByPeer { .. })));
-    assert_eq!(p.a.read(&mut [0u8; 16]).0, Step::Failed(ChannelError::ResetLocally));
+    assert!(matches!(
+        p.b.write(b"x").0,
+        Step::Failed(ChannelError::ResetByPeer { .. })
+    ));
+    assert_eq!(
+        p.a.read(&mut [0u8; 16]).0,
+        Step::Failed(ChannelError::ResetLocally)
+    );
     assert_eq!(p.a.write(b"x").0, Step::Failed(ChannelError::ResetLocally));
     assert!(p.a.is_closed() && p.b.is_closed());
 }
@@ -309,7 +354,10 @@ fn close_with_unfinished_peer_stops_its_writes_but_keeps_its_reads() {
     assert_eq!(read_all(&mut p.b), b"request");
     assert_eq!(p.b.read(&mut [0u8; 4]).0, Step::Ready(0));
     // ...but may not write any more.
-    assert_eq!(p.b.write(b"late").0, Step::Failed(ChannelError::ClosedByPeer));
+    assert_eq!(
+        p.b.write(b"late").0,
+        Step::Failed(ChannelError::ClosedByPeer)
+    );
     assert!(p.a.is_closed() && p.b.is_closed());
 }
 
@@ -330,7 +378,10 @@ fn connection_loss_fails_reads_after_buffered_data() {
     p.settle();
     let _ = p.b.on_connection_lost(&Arc::from("peer vanished"));
     assert_eq!(read_all_until_err(&mut p.b), b"last words");
-    assert!(matches!(p.b.write(b"x").0, Step::Failed(ChannelError::ConnectionLost(_))));
+    assert!(matches!(
+        p.b.write(b"x").0,
+        Step::Failed(ChannelError::ConnectionLost(_))
+    ));
 }
 
 fn read_all_until_err(s: &mut ChannelState) -> Vec<u8> {
@@ -350,7 +401,10 @@ fn close_without_fin_is_a_reset() {
     let mut b = ChannelState::new(cfg());
     let _ = b.on_data(b"abc");
     let _ = b.on_close();
-    assert!(matches!(b.read(&mut [0u8; 8]).0, Step::Failed(ChannelError::ResetByPeer { .. })));
+    assert!(matches!(
+        b.read(&mut [0u8; 8]).0,
+        Step::Failed(ChannelError::ResetByPeer { .. })
+    ));
     assert!(b.is_closed());
 }
 
@@ -380,7 +434,10 @@ fn protocol_violations_reset_the_channel() {
     Control::Fin.encode(&mut wire);
     let _ = b.on_extended(EXT_CONTROL, &wire);
     let _ = b.on_data(b"late");
-    assert!(matches!(b.write(b"x").0, Step::Failed(ChannelError::Protocol(_))));
+    assert!(matches!(
+        b.write(b"x").0,
+        Step::Failed(ChannelError::Protocol(_))
+    ));
 }
 
 proptest::proptest! {

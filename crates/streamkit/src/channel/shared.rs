@@ -1,0 +1,288 @@
+//! The state of a channel shared between its handles, the connection's I/O task
+//! (which feeds it what arrives) and the connection's send pump.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
+use std::task::{Context, Poll, Waker};
+
+use tokio::sync::Notify;
+
+use super::state::{ChannelState, StateConfig, Step, Transmit, Wake};
+use crate::Headers;
+use crate::error::ChannelError;
+use crate::transport::ssh::SshWriter;
+use crate::transport::{HIGH_WATER, Outbound};
+
+/// Locks a mutex, ignoring poisoning: every critical section here leaves the data
+/// consistent before anything that could panic.
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// What a channel is: fixed once the open completes.
+#[derive(Debug)]
+pub(crate) struct MetaInfo {
+    pub service: String,
+    pub headers: Headers,
+    pub local_peer: String,
+    pub remote_peer: String,
+}
+
+struct Inner {
+    state: ChannelState,
+    read_waker: Option<Waker>,
+    write_waker: Option<Waker>,
+}
+
+/// One channel, shared.
+pub(crate) struct ChannelShared {
+    inner: Mutex<Inner>,
+    info: OnceLock<MetaInfo>,
+    writer: OnceLock<SshWriter>,
+    pump: Arc<Pump>,
+    queued: AtomicBool,
+    reader_alive: AtomicBool,
+    writer_alive: AtomicBool,
+    /// The SSH channel number on this side.
+    pub(crate) ssh_id: u32,
+}
+
+impl std::fmt::Debug for ChannelShared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ChannelShared")
+            .field("ssh_id", &self.ssh_id)
+            .field("info", &self.info.get())
+            .finish_non_exhaustive()
+    }
+}
+
+impl ChannelShared {
+    pub(crate) fn new(ssh_id: u32, cfg: StateConfig, pump: Arc<Pump>) -> Arc<ChannelShared> {
+        Arc::new(ChannelShared {
+            inner: Mutex::new(Inner {
+                state: ChannelState::new(cfg),
+                read_waker: None,
+                write_waker: None,
+            }),
+            info: OnceLock::new(),
+            writer: OnceLock::new(),
+            pump,
+            queued: AtomicBool::new(false),
+            reader_alive: AtomicBool::new(true),
+            writer_alive: AtomicBool::new(true),
+            ssh_id,
+        })
+    }
+
+    pub(crate) fn info(&self) -> Option<&MetaInfo> {
+        self.info.get()
+    }
+
+    /// Completes the channel: its description and the way to send on it.
+    pub(crate) fn establish(self: &Arc<Self>, info: MetaInfo, writer: SshWriter) {
+        let _ = self.info.set(info);
+        let _ = self.writer.set(writer);
+        self.update(|s| ((), s.open_window()));
+        self.schedule();
+    }
+
+    /// Runs `f` on the state, then wakes whoever it made ready.
+    pub(crate) fn update<R>(self: &Arc<Self>, f: impl FnOnce(&mut ChannelState) -> (R, Wake)) -> R {
+        self.run(f, |_, _| {})
+    }
+
+    /// Runs `f` under the lock, lets `after` look at the result while still locked,
+    /// then wakes whoever `f` made ready.
+    fn run<R>(
+        self: &Arc<Self>,
+        f: impl FnOnce(&mut ChannelState) -> (R, Wake),
+        after: impl FnOnce(&R, &mut Inner),
+    ) -> R {
+        let (r, wake, rw, ww) = {
+            let mut g = lock(&self.inner);
+            let (r, wake) = f(&mut g.state);
+            let rw = if wake.read { g.read_waker.take() } else { None };
+            let ww = if wake.write {
+                g.write_waker.take()
+            } else {
+                None
+            };
+            after(&r, &mut g);
+            (r, wake, rw, ww)
+        };
+        if let Some(w) = rw {
+            w.wake();
+        }
+        if let Some(w) = ww {
+            w.wake();
+        }
+        if wake.transmit {
+            self.schedule();
+        }
+        r
+    }
+
+    /// Reads the state without changing it.
+    pub(crate) fn peek<R>(&self, f: impl FnOnce(&ChannelState) -> R) -> R {
+        f(&lock(&self.inner).state)
+    }
+
+    /// Runs a reading operation; when it cannot complete, registers the task to be woken.
+    pub(crate) fn poll_read_op<T>(
+        self: &Arc<Self>,
+        cx: &mut Context<'_>,
+        f: impl FnOnce(&mut ChannelState) -> (Step<T>, Wake),
+    ) -> Poll<Result<T, ChannelError>> {
+        self.poll_op(cx, true, f)
+    }
+
+    /// Runs a writing operation; when it cannot complete, registers the task to be woken.
+    pub(crate) fn poll_write_op<T>(
+        self: &Arc<Self>,
+        cx: &mut Context<'_>,
+        f: impl FnOnce(&mut ChannelState) -> (Step<T>, Wake),
+    ) -> Poll<Result<T, ChannelError>> {
+        self.poll_op(cx, false, f)
+    }
+
+    fn poll_op<T>(
+        self: &Arc<Self>,
+        cx: &mut Context<'_>,
+        read: bool,
+        f: impl FnOnce(&mut ChannelState) -> (Step<T>, Wake),
+    ) -> Poll<Result<T, ChannelError>> {
+        // The waker is registered under the same lock as the check: no wake-up is lost.
+        let step = self.run(f, |step, g| {
+            if matches!(step, Step::Pending) {
+                let slot = if read {
+                    &mut g.read_waker
+                } else {
+                    &mut g.write_waker
+                };
+                match slot {
+                    Some(w) if w.will_wake(cx.waker()) => {}
+                    _ => *slot = Some(cx.waker().clone()),
+                }
+            }
+        });
+        match step {
+            Step::Ready(v) => Poll::Ready(Ok(v)),
+            Step::Failed(e) => Poll::Ready(Err(e)),
+            Step::Pending => Poll::Pending,
+        }
+    }
+
+    /// Queues this channel for the send pump.
+    pub(crate) fn schedule(self: &Arc<Self>) {
+        if self.writer.get().is_none() {
+            return; // `establish` schedules once the channel can send
+        }
+        if !self.queued.swap(true, Ordering::AcqRel) {
+            self.pump.push(self.clone());
+        }
+    }
+
+    pub(crate) fn reader_dropped(self: &Arc<Self>) {
+        self.reader_alive.store(false, Ordering::SeqCst);
+        self.update(|s| ((), s.reader_dropped()));
+        if !self.writer_alive.load(Ordering::SeqCst) {
+            self.update(|s| ((), s.released()));
+        }
+    }
+
+    pub(crate) fn writer_dropped(self: &Arc<Self>) {
+        self.writer_alive.store(false, Ordering::SeqCst);
+        if self.reader_alive.load(Ordering::SeqCst) {
+            // Like a socket's write half: dropping it ends the stream.
+            self.update(|s| {
+                let (_, w) = s.close_write();
+                ((), w)
+            });
+        } else {
+            self.update(|s| ((), s.released()));
+        }
+    }
+}
+
+/// The per-connection queue of channels with something to send, drained by one task
+/// so that everything a channel sends leaves in order and small writes coalesce
+/// while the connection is busy.
+#[derive(Debug, Default)]
+pub(crate) struct Pump {
+    ready: Mutex<VecDeque<Arc<ChannelShared>>>,
+    notify: Notify,
+    closed: AtomicBool,
+}
+
+/// Most bytes one channel sends before the pump moves on to the next.
+const TURN_BUDGET: usize = 512 * 1024;
+
+impl Pump {
+    fn push(&self, ch: Arc<ChannelShared>) {
+        if self.closed.load(Ordering::SeqCst) {
+            return;
+        }
+        lock(&self.ready).push_back(ch);
+        self.notify.notify_one();
+    }
+
+    pub(crate) fn close(&self) {
+        self.closed.store(true, Ordering::SeqCst);
+        lock(&self.ready).clear();
+        self.notify.notify_one();
+    }
+
+    /// Sends queued channels' data until the pump is closed. `forget` is called for
+    /// each channel after its SSH close went out.
+    pub(crate) async fn run(
+        self: Arc<Self>,
+        max_chunk: usize,
+        out: Arc<Outbound>,
+        forget: impl Fn(&Arc<ChannelShared>),
+    ) {
+        loop {
+            let notified = self.notify.notified();
+            if self.closed.load(Ordering::SeqCst) {
+                return;
+            }
+            let next = lock(&self.ready).pop_front();
+            let Some(ch) = next else {
+                notified.await;
+                continue;
+            };
+            ch.queued.store(false, Ordering::Release);
+            let Some(writer) = ch.writer.get() else {
+                continue;
+            };
+            let mut sent = 0usize;
+            loop {
+                // Backpressure from the socket: see `Outbound`.
+                if out.backlog() > HIGH_WATER {
+                    out.wait_drained().await;
+                }
+                let t = ch.update(|s| s.poll_transmit(max_chunk));
+                let Some(t) = t else { break };
+                let n = match &t {
+                    Transmit::Data(b) | Transmit::Error(b) => b.len(),
+                    _ => 0,
+                };
+                let close = t == Transmit::Close;
+                if writer.send(t).await.is_err() {
+                    break; // the connection is going away; its loss is handled elsewhere
+                }
+                if close {
+                    forget(&ch);
+                    break;
+                }
+                sent += n;
+                if sent >= TURN_BUDGET {
+                    if ch.peek(ChannelState::wants_transmit) {
+                        ch.schedule();
+                    }
+                    break;
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,234 @@
+//! Peer configuration and the options that can change on a live peer.
+
+use std::collections::BTreeSet;
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::Headers;
+use crate::error::ConfigError;
+use crate::keys::Identity;
+use crate::trust::Trust;
+use crate::wire::INITIAL_CREDIT;
+
+/// Everything needed to create a [`Peer`](crate::Peer).
+#[derive(Clone)]
+pub struct PeerConfig {
+    /// This peer's name, announced to every remote (1 to 64 bytes, no control characters).
+    pub name: String,
+    /// The key this peer proves itself with.
+    pub identity: Identity,
+    /// Whom this peer trusts.
+    pub trust: Trust,
+    /// A token to present (as the SSH password) when our key is not trusted by a server.
+    pub token: Option<String>,
+    /// Options that may also change at run time.
+    pub options: Options,
+    /// Decides, per channel open, whether a remote peer may use a service.
+    pub authorizer: Option<Arc<dyn Authorize>>,
+}
+
+impl fmt::Debug for PeerConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PeerConfig")
+            .field("name", &self.name)
+            .field("identity", &self.identity)
+            .field("trust", &self.trust)
+            .field("token", &self.token.as_ref().map(|_| "***"))
+            .field("options", &self.options)
+            .field("authorizer", &self.authorizer.is_some())
+            .finish()
+    }
+}
+
+impl PeerConfig {
+    /// A configuration with default options.
+    pub fn new(name: impl Into<String>, identity: Identity, trust: Trust) -> PeerConfig {
+        PeerConfig {
+            name: name.into(),
+            identity,
+            trust,
+            token: None,
+            options: Options::default(),
+            authorizer: None,
+        }
+    }
+
+    /// Sets the token presented to servers.
+    pub fn with_token(mut self, token: impl Into<String>) -> PeerConfig {
+        self.token = Some(token.into());
+        self
+    }
+
+    /// Sets the options.
+    pub fn with_options(mut self, options: Options) -> PeerConfig {
+        self.options = options;
+        self
+    }
+
+    /// Sets the per-service authorisation hook.
+    pub fn with_authorizer(mut self, authorizer: impl Authorize) -> PeerConfig {
+        self.authorizer = Some(Arc::new(authorizer));
+        self
+    }
+}
+
+/// What an authorisation hook is asked about.
+#[derive(Debug)]
+#[non_exhaustive]
+pub struct AccessRequest<'a> {
+    /// The remote peer's name.
+    pub peer: &'a str,
+    /// The service it wants to open.
+    pub service: &'a str,
+    /// The headers it sent.
+    pub headers: &'a Headers,
+}
+
+/// Decides whether a remote peer may open a channel to a service.
+///
+/// Called for every open, on the connection's I/O task: keep it quick and do not block.
+/// Closures `Fn(&AccessRequest) -> bool` implement it.
+pub trait Authorize: Send + Sync + 'static {
+    /// `true` lets the open through; `false` refuses it with "access denied".
+    fn authorize(&self, request: &AccessRequest<'_>) -> bool;
+}
+
+impl<F> Authorize for F
+where
+    F: Fn(&AccessRequest<'_>) -> bool + Send + Sync + 'static,
+{
+    fn authorize(&self, request: &AccessRequest<'_>) -> bool {
+        self(request)
+    }
+}
+
+/// Which services a peer accepts channels for.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum Services {
+    /// Every service name reaches [`Peer::accept`](crate::Peer::accept).
+    #[default]
+    Any,
+    /// Only these; an open for another fails with "service not found".
+    Only(BTreeSet<String>),
+}
+
+impl Services {
+    /// No services: every open is refused (a pure client).
+    pub fn none() -> Services {
+        Services::Only(BTreeSet::new())
+    }
+
+    /// Exactly these services.
+    pub fn only<I, S>(names: I) -> Services
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        Services::Only(names.into_iter().map(Into::into).collect())
+    }
+
+    /// Whether `service` is served.
+    pub fn contains(&self, service: &str) -> bool {
+        match self {
+            Services::Any => true,
+            Services::Only(set) => set.contains(service),
+        }
+    }
+}
+
+/// Options of a peer. `Options::default()` documents the defaults; each field says
+/// when a change on a live peer ([`Peer::set_options`](crate::Peer::set_options)) takes effect.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Options {
+    /// Services accepted. Default: [`Services::Any`]. Applies to the next open.
+    pub services: Services,
+    /// Receive window per channel, in bytes: the most a channel buffers for a reader
+    /// that does not read. Default 1 MiB, at least 64 KiB. Applies to new channels.
+    pub channel_window: u32,
+    /// Bytes a writer may queue on a channel before writes wait. Default 256 KiB.
+    /// Applies to new channels.
+    pub send_buffer: usize,
+    /// Largest frame read or written, in bytes. Default 16 MiB. Applies to new channels.
+    pub max_frame_size: usize,
+    /// Largest encoded open request (service and headers) and trailers. Default
+    /// 16 KiB, at most 192 KiB. Applies to the next open.
+    pub max_header_bytes: usize,
+    /// Most channels open at once on one connection, each way. Default 4096.
+    /// Applies to the next open.
+    pub max_channels_per_connection: usize,
+    /// Most incoming channels waiting for [`Peer::accept`](crate::Peer::accept).
+    /// Default 1024. Applies to the next open.
+    pub max_pending_accepts: usize,
+    /// Time for a connection to complete its SSH handshake and authentication.
+    /// Default 10 s. Applies to new connections.
+    pub handshake_timeout: Duration,
+    /// Time to wait for the remote to answer an open. Default 30 s. Applies to the next open.
+    pub open_timeout: Duration,
+    /// Time [`Peer::shutdown`](crate::Peer::shutdown) lets open channels finish.
+    /// Default 10 s.
+    pub close_timeout: Duration,
+    /// Authentication attempts a client gets per connection. Default 6. Applies to new connections.
+    pub max_auth_attempts: usize,
+    /// Largest SSH packet accepted per channel message, in bytes. Default 256 KiB
+    /// (the most russh accepts). Applies to new connections.
+    pub max_packet_size: u32,
+}
+
+impl Default for Options {
+    fn default() -> Options {
+        Options {
+            services: Services::Any,
+            channel_window: 1024 * 1024,
+            send_buffer: 256 * 1024,
+            max_frame_size: 16 * 1024 * 1024,
+            max_header_bytes: 16 * 1024,
+            max_channels_per_connection: 4096,
+            max_pending_accepts: 1024,
+            handshake_timeout: Duration::from_secs(10),
+            open_timeout: Duration::from_secs(30),
+            close_timeout: Duration::from_secs(10),
+            max_auth_attempts: 6,
+            max_packet_size: 256 * 1024,
+        }
+    }
+}
+
+/// Most bytes an open request may take: it must fit well inside one SSH packet.
+pub const MAX_HEADER_BYTES_LIMIT: usize = 192 * 1024;
+
+impl Options {
+    /// Checks every option is within range.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |option, why: String| Err(ConfigError::Option { option, why });
+        if self.channel_window < INITIAL_CREDIT {
+            return bad(
+                "channel_window",
+                format!("must be at least {INITIAL_CREDIT}"),
+            );
+        }
+        if self.send_buffer == 0 {
+            return bad("send_buffer", "must not be zero".into());
+        }
+        if self.max_frame_size == 0 || self.max_frame_size > u32::MAX as usize {
+            return bad("max_frame_size", "must be between 1 and 2^32-1".into());
+        }
+        if self.max_header_bytes < 256 || self.max_header_bytes > MAX_HEADER_BYTES_LIMIT {
+            return bad(
+                "max_header_bytes",
+                format!("must be between 256 and {MAX_HEADER_BYTES_LIMIT}"),
+            );
+        }
+        if self.max_channels_per_connection == 0 {
+            return bad("max_channels_per_connection", "must not be zero".into());
+        }
+        if self.max_packet_size < 4096 || self.max_packet_size > 256 * 1024 {
+            return bad("max_packet_size", "must be between 4096 and 262144".into());
+        }
+        if self.max_auth_attempts == 0 {
+            return bad("max_auth_attempts", "must not be zero".into());
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,357 @@
+//! One connection between two peers and the channels it carries.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
+
+use tokio::sync::{Notify, oneshot};
+
+use super::{AcceptSlot, PeerInner};
+use crate::channel::shared::{ChannelShared, MetaInfo, Pump, lock};
+use crate::channel::state::StateConfig;
+use crate::channel::{Channel, Headers};
+use crate::config::AccessRequest;
+use crate::endpoint::Endpoint;
+use crate::error::OpenErrorKind;
+use crate::transport::ssh::{OpenFailed, SshLink, SshWriter};
+use crate::transport::{KillSwitch, Outbound};
+use crate::wire::open::OpenRequest;
+use crate::wire::reason::OpenRefusal;
+
+/// Most bytes the pump hands russh for one channel message (russh splits further
+/// by the remote's packet size).
+const MAX_CHUNK: usize = 256 * 1024;
+
+static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+
+/// A live connection.
+pub(crate) struct Connection {
+    pub(crate) id: u64,
+    pub(crate) local_name: String,
+    pub(crate) remote_name: String,
+    /// Where the remote is, for messages (`tcp://addr` or the dialled endpoint).
+    pub(crate) remote_addr: String,
+    /// The endpoint `connect` dialled, if this side dialled.
+    pub(crate) dialed: Option<Endpoint>,
+    /// Whether the remote speaks the native protocol (a plain SSH client does not).
+    #[allow(dead_code)] // used by the standard-SSH-client mapping
+    pub(crate) native: bool,
+    link: SshLink,
+    peer: Weak<PeerInner>,
+    channels: Mutex<HashMap<u32, Arc<ChannelShared>>>,
+    pending_opens: AtomicUsize,
+    pump: Arc<Pump>,
+    kill: Arc<KillSwitch>,
+    lost: OnceLock<Arc<str>>,
+    lost_notify: Notify,
+    next_open_id: AtomicU64,
+    cfg: StateConfig,
+}
+
+impl std::fmt::Debug for Connection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Connection")
+            .field("id", &self.id)
+            .field("remote_name", &self.remote_name)
+            .field("remote_addr", &self.remote_addr)
+            .finish_non_exhaustive()
+    }
+}
+
+/// An incoming open that passed every check; `complete` finishes it once the SSH
+/// layer has been told to accept.
+pub(crate) struct Accepted {
+    shared: Arc<ChannelShared>,
+    info: MetaInfo,
+    slot: AcceptSlot,
+}
+
+impl Accepted {
+    pub(crate) fn complete(self, writer: SshWriter) {
+        self.shared.establish(self.info, writer);
+        self.slot.push(Channel::new(self.shared));
+    }
+}
+
+impl Connection {
+    pub(crate) fn new(
+        peer: &Arc<PeerInner>,
+        remote_name: String,
+        remote_addr: String,
+        dialed: Option<Endpoint>,
+        link: SshLink,
+        kill: Arc<KillSwitch>,
+        out: Arc<Outbound>,
+        native: bool,
+    ) -> Arc<Connection> {
+        let opts = peer.options();
+        let conn = Arc::new(Connection {
+            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
+            local_name: peer.name().to_owned(),
+            remote_name,
+            remote_addr,
+            dialed,
+            native,
+            link,
+            peer: Arc::downgrade(peer),
+            channels: Mutex::new(HashMap::new()),
+            pending_opens: AtomicUsize::new(0),
+            pump: Arc::new(Pump::default()),
+            kill,
+            lost: OnceLock::new(),
+            lost_notify: Notify::new(),
+            next_open_id: AtomicU64::new(1),
+            cfg: StateConfig {
+                window: opts.channel_window,
+                max_frame: opts.max_frame_size,
+                send_buffer: opts.send_buffer,
+                max_trailer_bytes: opts.max_header_bytes,
+            },
+        });
+        let weak = Arc::downgrade(&conn);
+        tokio::spawn(conn.pump.clone().run(MAX_CHUNK, out, move |ch| {
+            if let Some(conn) = weak.upgrade() {
+                conn.forget(ch.ssh_id);
+            }
+        }));
+        conn
+    }
+
+    /// The reason the connection was lost, if it was.
+    pub(crate) fn lost(&self) -> Option<Arc<str>> {
+        self.lost.get().cloned()
+    }
+
+    /// Number of channels this connection tracks.
+    pub(crate) fn channel_count(&self) -> usize {
+        lock(&self.channels).len()
+    }
+
+    fn new_channel(&self, ssh_id: u32) -> Arc<ChannelShared> {
+        let ch = ChannelShared::new(ssh_id, self.cfg.clone(), self.pump.clone());
+        if let Some(reason) = self.lost() {
+            ch.update(|s| ((), s.on_connection_lost(&reason)));
+        }
+        ch
+    }
+
+    /// The channel with this SSH number, created if unknown (an open we sent was
+    /// just confirmed: data may follow before the opening task has run).
+    pub(crate) fn get_or_create(&self, ssh_id: u32) -> Arc<ChannelShared> {
+        let mut map = lock(&self.channels);
+        if let Some(ch) = map.get(&ssh_id) {
+            return ch.clone();
+        }
+        let ch = self.new_channel(ssh_id);
+        if self.lost().is_none() {
+            map.insert(ssh_id, ch.clone());
+        }
+        ch
+    }
+
+    fn get(&self, ssh_id: u32) -> Option<Arc<ChannelShared>> {
+        lock(&self.channels).get(&ssh_id).cloned()
+    }
+
+    /// Stops routing to a channel whose SSH channel is closed.
+    pub(crate) fn forget(&self, ssh_id: u32) {
+        lock(&self.channels).remove(&ssh_id);
+        self.channels_changed();
+    }
+
+    fn channels_changed(&self) {
+        if let Some(peer) = self.peer.upgrade() {
+            peer.channels_changed();
+        }
+    }
+
+    // ---- from the session's handler ----
+
+    pub(crate) fn on_data(&self, ssh_id: u32, data: &[u8]) {
+        if let Some(ch) = self.get(ssh_id) {
+            ch.update(|s| ((), s.on_data(data)));
+        }
+    }
+
+    pub(crate) fn on_extended(&self, ssh_id: u32, ext: u32, data: &[u8]) {
+        if let Some(ch) = self.get(ssh_id) {
+            ch.update(|s| ((), s.on_extended(ext, data)));
+        }
+    }
+
+    pub(crate) fn on_eof(&self, ssh_id: u32) {
+        if let Some(ch) = self.get(ssh_id) {
+            ch.update(|s| ((), s.on_eof()));
+        }
+    }
+
+    pub(crate) fn on_close(&self, ssh_id: u32) {
+        let ch = lock(&self.channels).remove(&ssh_id);
+        if let Some(ch) = ch {
+            ch.update(|s| ((), s.on_close()));
+            self.channels_changed();
+        }
+    }
+
+    /// Decides on an open request from the remote.
+    pub(crate) fn incoming_open(
+        self: &Arc<Self>,
+        ssh_id: u32,
+        path: &str,
+    ) -> Result<Accepted, OpenRefusal> {
+        let peer = self.peer.upgrade().ok_or(OpenRefusal::ShuttingDown)?;
+        if peer.is_shutting_down() {
+            return Err(OpenRefusal::ShuttingDown);
+        }
+        let opts = peer.options();
+        let req = OpenRequest::decode(path, opts.max_header_bytes).map_err(|e| {
+            tracing::info!(peer = %self.remote_name, error = %e, "refused an open");
+            OpenRefusal::BadRequest
+        })?;
+        if req.parent.is_some() {
+            return Err(OpenRefusal::ParentNotFound);
+        }
+        if !opts.services.contains(&req.service) {
+            return Err(OpenRefusal::ServiceNotFound);
+        }
+        let headers = Headers::from(req.headers);
+        if let Some(auth) = peer.authorizer() {
+            let request = AccessRequest {
+                peer: &self.remote_name,
+                service: &req.service,
+                headers: &headers,
+            };
+            if !auth.authorize(&request) {
+                return Err(OpenRefusal::Denied);
+            }
+        }
+        let mut map = lock(&self.channels);
+        if map.len() >= opts.max_channels_per_connection {
+            return Err(OpenRefusal::TooManyChannels);
+        }
+        let slot = peer
+            .accept_slot(opts.max_pending_accepts)
+            .ok_or(OpenRefusal::AcceptQueueFull)?;
+        let shared = self.new_channel(ssh_id);
+        map.insert(ssh_id, shared.clone());
+        let info = MetaInfo {
+            service: req.service,
+            headers,
+            local_peer: self.local_name.clone(),
+            remote_peer: self.remote_name.clone(),
+        };
+        Ok(Accepted { shared, info, slot })
+    }
+
+    /// Opens a channel to the remote.
+    pub(crate) async fn open(
+        self: &Arc<Self>,
+        service: &str,
+        headers: Headers,
+        max_channels: usize,
+        max_header_bytes: usize,
+        timeout: std::time::Duration,
+    ) -> Result<Channel, OpenErrorKind> {
+        if let Some(reason) = self.lost() {
+            return Err(OpenErrorKind::ConnectionLost(reason));
+        }
+        let open_now = self.channel_count() + self.pending_opens.load(Ordering::SeqCst);
+        if open_now >= max_channels {
+            return Err(OpenErrorKind::TooManyChannels(max_channels));
+        }
+        let req = OpenRequest {
+            service: service.to_owned(),
+            headers: headers.as_slice().to_vec(),
+            id: Some(self.next_open_id.fetch_add(1, Ordering::Relaxed)),
+            parent: None,
+        };
+        let path = req
+            .encode(max_header_bytes)
+            .map_err(|e| OpenErrorKind::InvalidRequest(e.to_string()))?;
+        let info = MetaInfo {
+            service: service.to_owned(),
+            headers,
+            local_peer: self.local_name.clone(),
+            remote_peer: self.remote_name.clone(),
+        };
+        // The open runs in its own task: if the caller gives up (timeout, dropped
+        // future), a late confirmation still gets its channel closed properly.
+        let (tx, rx) = oneshot::channel();
+        let conn = self.clone();
+        self.pending_opens.fetch_add(1, Ordering::SeqCst);
+        tokio::spawn(async move {
+            let res = conn.link.open_streamlocal(path).await;
+            conn.pending_opens.fetch_sub(1, Ordering::SeqCst);
+            let res = match res {
+                Ok((ssh_id, writer)) => {
+                    let shared = conn.get_or_create(ssh_id);
+                    shared.establish(info, writer);
+                    Ok(Channel::new(shared))
+                }
+                Err(OpenFailed::Refused(code)) => {
+                    Err(OpenErrorKind::Refused(OpenRefusal::from_code(code)))
+                }
+                Err(OpenFailed::Gone) => Err(OpenErrorKind::ConnectionLost(
+                    conn.lost()
+                        .unwrap_or_else(|| Arc::from("connection closed")),
+                )),
+            };
+            // If nobody waits any more, dropping the channel closes it.
+            let _ = tx.send(res);
+        });
+        match tokio::time::timeout(timeout, rx).await {
+            Ok(Ok(res)) => res,
+            Ok(Err(_)) => Err(OpenErrorKind::ConnectionLost(Arc::from(
+                "connection closed",
+            ))),
+            Err(_) => Err(OpenErrorKind::Timeout(timeout)),
+        }
+    }
+
+    /// Marks the connection lost: every channel fails, the peer forgets it.
+    pub(crate) fn lose(&self, reason: &str) {
+        let reason: Arc<str> = Arc::from(reason);
+        if self.lost.set(reason.clone()).is_err() {
+            return;
+        }
+        tracing::debug!(peer = %self.remote_name, %reason, "connection lost");
+        // Forget the connection first, so that whoever wakes up below already sees
+        // the peer gone.
+        let peer = self.peer.upgrade();
+        if let Some(peer) = &peer {
+            peer.unregister(self.id);
+        }
+        let channels: Vec<_> = lock(&self.channels).drain().map(|(_, c)| c).collect();
+        for ch in channels {
+            ch.update(|s| ((), s.on_connection_lost(&reason)));
+        }
+        self.pump.close();
+        self.kill.kill();
+        self.lost_notify.notify_waiters();
+        if let Some(peer) = &peer {
+            peer.channels_changed();
+        }
+    }
+
+    /// Closes the connection: a polite SSH disconnect, a moment for the remote to
+    /// hang up, then the socket.
+    pub(crate) async fn close(&self, why: &str) {
+        let gone = self.lost_notify.notified();
+        tokio::pin!(gone);
+        gone.as_mut().enable();
+        if self.lost().is_none() {
+            let grace = std::time::Duration::from_secs(1);
+            let _ = tokio::time::timeout(grace, async {
+                self.link.disconnect(why).await;
+                gone.await;
+            })
+            .await;
+        }
+        self.lose(why);
+    }
+
+    /// Channels currently open (for shutdown).
+    pub(crate) fn channels(&self) -> Vec<Arc<ChannelShared>> {
+        lock(&self.channels).values().cloned().collect()
+    }
+}

@@ -1,0 +1,541 @@
+//! Peers: the sockets of Streamkit. A peer binds and connects any number of
+//! endpoints; every connection carries channels both ways.
+
+pub(crate) mod connection;
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, RwLock, Weak};
+
+use tokio::sync::Notify;
+use tokio::task::JoinHandle;
+
+use crate::channel::shared::lock;
+use crate::channel::{Channel, ChannelMeta, Headers};
+use crate::config::{Authorize, Options, PeerConfig};
+use crate::endpoint::Endpoint;
+use crate::error::{BindError, ConfigError, ConnectError, OpenError, OpenErrorKind};
+use crate::keys::{Identity, PublicKey};
+use crate::transport::Listener;
+use crate::transport::ssh::{client, server};
+use crate::trust::Trust;
+use crate::wire::ident::validate_peer_name;
+use connection::Connection;
+
+/// A Streamkit peer.
+///
+/// Cheap to clone: clones share the same peer. Dropping the last clone closes
+/// every connection and listener; [`shutdown`](Peer::shutdown) does it gracefully.
+#[derive(Clone, Debug)]
+pub struct Peer {
+    inner: Arc<PeerInner>,
+}
+
+/// Why [`Peer::accept`] returned no channel.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum AcceptError {
+    /// The peer was shut down.
+    #[error("peer is shut down")]
+    ShutDown,
+}
+
+struct Settings {
+    trust: Trust,
+    options: Arc<Options>,
+    authorizer: Option<Arc<dyn Authorize>>,
+}
+
+struct Bound {
+    requested: String,
+    endpoint: Endpoint,
+    listener: Arc<Listener>,
+    task: JoinHandle<()>,
+}
+
+pub(crate) struct PeerInner {
+    name: String,
+    identity: Identity,
+    token: Option<String>,
+    settings: RwLock<Settings>,
+    listeners: Mutex<Vec<Bound>>,
+    conns: Mutex<BTreeMap<u64, Arc<Connection>>>,
+    dialed: Mutex<HashMap<Endpoint, u64>>,
+    accept: Arc<AcceptQueue>,
+    round_robin: AtomicUsize,
+    shutting_down: AtomicBool,
+    changed: Notify,
+}
+
+impl std::fmt::Debug for PeerInner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PeerInner")
+            .field("name", &self.name)
+            .finish_non_exhaustive()
+    }
+}
+
+impl PeerInner {
+    pub(crate) fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub(crate) fn identity(&self) -> &Identity {
+        &self.identity
+    }
+
+    pub(crate) fn token(&self) -> Option<&str> {
+        self.token.as_deref()
+    }
+
+    pub(crate) fn options(&self) -> Arc<Options> {
+        self.settings
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .options
+            .clone()
+    }
+
+    pub(crate) fn trust(&self) -> Trust {
+        self.settings
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .trust
+            .clone()
+    }
+
+    pub(crate) fn authorizer(&self) -> Option<Arc<dyn Authorize>> {
+        self.settings
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .authorizer
+            .clone()
+    }
+
+    pub(crate) fn is_shutting_down(&self) -> bool {
+        self.shutting_down.load(Ordering::SeqCst)
+    }
+
+    pub(crate) fn accept_slot(&self, max: usize) -> Option<AcceptSlot> {
+        self.accept.reserve(max)
+    }
+
+    pub(crate) fn register(&self, conn: Arc<Connection>) {
+        if conn.lost().is_some() {
+            return;
+        }
+        tracing::debug!(peer = %conn.remote_name, addr = %conn.remote_addr, "connected");
+        lock(&self.conns).insert(conn.id, conn);
+        self.changed.notify_waiters();
+    }
+
+    pub(crate) fn unregister(&self, id: u64) {
+        lock(&self.conns).remove(&id);
+        lock(&self.dialed).retain(|_, c| *c != id);
+        self.changed.notify_waiters();
+    }
+
+    pub(crate) fn channels_changed(&self) {
+        self.changed.notify_waiters();
+    }
+
+    fn connections(&self) -> Vec<Arc<Connection>> {
+        lock(&self.conns).values().cloned().collect()
+    }
+
+    fn channel_count(&self) -> usize {
+        lock(&self.conns).values().map(|c| c.channel_count()).sum()
+    }
+}
+
+impl Drop for PeerInner {
+    fn drop(&mut self) {
+        for b in lock(&self.listeners).drain(..) {
+            b.task.abort();
+            b.listener.cleanup();
+        }
+        for c in std::mem::take(&mut *lock(&self.conns)).into_values() {
+            c.lose("local peer dropped");
+        }
+    }
+}
+
+impl Peer {
+    /// Creates a peer. Nothing is bound or connected yet.
+    pub fn new(config: PeerConfig) -> Result<Peer, ConfigError> {
+        validate_peer_name(&config.name)?;
+        config.options.validate()?;
+        Ok(Peer {
+            inner: Arc::new(PeerInner {
+                name: config.name,
+                identity: config.identity,
+                token: config.token,
+                settings: RwLock::new(Settings {
+                    trust: config.trust,
+                    options: Arc::new(config.options),
+                    authorizer: config.authorizer,
+                }),
+                listeners: Mutex::new(Vec::new()),
+                conns: Mutex::new(BTreeMap::new()),
+                dialed: Mutex::new(HashMap::new()),
+                accept: Arc::new(AcceptQueue::default()),
+                round_robin: AtomicUsize::new(0),
+                shutting_down: AtomicBool::new(false),
+                changed: Notify::new(),
+            }),
+        })
+    }
+
+    /// This peer's name.
+    pub fn name(&self) -> &str {
+        &self.inner.name
+    }
+
+    /// This peer's public key (give it to the peers that should trust it).
+    pub fn public_key(&self) -> PublicKey {
+        self.inner.identity.public_key()
+    }
+
+    /// The current options.
+    pub fn options(&self) -> Options {
+        (*self.inner.options()).clone()
+    }
+
+    /// Replaces the options of the live peer; each option's documentation says when
+    /// the change takes effect.
+    pub fn set_options(&self, options: Options) -> Result<(), ConfigError> {
+        options.validate()?;
+        self.inner
+            .settings
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .options = Arc::new(options);
+        Ok(())
+    }
+
+    /// Replaces the trust policy; applies to connections made from now on.
+    pub fn set_trust(&self, trust: Trust) {
+        self.inner
+            .settings
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .trust = trust;
+    }
+
+    /// Listens on an endpoint (`tcp://host:port`, `unix:///path`). Returns the
+    /// endpoint as bound: `tcp://127.0.0.1:0` comes back with its port.
+    ///
+    /// A Unix socket file left by a dead process is replaced; one that a live
+    /// process listens on is [`BindError::InUse`].
+    pub async fn bind(&self, url: &str) -> Result<Endpoint, BindError> {
+        if self.inner.is_shutting_down() {
+            return Err(BindError::ShutDown);
+        }
+        let ep = Endpoint::parse(url)?;
+        let (listener, bound) = Listener::bind(&ep).await?;
+        let listener = Arc::new(listener);
+        let task = tokio::spawn(accept_loop(Arc::downgrade(&self.inner), listener.clone()));
+        tracing::debug!(peer = %self.inner.name, endpoint = %bound, "bound");
+        lock(&self.inner.listeners).push(Bound {
+            requested: url.to_owned(),
+            endpoint: bound.clone(),
+            listener,
+            task,
+        });
+        Ok(bound)
+    }
+
+    /// Stops listening on an endpoint (as passed to `bind` or as it returned).
+    /// Connections already made stay up.
+    pub async fn unbind(&self, url: &str) -> Result<(), BindError> {
+        let ep = Endpoint::parse(url)?;
+        let mut listeners = lock(&self.inner.listeners);
+        let Some(i) = listeners
+            .iter()
+            .position(|b| b.requested == url || b.endpoint == ep)
+        else {
+            return Err(BindError::NotBound(url.to_owned()));
+        };
+        let b = listeners.remove(i);
+        b.task.abort();
+        b.listener.cleanup();
+        Ok(())
+    }
+
+    /// The endpoints this peer listens on.
+    pub fn bound(&self) -> Vec<Endpoint> {
+        lock(&self.inner.listeners)
+            .iter()
+            .map(|b| b.endpoint.clone())
+            .collect()
+    }
+
+    /// Connects to a bound peer and completes the handshake; returns the remote's name.
+    ///
+    /// Either side can open channels once connected.
+    pub async fn connect(&self, url: &str) -> Result<String, ConnectError> {
+        if self.inner.is_shutting_down() {
+            return Err(ConnectError::ShutDown);
+        }
+        let ep = Endpoint::parse(url)?;
+        if lock(&self.inner.dialed).contains_key(&ep) {
+            return Err(ConnectError::AlreadyConnected(ep.to_string()));
+        }
+        let conn = client::dial(&self.inner, &ep).await?;
+        lock(&self.inner.dialed).insert(ep, conn.id);
+        Ok(conn.remote_name.clone())
+    }
+
+    /// Closes the connection made by `connect(url)`.
+    pub async fn disconnect(&self, url: &str) -> Result<(), ConnectError> {
+        let ep = Endpoint::parse(url)?;
+        let id = lock(&self.inner.dialed)
+            .remove(&ep)
+            .ok_or_else(|| ConnectError::NotConnected(url.to_owned()))?;
+        let conn = lock(&self.inner.conns).get(&id).cloned();
+        if let Some(conn) = conn {
+            conn.close("disconnected").await;
+        }
+        Ok(())
+    }
+
+    /// Names of the connected remote peers, in the order they connected.
+    pub fn peers(&self) -> Vec<String> {
+        let mut names: Vec<String> = Vec::new();
+        for c in lock(&self.inner.conns).values() {
+            if !names.contains(&c.remote_name) {
+                names.push(c.remote_name.clone());
+            }
+        }
+        names
+    }
+
+    /// Closes every connection to the named peer; `false` if none was connected.
+    pub async fn drop_peer(&self, name: &str) -> bool {
+        let conns: Vec<_> = self
+            .inner
+            .connections()
+            .into_iter()
+            .filter(|c| c.remote_name == name)
+            .collect();
+        for c in &conns {
+            c.close("dropped").await;
+        }
+        !conns.is_empty()
+    }
+
+    /// The next connected peer, round-robin, starting with the first to connect.
+    pub fn next_peer(&self) -> Option<String> {
+        let peers = self.peers();
+        if peers.is_empty() {
+            return None;
+        }
+        let i = self.inner.round_robin.fetch_add(1, Ordering::Relaxed);
+        peers.get(i % peers.len()).cloned()
+    }
+
+    /// Opens a channel to `service` on the named peer, with headers.
+    ///
+    /// One round trip: the service and headers travel in the open request. Fails
+    /// with [`OpenErrorKind::Refused`] when the remote refuses (for example
+    /// "service not found"); the connection stays up.
+    pub async fn open(
+        &self,
+        peer: &str,
+        service: &str,
+        headers: impl Into<Headers>,
+    ) -> Result<Channel, OpenError> {
+        let err = |kind| OpenError::new(peer, service, kind);
+        if self.inner.is_shutting_down() {
+            return Err(err(OpenErrorKind::ShuttingDown));
+        }
+        // The most recent live connection to that name.
+        let conn = lock(&self.inner.conns)
+            .values()
+            .rev()
+            .find(|c| c.remote_name == peer && c.lost().is_none())
+            .cloned()
+            .ok_or_else(|| err(OpenErrorKind::NoSuchPeer))?;
+        let opts = self.inner.options();
+        conn.open(
+            service,
+            headers.into(),
+            opts.max_channels_per_connection,
+            opts.max_header_bytes,
+            opts.open_timeout,
+        )
+        .await
+        .map_err(err)
+    }
+
+    /// Waits for the next channel a remote peer opened, on any connection.
+    ///
+    /// Cancel-safe: a channel is never lost by dropping the future.
+    pub async fn accept(&self) -> Result<(ChannelMeta, Channel), AcceptError> {
+        let ch = self.inner.accept.pop().await.ok_or(AcceptError::ShutDown)?;
+        Ok((ch.meta().clone(), ch))
+    }
+
+    /// Channels open on all connections (not yet closed on this side).
+    pub fn channel_count(&self) -> usize {
+        self.inner.channel_count()
+    }
+
+    /// Shuts down gracefully: stops listening and accepting, lets open channels
+    /// finish for up to the close timeout, resets what is left, and closes every
+    /// connection. Returns how many channels had to be reset.
+    pub async fn shutdown(&self) -> usize {
+        let inner = &self.inner;
+        inner.shutting_down.store(true, Ordering::SeqCst);
+        for b in lock(&inner.listeners).drain(..) {
+            b.task.abort();
+            b.listener.cleanup();
+        }
+        inner.accept.close();
+        let timeout = inner.options().close_timeout;
+        let finished = tokio::time::timeout(timeout, async {
+            loop {
+                let changed = inner.changed.notified();
+                tokio::pin!(changed);
+                changed.as_mut().enable();
+                if inner.channel_count() == 0 {
+                    return;
+                }
+                changed.await;
+            }
+        })
+        .await
+        .is_ok();
+        let mut reset = 0;
+        if !finished {
+            for conn in inner.connections() {
+                for ch in conn.channels() {
+                    reset += 1;
+                    ch.update(|s| ((), s.on_shutdown()));
+                }
+            }
+            // Give the resets a moment to leave.
+            let _ = tokio::time::timeout(std::time::Duration::from_secs(1), async {
+                loop {
+                    let changed = inner.changed.notified();
+                    tokio::pin!(changed);
+                    changed.as_mut().enable();
+                    if inner.channel_count() == 0 {
+                        return;
+                    }
+                    changed.await;
+                }
+            })
+            .await;
+        }
+        let conns = inner.connections();
+        futures::future::join_all(conns.iter().map(|c| c.close("peer shut down"))).await;
+        lock(&inner.dialed).clear();
+        reset
+    }
+}
+
+async fn accept_loop(peer: Weak<PeerInner>, listener: Arc<Listener>) {
+    loop {
+        match listener.accept().await {
+            Ok((socket, addr)) => {
+                let Some(peer) = peer.upgrade() else { return };
+                if peer.is_shutting_down() {
+                    continue;
+                }
+                tokio::spawn(server::serve(peer, socket, addr));
+            }
+            Err(e) => {
+                // Out of descriptors and the like: wait a little rather than spin.
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
+/// Incoming channels waiting for [`Peer::accept`].
+#[derive(Default)]
+pub(crate) struct AcceptQueue {
+    inner: Mutex<AcceptInner>,
+    notify: Notify,
+}
+
+#[derive(Default)]
+struct AcceptInner {
+    queue: VecDeque<Channel>,
+    reserved: usize,
+    closed: bool,
+}
+
+/// A place in the accept queue, taken before the SSH open is accepted.
+pub(crate) struct AcceptSlot {
+    queue: Arc<AcceptQueue>,
+    used: bool,
+}
+
+impl AcceptSlot {
+    pub(crate) fn push(mut self, ch: Channel) {
+        self.used = true;
+        let mut q = lock(&self.queue.inner);
+        q.reserved -= 1;
+        if q.closed {
+            drop(q);
+            drop(ch); // closes itself
+            return;
+        }
+        q.queue.push_back(ch);
+        drop(q);
+        self.queue.notify.notify_waiters();
+    }
+}
+
+impl Drop for AcceptSlot {
+    fn drop(&mut self) {
+        if !self.used {
+            lock(&self.queue.inner).reserved -= 1;
+        }
+    }
+}
+
+impl AcceptQueue {
+    fn reserve(self: &Arc<Self>, max: usize) -> Option<AcceptSlot> {
+        let mut q = lock(&self.inner);
+        if q.closed || q.queue.len() + q.reserved >= max {
+            return None;
+        }
+        q.reserved += 1;
+        Some(AcceptSlot {
+            queue: self.clone(),
+            used: false,
+        })
+    }
+
+    fn close(&self) {
+        let drained = {
+            let mut q = lock(&self.inner);
+            q.closed = true;
+            std::mem::take(&mut q.queue)
+        };
+        drop(drained); // each dropped channel closes itself
+        self.notify.notify_waiters();
+    }
+
+    async fn pop(&self) -> Option<Channel> {
+        loop {
+            let notified = self.notify.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            {
+                let mut q = lock(&self.inner);
+                if let Some(ch) = q.queue.pop_front() {
+                    return Some(ch);
+                }
+                if q.closed {
+                    return None;
+                }
+            }
+            notified.await;
+        }
+    }
+}

@@ -1,0 +1,441 @@
+//! Sockets under the SSH layer: dialling, listening, and a kill switch.
+
+pub(crate) mod ssh;
+
+use std::io;
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::task::{Context, Poll};
+
+use bytes::BytesMut;
+use futures::task::AtomicWaker;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream, UnixListener, UnixStream, tcp, unix};
+use tokio::sync::Notify;
+
+use crate::endpoint::Endpoint;
+use crate::error::BindError;
+
+/// Closes a connection from outside its I/O task: after `kill`, every read and
+/// write on the socket fails, so the SSH session ends promptly even when it is
+/// waiting on a peer that sends nothing.
+#[derive(Debug, Default)]
+pub(crate) struct KillSwitch {
+    killed: AtomicBool,
+    read: AtomicWaker,
+    notify: Notify,
+}
+
+impl KillSwitch {
+    pub(crate) fn kill(&self) {
+        self.killed.store(true, Ordering::SeqCst);
+        self.read.wake();
+        self.notify.notify_waiters();
+    }
+
+    pub(crate) fn is_killed(&self) -> bool {
+        self.killed.load(Ordering::SeqCst)
+    }
+
+    /// Completes once the switch is thrown.
+    pub(crate) async fn killed(&self) {
+        loop {
+            let n = self.notify.notified();
+            tokio::pin!(n);
+            n.as_mut().enable();
+            if self.is_killed() {
+                return;
+            }
+            n.await;
+        }
+    }
+}
+
+/// A TCP or Unix stream.
+#[derive(Debug)]
+pub(crate) enum Socket {
+    Tcp(TcpStream),
+    Unix(UnixStream),
+}
+
+enum ReadSock {
+    Tcp(tcp::OwnedReadHalf),
+    Unix(unix::OwnedReadHalf),
+}
+
+enum WriteSock {
+    Tcp(tcp::OwnedWriteHalf),
+    Unix(unix::OwnedWriteHalf),
+}
+
+impl WriteSock {
+    fn try_write(&self, data: &[u8]) -> io::Result<usize> {
+        match self {
+            WriteSock::Tcp(s) => s.try_write(data),
+            WriteSock::Unix(s) => s.try_write(data),
+        }
+    }
+
+    async fn writable(&self) -> io::Result<()> {
+        match self {
+            WriteSock::Tcp(s) => s.writable().await,
+            WriteSock::Unix(s) => s.writable().await,
+        }
+    }
+}
+
+/// Outgoing bytes the socket did not take yet.
+///
+/// russh's session task writes a packet and waits for the write to finish before
+/// it reads again. Two such tasks writing to each other at once, with socket
+/// buffers full both ways, would wait for each other forever. So writes never
+/// wait here: what the socket does not take at once is queued and a separate task
+/// drains it. The queue stays bounded because the channel pump stops feeding the
+/// session while the backlog is over [`HIGH_WATER`].
+pub(crate) struct Outbound {
+    sock: WriteSock,
+    pending: std::sync::Mutex<OutState>,
+    wake_writer: Notify,
+    drained: Notify,
+    backlog: AtomicUsize,
+    switch: Arc<KillSwitch>,
+}
+
+#[derive(Default)]
+struct OutState {
+    buf: BytesMut,
+    error: Option<io::ErrorKind>,
+    closing: bool,
+}
+
+/// Backlog above which channel senders wait.
+pub(crate) const HIGH_WATER: usize = 2 * 1024 * 1024;
+/// Backlog under which they resume.
+const LOW_WATER: usize = 512 * 1024;
+/// Time a closing connection gets to send what it still has queued.
+const LINGER: std::time::Duration = std::time::Duration::from_secs(5);
+
+impl Outbound {
+    fn write(&self, data: &[u8]) -> io::Result<usize> {
+        let mut st = crate::channel::shared::lock(&self.pending);
+        if let Some(kind) = st.error {
+            return Err(io::Error::new(kind, "connection write failed"));
+        }
+        let mut off = 0;
+        if st.buf.is_empty() {
+            match self.sock.try_write(data) {
+                Ok(n) => off = n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) => {
+                    st.error = Some(e.kind());
+                    return Err(e);
+                }
+            }
+        }
+        if off < data.len() {
+            st.buf.extend_from_slice(&data[off..]);
+            self.backlog.store(st.buf.len(), Ordering::Release);
+            drop(st);
+            self.wake_writer.notify_one();
+        }
+        Ok(data.len())
+    }
+
+    /// Bytes queued and not yet taken by the socket.
+    pub(crate) fn backlog(&self) -> usize {
+        self.backlog.load(Ordering::Acquire)
+    }
+
+    /// Waits until the backlog is low again (or the connection is gone).
+    pub(crate) async fn wait_drained(&self) {
+        loop {
+            let drained = self.drained.notified();
+            tokio::pin!(drained);
+            drained.as_mut().enable();
+            if self.backlog() <= LOW_WATER || self.switch.is_killed() {
+                return;
+            }
+            drained.await;
+        }
+    }
+
+    fn close(&self) {
+        crate::channel::shared::lock(&self.pending).closing = true;
+        self.wake_writer.notify_one();
+    }
+
+    /// Drains the queue into the socket until the connection closes.
+    async fn run(self: Arc<Self>) {
+        let mut linger = None;
+        loop {
+            let woken = self.wake_writer.notified();
+            let (empty, closing) = {
+                let st = crate::channel::shared::lock(&self.pending);
+                (st.buf.is_empty(), st.closing)
+            };
+            if self.switch.is_killed() || (empty && closing) {
+                break;
+            }
+            if empty {
+                woken.await;
+                continue;
+            }
+            if closing && linger.is_none() {
+                linger = Some(tokio::time::Instant::now() + LINGER);
+            }
+            let ready = async {
+                match linger {
+                    Some(deadline) => tokio::time::timeout_at(deadline, self.sock.writable())
+                        .await
+                        .unwrap_or_else(|_| Err(io::ErrorKind::TimedOut.into())),
+                    None => self.sock.writable().await,
+                }
+            };
+            let res = tokio::select! {
+                r = ready => r,
+                () = self.switch.killed() => break,
+            };
+            let mut st = crate::channel::shared::lock(&self.pending);
+            let res = res.and_then(|()| self.sock.try_write(&st.buf));
+            match res {
+                Ok(n) => {
+                    let _ = st.buf.split_to(n);
+                    if st.buf.is_empty() {
+                        // Give the memory back: idle connections stay small.
+                        st.buf = BytesMut::new();
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) => {
+                    st.error = Some(e.kind());
+                    st.buf = BytesMut::new();
+                    drop(st);
+                    self.backlog.store(0, Ordering::Release);
+                    self.drained.notify_waiters();
+                    self.switch.kill();
+                    break;
+                }
+            }
+            let left = st.buf.len();
+            drop(st);
+            self.backlog.store(left, Ordering::Release);
+            if left <= LOW_WATER {
+                self.drained.notify_waiters();
+            }
+        }
+        // Dropping the last reference to the write half shuts the socket down.
+        self.drained.notify_waiters();
+    }
+}
+
+/// A socket as the SSH session sees it: reads go straight to the socket, writes
+/// never block (see [`Outbound`]), and a [`KillSwitch`] can end both.
+pub(crate) struct SshStream {
+    read: ReadSock,
+    out: Arc<Outbound>,
+    switch: Arc<KillSwitch>,
+}
+
+impl SshStream {
+    /// Wraps a socket; returns the stream, its kill switch and its outbound queue.
+    pub(crate) fn new(socket: Socket) -> (SshStream, Arc<KillSwitch>, Arc<Outbound>) {
+        let switch = Arc::new(KillSwitch::default());
+        let (read, write) = match socket {
+            Socket::Tcp(s) => {
+                let (r, w) = s.into_split();
+                (ReadSock::Tcp(r), WriteSock::Tcp(w))
+            }
+            Socket::Unix(s) => {
+                let (r, w) = s.into_split();
+                (ReadSock::Unix(r), WriteSock::Unix(w))
+            }
+        };
+        let out = Arc::new(Outbound {
+            sock: write,
+            pending: std::sync::Mutex::new(OutState::default()),
+            wake_writer: Notify::new(),
+            drained: Notify::new(),
+            backlog: AtomicUsize::new(0),
+            switch: switch.clone(),
+        });
+        tokio::spawn(out.clone().run());
+        (
+            SshStream {
+                read,
+                out: out.clone(),
+                switch: switch.clone(),
+            },
+            switch,
+            out,
+        )
+    }
+}
+
+impl Drop for SshStream {
+    fn drop(&mut self) {
+        self.out.close();
+    }
+}
+
+fn killed() -> io::Error {
+    io::Error::new(
+        io::ErrorKind::ConnectionAborted,
+        "connection closed locally",
+    )
+}
+
+impl AsyncRead for SshStream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        this.switch.read.register(cx.waker());
+        if this.switch.is_killed() {
+            return Poll::Ready(Err(killed()));
+        }
+        match &mut this.read {
+            ReadSock::Tcp(s) => Pin::new(s).poll_read(cx, buf),
+            ReadSock::Unix(s) => Pin::new(s).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for SshStream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        _cx: &mut Context<'_>,
+        data: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        if self.switch.is_killed() {
+            return Poll::Ready(Err(killed()));
+        }
+        Poll::Ready(self.out.write(data))
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        // Everything written is with the socket or queued for it.
+        if self.switch.is_killed() {
+            return Poll::Ready(Err(killed()));
+        }
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.out.close();
+        Poll::Ready(Ok(()))
+    }
+}
+
+/// Dials a TCP or Unix endpoint.
+pub(crate) async fn dial(ep: &Endpoint) -> io::Result<Socket> {
+    match ep {
+        Endpoint::Tcp { host, port } => {
+            let s = TcpStream::connect((host.as_str(), *port)).await?;
+            // Request/response traffic must not wait for delayed ACKs.
+            s.set_nodelay(true)?;
+            Ok(Socket::Tcp(s))
+        }
+        Endpoint::Unix(path) => Ok(Socket::Unix(UnixStream::connect(path).await?)),
+        Endpoint::Inproc(_) => Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            "inproc endpoints have no socket",
+        )),
+    }
+}
+
+/// A bound socket.
+#[derive(Debug)]
+pub(crate) enum Listener {
+    Tcp(TcpListener),
+    Unix(UnixListener, PathBuf),
+}
+
+impl Listener {
+    /// Binds `ep`; returns the listener and the endpoint as actually bound (port 0 resolved).
+    pub(crate) async fn bind(ep: &Endpoint) -> Result<(Listener, Endpoint), BindError> {
+        let io_err = |source| BindError::Io {
+            endpoint: ep.to_string(),
+            source,
+        };
+        match ep {
+            Endpoint::Tcp { host, port } => {
+                let l = TcpListener::bind((host.as_str(), *port))
+                    .await
+                    .map_err(io_err)?;
+                let local = l.local_addr().map_err(io_err)?;
+                let bound = Endpoint::Tcp {
+                    host: local.ip().to_string(),
+                    port: local.port(),
+                };
+                Ok((Listener::Tcp(l), bound))
+            }
+            Endpoint::Unix(path) => {
+                clear_stale_socket(path, ep).await?;
+                let l = UnixListener::bind(path).map_err(io_err)?;
+                Ok((Listener::Unix(l, path.clone()), ep.clone()))
+            }
+            Endpoint::Inproc(_) => Err(io_err(io::Error::new(
+                io::ErrorKind::Unsupported,
+                "not a socket endpoint",
+            ))),
+        }
+    }
+
+    pub(crate) async fn accept(&self) -> io::Result<(Socket, String)> {
+        match self {
+            Listener::Tcp(l) => {
+                let (s, addr) = l.accept().await?;
+                s.set_nodelay(true)?;
+                Ok((Socket::Tcp(s), format!("tcp://{addr}")))
+            }
+            Listener::Unix(l, path) => {
+                let (s, _) = l.accept().await?;
+                Ok((Socket::Unix(s), format!("unix://{}", path.display())))
+            }
+        }
+    }
+
+    /// Removes the socket file of a Unix listener.
+    pub(crate) fn cleanup(&self) {
+        if let Listener::Unix(_, path) = self {
+            let _ = std::fs::remove_file(path);
+        }
+    }
+}
+
+/// A socket file left by a dead process is removed; one a live process listens on is an error.
+async fn clear_stale_socket(path: &Path, ep: &Endpoint) -> Result<(), BindError> {
+    use std::os::unix::fs::FileTypeExt as _;
+    let Ok(meta) = std::fs::symlink_metadata(path) else {
+        return Ok(());
+    };
+    if !meta.file_type().is_socket() {
+        return Err(BindError::Io {
+            endpoint: ep.to_string(),
+            source: io::Error::new(
+                io::ErrorKind::AlreadyExists,
+                "path exists and is not a socket",
+            ),
+        });
+    }
+    match UnixStream::connect(path).await {
+        Ok(_) => Err(BindError::InUse(ep.to_string())),
+        Err(e)
+            if e.kind() == io::ErrorKind::ConnectionRefused
+                || e.kind() == io::ErrorKind::NotFound =>
+        {
+            std::fs::remove_file(path).map_err(|source| BindError::Io {
+                endpoint: ep.to_string(),
+                source,
+            })
+        }
+        Err(source) => Err(BindError::Io {
+            endpoint: ep.to_string(),
+            source,
+        }),
+    }
+}

@@ -1,0 +1,438 @@
+//! The connecting side: an SSH client per `connect`.
+
+use std::sync::{Arc, Mutex, Weak};
+
+use russh::client::{ChannelOpenHandle, DisconnectReason, Msg, Session};
+use russh::keys::{PrivateKeyWithHashAlg, PublicKeyOrCertificate};
+use russh::{Channel, ChannelId, ChannelOpenFailure, SshId};
+
+use super::server::{describe, failure};
+use super::{ConnSlot, SshLink, SshWriter, preferred, ssh_window};
+use crate::channel::shared::lock;
+use crate::endpoint::Endpoint;
+use crate::error::ConnectError;
+use crate::keys::PublicKey;
+use crate::peer::PeerInner;
+use crate::peer::connection::Connection;
+use crate::transport::{self, KillSwitch, SshStream};
+use crate::trust::{Refusal, Trust};
+use crate::wire::ident;
+use crate::wire::reason::OpenRefusal;
+
+fn config(peer: &PeerInner) -> Arc<russh::client::Config> {
+    let opts = peer.options();
+    Arc::new(russh::client::Config {
+        client_id: SshId::Standard(ident::client_ident().into()),
+        window_size: ssh_window(&opts),
+        maximum_packet_size: opts.max_packet_size,
+        inactivity_timeout: None,
+        keepalive_interval: None,
+        nodelay: true,
+        preferred: preferred(),
+        ..Default::default()
+    })
+}
+
+/// What the handshake learnt, shared between the handler and the dialling task.
+#[derive(Default)]
+struct Handshake {
+    host_key: Option<PublicKey>,
+    server_name: Option<String>,
+    refusal: Option<ConnectError>,
+}
+
+/// Connects to `ep`, runs the SSH handshake and authentication, and returns the
+/// registered connection.
+pub(crate) async fn dial(
+    peer: &Arc<PeerInner>,
+    ep: &Endpoint,
+) -> Result<Arc<Connection>, ConnectError> {
+    let opts = peer.options();
+    let endpoint = ep.to_string();
+    let socket = transport::dial(ep)
+        .await
+        .map_err(|source| ConnectError::Io {
+            endpoint: endpoint.clone(),
+            source,
+        })?;
+    let (stream, kill, out) = SshStream::new(socket);
+    let hs = Arc::new(Mutex::new(Handshake::default()));
+    let slot = Arc::new(ConnSlot::default());
+    let handler = ClientHandler {
+        peer: Arc::downgrade(peer),
+        trust: peer.trust(),
+        endpoint: ep.clone(),
+        hs: hs.clone(),
+        slot: slot.clone(),
+        checked: false,
+        kill: kill.clone(),
+        disconnect: None,
+    };
+    let handshake = async {
+        let handle = russh::client::connect_stream(config(peer), stream, handler).await;
+        let mut handle = match handle {
+            Ok(h) => h,
+            Err(e) => {
+                return Err(lock(&hs)
+                    .refusal
+                    .take()
+                    .unwrap_or_else(|| ConnectError::Handshake {
+                        endpoint: endpoint.clone(),
+                        why: describe(&e),
+                    }));
+            }
+        };
+        let name = lock(&hs).server_name.clone().unwrap_or_default();
+        let auth_err = |e: russh::Error| ConnectError::Handshake {
+            endpoint: endpoint.clone(),
+            why: describe(&e),
+        };
+        let key = PrivateKeyWithHashAlg::new(peer.identity().private().clone(), None);
+        let by_key = handle
+            .authenticate_publickey(peer.name(), key)
+            .await
+            .map_err(auth_err)?;
+        if !by_key.success() {
+            let why = match peer.token() {
+                Some(token) => {
+                    let by_token = handle
+                        .authenticate_password(peer.name(), token)
+                        .await
+                        .map_err(auth_err)?;
+                    if by_token.success() {
+                        None
+                    } else {
+                        Some(
+                            "the server rejected our token (and does not trust our key)".to_owned(),
+                        )
+                    }
+                }
+                None => Some(format!(
+                    "the server does not trust our key {} for peer name {:?}",
+                    peer.identity().public_key().fingerprint(),
+                    peer.name()
+                )),
+            };
+            if let Some(why) = why {
+                return Err(ConnectError::AuthRejected {
+                    endpoint: endpoint.clone(),
+                    why,
+                });
+            }
+        }
+        Ok((handle, name))
+    };
+    let (handle, name) = match tokio::time::timeout(opts.handshake_timeout, handshake).await {
+        Ok(Ok(v)) => v,
+        Ok(Err(e)) => {
+            kill.kill();
+            return Err(e);
+        }
+        Err(_) => {
+            kill.kill();
+            return Err(ConnectError::Timeout {
+                endpoint,
+                timeout: opts.handshake_timeout,
+            });
+        }
+    };
+    let conn = Connection::new(
+        peer,
+        name,
+        endpoint,
+        Some(ep.clone()),
+        SshLink::Client(handle),
+        kill,
+        out,
+        true,
+    );
+    slot.set(conn.clone());
+    peer.register(conn.clone());
+    Ok(conn)
+}
+
+pub(crate) struct ClientHandler {
+    peer: Weak<PeerInner>,
+    trust: Trust,
+    endpoint: Endpoint,
+    hs: Arc<Mutex<Handshake>>,
+    slot: Arc<ConnSlot>,
+    /// The first key exchange has been checked (later ones are rekeys).
+    checked: bool,
+    kill: Arc<KillSwitch>,
+    disconnect: Option<String>,
+}
+
+impl ClientHandler {
+    fn refuse(&self, e: ConnectError) -> russh::Error {
+        lock(&self.hs).refusal = Some(e);
+        russh::Error::UnknownKey
+    }
+
+    async fn conn(&self) -> Option<Arc<Connection>> {
+        match self.slot.get() {
+            Some(c) => Some(c.clone()),
+            None => self.slot.wait().await,
+        }
+    }
+}
+
+impl Drop for ClientHandler {
+    fn drop(&mut self) {
+        // The session task ends by dropping its handler: the connection is gone.
+        if let Some(conn) = self.slot.get() {
+            let reason = self
+                .disconnect
+                .take()
+                .unwrap_or_else(|| "connection closed".to_owned());
+            conn.lose(&reason);
+        }
+        let _ = &self.peer;
+        self.kill.kill();
+    }
+}
+
+impl russh::client::Handler for ClientHandler {
+    type Error = russh::Error;
+
+    async fn check_server_key(
+        &mut self,
+        key: &PublicKeyOrCertificate,
+    ) -> Result<bool, Self::Error> {
+        // Remember the key; it is judged in `kex_done`, once the server's name is known.
+        match key {
+            PublicKeyOrCertificate::PublicKey { key, .. } => {
+                lock(&self.hs).host_key = Some(PublicKey(key.clone()));
+                Ok(true)
+            }
+            PublicKeyOrCertificate::Certificate(_) => Ok(false),
+        }
+    }
+
+    async fn kex_done(
+        &mut self,
+        _shared_secret: Option<&[u8]>,
+        _names: &russh::Names,
+        session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        if self.checked {
+            return Ok(());
+        }
+        self.checked = true;
+        let endpoint = self.endpoint.to_string();
+        let remote = ident::parse_ident(session.remote_sshid());
+        let (name, software) = match remote {
+            Ok(ident::RemoteIdent {
+                version: Some(_),
+                name: Some(name),
+                ..
+            }) => (name, String::new()),
+            Ok(r) => (String::new(), r.software),
+            Err(_) => (
+                String::new(),
+                String::from_utf8_lossy(session.remote_sshid()).into_owned(),
+            ),
+        };
+        if name.is_empty() {
+            return Err(self.refuse(ConnectError::NotStreamkit { endpoint, software }));
+        }
+        let Some(key) = lock(&self.hs).host_key.clone() else {
+            return Err(self.refuse(ConnectError::Handshake {
+                endpoint,
+                why: "no host key".into(),
+            }));
+        };
+        match self
+            .trust
+            .check_host_key(&self.endpoint.known_host_names(), &name, &key)
+        {
+            Ok(()) => {
+                lock(&self.hs).server_name = Some(name);
+                Ok(())
+            }
+            Err(Refusal::Untrusted) => Err(self.refuse(ConnectError::UntrustedHostKey {
+                endpoint,
+                name,
+                fingerprint: key.fingerprint(),
+            })),
+            Err(Refusal::Mismatch) => Err(self.refuse(ConnectError::HostKeyMismatch {
+                endpoint,
+                fingerprint: key.fingerprint(),
+            })),
+        }
+    }
+
+    async fn disconnected(
+        &mut self,
+        reason: DisconnectReason<Self::Error>,
+    ) -> Result<(), Self::Error> {
+        self.disconnect = Some(match reason {
+            DisconnectReason::ReceivedDisconnect(info) if info.message.is_empty() => {
+                "peer disconnected".to_owned()
+            }
+            DisconnectReason::ReceivedDisconnect(info) => {
+                format!("peer disconnected: {}", info.message)
+            }
+            DisconnectReason::Error(e) => describe(&e),
+        });
+        Ok(())
+    }
+
+    async fn server_channel_open_direct_streamlocal(
+        &mut self,
+        channel: Channel<Msg>,
+        socket_path: &str,
+        reply: ChannelOpenHandle,
+        _session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        let Some(conn) = self.conn().await else {
+            reply
+                .reject(ChannelOpenFailure::AdministrativelyProhibited)
+                .await;
+            return Ok(());
+        };
+        let id = channel.id().number();
+        let (_read, write) = channel.split();
+        match conn.incoming_open(id, socket_path) {
+            Ok(accepted) => {
+                reply.accept().await;
+                accepted.complete(SshWriter::Client(write));
+            }
+            Err(refusal) => reply.reject(failure(refusal)).await,
+        }
+        Ok(())
+    }
+
+    // A server may not open anything else on a client.
+
+    async fn server_channel_open_session(
+        &mut self,
+        _channel: Channel<Msg>,
+        reply: ChannelOpenHandle,
+        _session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        reply.reject(failure(OpenRefusal::Prohibited)).await;
+        Ok(())
+    }
+
+    async fn server_channel_open_direct_tcpip(
+        &mut self,
+        _channel: Channel<Msg>,
+        _host_to_connect: &str,
+        _port_to_connect: u32,
+        _originator_address: &str,
+        _originator_port: u32,
+        reply: ChannelOpenHandle,
+        _session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        reply.reject(failure(OpenRefusal::Prohibited)).await;
+        Ok(())
+    }
+
+    async fn server_channel_open_forwarded_tcpip(
+        &mut self,
+        _channel: Channel<Msg>,
+        _connected_address: &str,
+        _connected_port: u32,
+        _originator_address: &str,
+        _originator_port: u32,
+        reply: ChannelOpenHandle,
+        _session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        reply.reject(failure(OpenRefusal::Prohibited)).await;
+        Ok(())
+    }
+
+    async fn server_channel_open_forwarded_streamlocal(
+        &mut self,
+        _channel: Channel<Msg>,
+        _socket_path: &str,
+        reply: ChannelOpenHandle,
+        _session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        reply.reject(failure(OpenRefusal::Prohibited)).await;
+        Ok(())
+    }
+
+    async fn server_channel_open_agent_forward(
+        &mut self,
+        _channel: Channel<Msg>,
+        reply: ChannelOpenHandle,
+        _session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        reply.reject(failure(OpenRefusal::Prohibited)).await;
+        Ok(())
+    }
+
+    async fn server_channel_open_x11(
+        &mut self,
+        _channel: Channel<Msg>,
+        _originator_address: &str,
+        _originator_port: u32,
+        reply: ChannelOpenHandle,
+        _session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        reply.reject(failure(OpenRefusal::Prohibited)).await;
+        Ok(())
+    }
+
+    async fn channel_open_confirmation(
+        &mut self,
+        id: ChannelId,
+        _max_packet_size: u32,
+        _window_size: u32,
+        _session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        if let Some(conn) = self.slot.get() {
+            conn.get_or_create(id.number());
+        }
+        Ok(())
+    }
+
+    async fn data(
+        &mut self,
+        channel: ChannelId,
+        data: &[u8],
+        _session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        if let Some(conn) = self.slot.get() {
+            conn.on_data(channel.number(), data);
+        }
+        Ok(())
+    }
+
+    async fn extended_data(
+        &mut self,
+        channel: ChannelId,
+        ext: u32,
+        data: &[u8],
+        _session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        if let Some(conn) = self.slot.get() {
+            conn.on_extended(channel.number(), ext, data);
+        }
+        Ok(())
+    }
+
+    async fn channel_eof(
+        &mut self,
+        channel: ChannelId,
+        _session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        if let Some(conn) = self.slot.get() {
+            conn.on_eof(channel.number());
+        }
+        Ok(())
+    }
+
+    async fn channel_close(
+        &mut self,
+        channel: ChannelId,
+        _session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        if let Some(conn) = self.slot.get() {
+            conn.on_close(channel.number());
+        }
+        Ok(())
+    }
+}

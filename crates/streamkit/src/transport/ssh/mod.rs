@@ -1,0 +1,200 @@
+//! Streamkit over SSH-2, via russh.
+//!
+//! The connecting peer is the SSH client, the bound peer the SSH server; after the
+//! handshake both open channels the same way. Incoming channel traffic is taken
+//! from russh's handler callbacks, on the session's own task, straight into each
+//! channel's state; russh's per-channel queues are never used for it, so a channel
+//! nobody reads can never stall the session (see `docs/PROTOCOL.md`, flow control).
+
+pub(crate) mod client;
+pub(crate) mod server;
+
+use std::borrow::Cow;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use russh::{ChannelWriteHalf, cipher};
+use tokio::sync::Notify;
+
+use crate::channel::state::Transmit;
+use crate::config::Options;
+use crate::peer::connection::Connection;
+use crate::wire::{EXT_CONTROL, EXT_ERROR};
+
+/// SSH-level window per channel. Our own credit (at most `channel_window`) is what
+/// bounds buffering; russh re-opens this window as soon as packets arrive, so it only
+/// needs to be large enough never to be the bottleneck.
+pub(crate) fn ssh_window(opts: &Options) -> u32 {
+    opts.channel_window.saturating_mul(2).max(16 * 1024 * 1024)
+}
+
+/// Cipher preference: AES-GCM first where the CPU has AES instructions.
+pub(crate) fn preferred() -> russh::Preferred {
+    static AES_FIRST: &[cipher::Name] = &[
+        cipher::AES_256_GCM,
+        cipher::AES_128_GCM,
+        cipher::CHACHA20_POLY1305,
+        cipher::AES_256_CTR,
+    ];
+    static CHACHA_FIRST: &[cipher::Name] = &[
+        cipher::CHACHA20_POLY1305,
+        cipher::AES_256_GCM,
+        cipher::AES_128_GCM,
+        cipher::AES_256_CTR,
+    ];
+    let cipher = if has_aes_instructions() {
+        AES_FIRST
+    } else {
+        CHACHA_FIRST
+    };
+    russh::Preferred {
+        cipher: Cow::Borrowed(cipher),
+        ..russh::Preferred::default()
+    }
+}
+
+fn has_aes_instructions() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::arch::is_x86_feature_detected!("aes")
+            && std::arch::is_x86_feature_detected!("pclmulqdq")
+    }
+    #[cfg(target_arch = "aarch64")]
+    {
+        std::arch::is_aarch64_feature_detected!("aes")
+    }
+    #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+    {
+        false
+    }
+}
+
+/// How a channel sends: russh's write half for its side of the connection.
+pub(crate) enum SshWriter {
+    Client(ChannelWriteHalf<russh::client::Msg>),
+    Server(ChannelWriteHalf<russh::server::Msg>),
+}
+
+/// The session is gone; nothing more can be sent.
+#[derive(Debug)]
+pub(crate) struct SendFailed;
+
+impl SshWriter {
+    pub(crate) async fn send(&self, t: Transmit) -> Result<(), SendFailed> {
+        macro_rules! go {
+            ($w:expr) => {
+                match t {
+                    Transmit::Data(b) => $w.data_bytes(b).await,
+                    Transmit::Error(b) => $w.extended_data_bytes(EXT_ERROR, b).await,
+                    Transmit::Control(b) => $w.extended_data_bytes(EXT_CONTROL, b).await,
+                    Transmit::Close => match $w.eof().await {
+                        Ok(()) => $w.close().await,
+                        Err(e) => Err(e),
+                    },
+                }
+            };
+        }
+        let r = match self {
+            SshWriter::Client(w) => go!(w),
+            SshWriter::Server(w) => go!(w),
+        };
+        r.map_err(|_| SendFailed)
+    }
+}
+
+/// The session a connection runs on.
+pub(crate) enum SshLink {
+    Client(russh::client::Handle<client::ClientHandler>),
+    Server(russh::server::Handle),
+}
+
+/// Why an outgoing open failed at the SSH level.
+pub(crate) enum OpenFailed {
+    Refused(u32),
+    Gone,
+}
+
+impl SshLink {
+    /// Opens a `direct-streamlocal@openssh.com` channel carrying `path`.
+    pub(crate) async fn open_streamlocal(
+        &self,
+        path: String,
+    ) -> Result<(u32, SshWriter), OpenFailed> {
+        let map = |e: russh::Error| match e {
+            russh::Error::ChannelOpenFailure(r) => OpenFailed::Refused(r.code()),
+            _ => OpenFailed::Gone,
+        };
+        match self {
+            SshLink::Client(h) => {
+                let ch = h.channel_open_direct_streamlocal(path).await.map_err(map)?;
+                let id = ch.id().number();
+                // The read half is dropped: incoming traffic comes through the handler.
+                let (_read, write) = ch.split();
+                Ok((id, SshWriter::Client(write)))
+            }
+            SshLink::Server(h) => {
+                let ch = h.channel_open_direct_streamlocal(path).await.map_err(map)?;
+                let id = ch.id().number();
+                let (_read, write) = ch.split();
+                Ok((id, SshWriter::Server(write)))
+            }
+        }
+    }
+
+    /// Sends SSH_MSG_DISCONNECT (best effort).
+    pub(crate) async fn disconnect(&self, why: &str) {
+        match self {
+            SshLink::Client(h) => {
+                let _ = h
+                    .disconnect(russh::Disconnect::ByApplication, why, "en")
+                    .await;
+            }
+            SshLink::Server(h) => {
+                let _ = h
+                    .disconnect(
+                        russh::Disconnect::ByApplication,
+                        why.to_owned(),
+                        "en".to_owned(),
+                    )
+                    .await;
+            }
+        }
+    }
+}
+
+/// Where a handler finds its connection once it exists.
+#[derive(Default)]
+pub(crate) struct ConnSlot {
+    conn: OnceLock<Arc<Connection>>,
+    ready: Notify,
+}
+
+impl ConnSlot {
+    pub(crate) fn set(&self, conn: Arc<Connection>) {
+        let _ = self.conn.set(conn);
+        self.ready.notify_waiters();
+    }
+
+    pub(crate) fn get(&self) -> Option<&Arc<Connection>> {
+        self.conn.get()
+    }
+
+    /// Waits (briefly) for the connection: a server may open a channel the moment
+    /// authentication succeeds, a little before the dialling task has registered it.
+    pub(crate) async fn wait(&self) -> Option<Arc<Connection>> {
+        let deadline = tokio::time::sleep(Duration::from_secs(10));
+        tokio::pin!(deadline);
+        loop {
+            let notified = self.ready.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if let Some(c) = self.conn.get() {
+                return Some(c.clone());
+            }
+            tokio::select! {
+                () = notified => {}
+                () = &mut deadline => return None,
+            }
+        }
+    }
+}

@@ -1,0 +1,305 @@
+//! The bound side: an SSH server per accepted socket.
+
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use russh::keys::ssh_key;
+use russh::server::{Auth, ChannelOpenHandle, Msg, PublicKeyOffer, Session, VerifiedPublicKey};
+use russh::{Channel, ChannelId, ChannelOpenFailure, MethodKind, MethodSet, SshId};
+
+use super::{ConnSlot, SshLink, SshWriter, preferred, ssh_window};
+use crate::keys::PublicKey;
+use crate::peer::PeerInner;
+use crate::peer::connection::Connection;
+use crate::transport::{Outbound, Socket, SshStream};
+use crate::trust::Trust;
+use crate::wire::ident;
+use crate::wire::reason::OpenRefusal;
+
+/// The russh server configuration for a peer's current options.
+pub(crate) fn config(peer: &PeerInner) -> Arc<russh::server::Config> {
+    let opts = peer.options();
+    let trust = peer.trust();
+    let mut methods = vec![MethodKind::PublicKey];
+    if trust.has_token() {
+        methods.push(MethodKind::Password);
+    }
+    Arc::new(russh::server::Config {
+        server_id: SshId::Standard(ident::server_ident(peer.name()).into()),
+        methods: MethodSet::from(&methods[..]),
+        // Refusals take a fixed time so they do not reveal which check failed.
+        auth_rejection_time: Duration::from_millis(200),
+        // OpenSSH clients probe with "none" first; answering it need not be slow.
+        auth_rejection_time_initial: Some(Duration::ZERO),
+        keys: vec![(**peer.identity().private()).clone()],
+        window_size: ssh_window(&opts),
+        maximum_packet_size: opts.max_packet_size,
+        max_auth_attempts: opts.max_auth_attempts,
+        // Idle connections are never cut by the SSH layer (keepalive is ours to run).
+        inactivity_timeout: None,
+        keepalive_interval: None,
+        nodelay: true,
+        event_buffer_size: 64,
+        preferred: preferred(),
+        ..Default::default()
+    })
+}
+
+/// Runs one accepted socket until its connection ends.
+pub(crate) async fn serve(peer: Arc<PeerInner>, socket: Socket, remote_addr: String) {
+    let opts = peer.options();
+    let (stream, kill, out) = SshStream::new(socket);
+    let slot = Arc::new(ConnSlot::default());
+    let handler = ServerHandler {
+        peer: Arc::downgrade(&peer),
+        trust: peer.trust(),
+        remote_addr: remote_addr.clone(),
+        slot: slot.clone(),
+        kill: kill.clone(),
+        out,
+        user: None,
+    };
+    // A client that has not authenticated within the handshake timeout is dropped,
+    // whatever it is doing (garbage, a truncated handshake, silence).
+    let timer = {
+        let (slot, kill, addr) = (slot.clone(), kill.clone(), remote_addr.clone());
+        let timeout = opts.handshake_timeout;
+        tokio::spawn(async move {
+            tokio::time::sleep(timeout).await;
+            if slot.get().is_none() {
+                tracing::info!(remote = %addr, "dropping a client that did not authenticate within {timeout:?}");
+                kill.kill();
+            }
+        })
+    };
+    let config = config(&peer);
+    drop(peer);
+    let result = match russh::server::run_stream(config, stream, handler).await {
+        Ok(session) => session.await,
+        Err(e) => Err(e),
+    };
+    timer.abort();
+    let reason = match &result {
+        Ok(()) => "connection closed".to_owned(),
+        Err(e) if kill.is_killed() => format!("connection closed locally ({e})"),
+        Err(e) => describe(e),
+    };
+    match slot.get() {
+        Some(conn) => conn.lose(&reason),
+        None => tracing::debug!(remote = %remote_addr, %reason, "handshake ended"),
+    }
+}
+
+/// A human description of why a session ended.
+pub(crate) fn describe(e: &russh::Error) -> String {
+    match e {
+        russh::Error::IO(io) => format!("connection lost: {io}"),
+        russh::Error::Disconnect => "peer disconnected".to_owned(),
+        russh::Error::HUP => "peer hung up".to_owned(),
+        other => other.to_string(),
+    }
+}
+
+pub(crate) struct ServerHandler {
+    peer: Weak<PeerInner>,
+    trust: Trust,
+    remote_addr: String,
+    slot: Arc<ConnSlot>,
+    kill: Arc<crate::transport::KillSwitch>,
+    out: Arc<Outbound>,
+    /// The user name that authenticated (the client's peer name).
+    user: Option<String>,
+}
+
+impl ServerHandler {
+    fn reject() -> Auth {
+        Auth::Reject {
+            proceed_with_methods: None,
+            partial_success: false,
+        }
+    }
+
+    fn check_key(&self, user: &str, key: &ssh_key::PublicKey) -> bool {
+        if ident::validate_peer_name(user).is_err() {
+            return false;
+        }
+        self.trust
+            .check_client_key(user, &PublicKey(key.clone()))
+            .is_ok()
+    }
+
+    fn conn(&self) -> Option<&Arc<Connection>> {
+        self.slot.get()
+    }
+}
+
+impl russh::server::Handler for ServerHandler {
+    type Error = russh::Error;
+
+    async fn auth_none(&mut self, _user: &str) -> Result<Auth, Self::Error> {
+        Ok(Self::reject())
+    }
+
+    async fn auth_publickey_offered(
+        &mut self,
+        user: &str,
+        offer: PublicKeyOffer<'_>,
+    ) -> Result<Auth, Self::Error> {
+        Ok(if self.check_key(user, offer.public_key) {
+            Auth::Accept
+        } else {
+            Self::reject()
+        })
+    }
+
+    async fn auth_publickey(
+        &mut self,
+        user: &str,
+        key: VerifiedPublicKey<'_>,
+    ) -> Result<Auth, Self::Error> {
+        if self.check_key(user, key.public_key) {
+            self.user = Some(user.to_owned());
+            Ok(Auth::Accept)
+        } else {
+            tracing::info!(
+                remote = %self.remote_addr, user,
+                key = %PublicKey(key.public_key.clone()).fingerprint(),
+                "refused a client: key not trusted"
+            );
+            Ok(Self::reject())
+        }
+    }
+
+    async fn auth_password(&mut self, user: &str, password: &str) -> Result<Auth, Self::Error> {
+        if ident::validate_peer_name(user).is_ok() && self.trust.check_token(password) {
+            self.user = Some(user.to_owned());
+            Ok(Auth::Accept)
+        } else {
+            tracing::info!(remote = %self.remote_addr, user, "refused a client: wrong token");
+            Ok(Self::reject())
+        }
+    }
+
+    async fn auth_succeeded(&mut self, session: &mut Session) -> Result<(), Self::Error> {
+        let Some(peer) = self.peer.upgrade() else {
+            return Err(russh::Error::Disconnect);
+        };
+        let Some(user) = self.user.clone() else {
+            return Err(russh::Error::NotAuthenticated);
+        };
+        let remote = ident::parse_ident(session.remote_sshid()).ok();
+        let native = remote.as_ref().and_then(|r| r.version).is_some();
+        let conn = Connection::new(
+            &peer,
+            user,
+            self.remote_addr.clone(),
+            None,
+            SshLink::Server(session.handle()),
+            self.kill.clone(),
+            self.out.clone(),
+            native,
+        );
+        self.slot.set(conn.clone());
+        peer.register(conn);
+        Ok(())
+    }
+
+    async fn channel_open_direct_streamlocal(
+        &mut self,
+        channel: Channel<Msg>,
+        socket_path: &str,
+        reply: ChannelOpenHandle,
+        _session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        let Some(conn) = self.conn().cloned() else {
+            reply
+                .reject(ChannelOpenFailure::AdministrativelyProhibited)
+                .await;
+            return Ok(());
+        };
+        let id = channel.id().number();
+        let (_read, write) = channel.split();
+        match conn.incoming_open(id, socket_path) {
+            Ok(accepted) => {
+                reply.accept().await;
+                accepted.complete(SshWriter::Server(write));
+            }
+            Err(refusal) => reply.reject(failure(refusal)).await,
+        }
+        Ok(())
+    }
+
+    async fn channel_open_confirmation(
+        &mut self,
+        id: ChannelId,
+        _max_packet_size: u32,
+        _window_size: u32,
+        _session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        if let Some(conn) = self.conn() {
+            conn.get_or_create(id.number());
+        }
+        Ok(())
+    }
+
+    async fn data(
+        &mut self,
+        channel: ChannelId,
+        data: &[u8],
+        _session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        if let Some(conn) = self.conn() {
+            conn.on_data(channel.number(), data);
+        }
+        Ok(())
+    }
+
+    async fn extended_data(
+        &mut self,
+        channel: ChannelId,
+        code: u32,
+        data: &[u8],
+        _session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        if let Some(conn) = self.conn() {
+            conn.on_extended(channel.number(), code, data);
+        }
+        Ok(())
+    }
+
+    async fn channel_eof(
+        &mut self,
+        channel: ChannelId,
+        _session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        if let Some(conn) = self.conn() {
+            conn.on_eof(channel.number());
+        }
+        Ok(())
+    }
+
+    async fn channel_close(
+        &mut self,
+        channel: ChannelId,
+        _session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        if let Some(conn) = self.conn() {
+            conn.on_close(channel.number());
+        }
+        Ok(())
+    }
+}
+
+/// The SSH open failure for a refusal: our code and description.
+pub(crate) fn failure(refusal: OpenRefusal) -> ChannelOpenFailure {
+    match refusal {
+        OpenRefusal::Prohibited => ChannelOpenFailure::AdministrativelyProhibited,
+        OpenRefusal::ConnectFailed => ChannelOpenFailure::ConnectFailed,
+        OpenRefusal::UnknownChannelType => ChannelOpenFailure::UnknownChannelType,
+        OpenRefusal::ResourceShortage => ChannelOpenFailure::ResourceShortage,
+        r => ChannelOpenFailure::Other {
+            code: r.code(),
+            reason: r.description().to_owned(),
+        },
+    }
+}

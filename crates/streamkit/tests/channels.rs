@@ -1,0 +1,438 @@
+//! Channel scenarios over real SSH connections, each run over TCP and Unix sockets.
+
+mod common;
+
+use common::*;
+use streamkit::{ChannelError, Headers, OpenErrorKind, OpenRefusal, ResetCode};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+over_both! {
+    names_are_known_on_both_sides => names_are_known_on_both_sides;
+    direction_does_not_matter => direction_does_not_matter;
+    headers_survive_any_content => headers_survive_any_content;
+    trailers_travel_both_ways => trailers_travel_both_ways;
+    half_close_keeps_the_other_direction => half_close_keeps_the_other_direction;
+    reset_is_an_error_not_eof => reset_is_an_error_not_eof;
+    errors_before_the_end_are_never_missed => errors_before_the_end_are_never_missed;
+    unknown_service_keeps_the_connection => unknown_service_keeps_the_connection;
+    oversize_frame_fails_only_that_channel => oversize_frame_fails_only_that_channel;
+    writing_to_a_closed_channel_is_an_error => writing_to_a_closed_channel_is_an_error;
+    a_stalled_channel_does_not_stall_the_others => a_stalled_channel_does_not_stall_the_others;
+    a_thousand_channels_at_once => a_thousand_channels_at_once;
+    vanished_peer_fails_reads_and_leaves_peers => vanished_peer_fails_reads_and_leaves_peers;
+}
+
+async fn names_are_known_on_both_sides(kind: Kind) {
+    let p = pair(kind).await;
+    // Both names are known as soon as `connect` returns, before any channel.
+    assert_eq!(p.alice.peers(), ["bob"]);
+    assert_eq!(p.bob.peers(), ["alice"]);
+    serve_echo(&p.bob);
+    let ch = within(p.alice.open("bob", "echo", ())).await.unwrap();
+    assert_eq!(ch.meta().local_peer(), "alice");
+    assert_eq!(ch.meta().remote_peer(), "bob");
+    assert_eq!(ch.meta().service(), "echo");
+}
+
+async fn direction_does_not_matter(kind: Kind) {
+    // bob binds; alice dials bob; bob dials carol, who binds too.
+    let (a, b, c) = (who("alice"), who("bob"), who("carol"));
+    let scratch = Scratch::new();
+    let alice = peer(&a, &[&b]);
+    let bob = peer(&b, &[&a, &c]);
+    let carol = peer(&c, &[&b]);
+    let bob_at = bob
+        .bind(&scratch.endpoint(kind, "bob"))
+        .await
+        .unwrap()
+        .to_string();
+    let carol_at = carol
+        .bind(&scratch.endpoint(kind, "carol"))
+        .await
+        .unwrap()
+        .to_string();
+    within(alice.connect(&bob_at)).await.unwrap();
+    within(bob.connect(&carol_at)).await.unwrap();
+    assert_eq!(carol.peers(), ["bob"]);
+    let mut names = bob.peers();
+    names.sort();
+    assert_eq!(names, ["alice", "carol"]);
+    for p in [&alice, &bob, &carol] {
+        serve_echo(p);
+    }
+    // Every direction over every connection, whichever side dialled.
+    for (from, to) in [
+        (&alice, "bob"),
+        (&bob, "alice"),
+        (&bob, "carol"),
+        (&carol, "bob"),
+    ] {
+        let mut ch = within(from.open(to, "echo", ())).await.unwrap();
+        let msg = format!("{} to {}", from.name(), to);
+        ch.write_all(msg.as_bytes()).await.unwrap();
+        within(ch.close_write()).await.unwrap();
+        let mut back = String::new();
+        within(ch.read_to_string(&mut back)).await.unwrap();
+        assert_eq!(back, msg);
+    }
+}
+
+fn awkward_headers() -> Vec<String> {
+    vec![
+        "plain=value".into(),
+        "commas=a,b,c".into(),
+        "equals=x=y=z".into(),
+        "amp&pct=%20&%".into(),
+        "newline=one\ntwo\r\nthree".into(),
+        "".into(),
+        "ünïcødé=✓".into(),
+        format!("big={}", "é".repeat(2048)), // 4 KiB of value
+        "s4:echoh1:x".into(),
+    ]
+}
+
+async fn headers_survive_any_content(kind: Kind) {
+    let p = pair(kind).await;
+    for (opener, acceptor, to) in [(&p.alice, &p.bob, "bob"), (&p.bob, &p.alice, "alice")] {
+        let acceptor = acceptor.clone();
+        let got = tokio::spawn(async move {
+            let (meta, _ch) = acceptor.accept().await.unwrap();
+            (meta.service().to_owned(), meta.headers().clone())
+        });
+        let _ch = within(opener.open(to, "svc with spaces", awkward_headers()))
+            .await
+            .unwrap();
+        let (service, headers) = within(got).await.unwrap();
+        assert_eq!(service, "svc with spaces");
+        assert_eq!(headers, Headers::from(awkward_headers()));
+        assert_eq!(headers.get("equals"), Some("x=y=z"));
+    }
+}
+
+async fn trailers_travel_both_ways(kind: Kind) {
+    let p = pair(kind).await;
+    let bob = p.bob.clone();
+    let (go_tx, go_rx) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(async move {
+        let (meta, mut ch) = bob.accept().await.unwrap();
+        let mut body = Vec::new();
+        ch.read_to_end(&mut body).await.unwrap();
+        // The client's trailers are complete once its stream ended.
+        assert_eq!(
+            meta.trailers().unwrap(),
+            Headers::from(["client=done", "count=3"])
+        );
+        go_rx.await.unwrap();
+        ch.write_all(b"reply").await.unwrap();
+        ch.write_trailers(["exit-status=0", "note=a,b\nc"])
+            .await
+            .unwrap();
+        ch.close().await.unwrap();
+        body
+    });
+    let mut ch = within(p.alice.open("bob", "t", ())).await.unwrap();
+    ch.write_all(b"request").await.unwrap();
+    ch.write_trailers(["client=done", "count=3"]).await.unwrap();
+    within(ch.close_write()).await.unwrap();
+    assert_eq!(
+        ch.meta().trailers(),
+        None,
+        "not before the server's end of stream"
+    );
+    go_tx.send(()).unwrap();
+    let mut reply = Vec::new();
+    within(ch.read_to_end(&mut reply)).await.unwrap();
+    assert_eq!(reply, b"reply");
+    assert_eq!(
+        ch.meta().trailers().unwrap(),
+        Headers::from(["exit-status=0", "note=a,b\nc"])
+    );
+    assert_eq!(within(server).await.unwrap(), b"request");
+}
+
+async fn half_close_keeps_the_other_direction(kind: Kind) {
+    let p = pair(kind).await;
+    let bob = p.bob.clone();
+    let server = tokio::spawn(async move {
+        let (_, mut ch) = bob.accept().await.unwrap();
+        let mut got = Vec::new();
+        ch.read_to_end(&mut got).await.unwrap();
+        // The client has finished sending; this direction keeps flowing.
+        for i in 0..100u32 {
+            ch.write_frame(&i.to_be_bytes()).await.unwrap();
+        }
+        ch.close().await.unwrap();
+        got
+    });
+    let mut ch = within(p.alice.open("bob", "half", ())).await.unwrap();
+    let data = pattern(300_000, 1);
+    ch.write_all(&data).await.unwrap();
+    within(ch.close_write()).await.unwrap();
+    assert!(
+        matches!(ch.write_all(b"late").await, Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe)
+    );
+    for i in 0..100u32 {
+        let f = within(ch.read_frame()).await.unwrap().unwrap();
+        assert_eq!(&f[..], &i.to_be_bytes());
+    }
+    assert_eq!(within(ch.read_frame()).await.unwrap(), None);
+    assert_eq!(within(server).await.unwrap(), data);
+}
+
+async fn reset_is_an_error_not_eof(kind: Kind) {
+    let p = pair(kind).await;
+    let bob = p.bob.clone();
+    let server = tokio::spawn(async move {
+        let (_, mut ch) = bob.accept().await.unwrap();
+        let mut buf = [0u8; 5];
+        ch.read_exact(&mut buf).await.unwrap();
+        ch.reset();
+        buf
+    });
+    let mut ch = within(p.alice.open("bob", "r", ())).await.unwrap();
+    ch.write_all(b"hello").await.unwrap();
+    assert_eq!(&within(server).await.unwrap(), b"hello");
+    let err = within(ch.read_frame()).await.unwrap_err();
+    assert!(
+        matches!(
+            err,
+            ChannelError::ResetByPeer {
+                code: ResetCode::Cancelled,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    let err = within(ch.write_frame(b"x")).await.unwrap_err();
+    assert!(matches!(err, ChannelError::ResetByPeer { .. }), "{err}");
+}
+
+async fn errors_before_the_end_are_never_missed(kind: Kind) {
+    let p = pair(kind).await;
+    let bob = p.bob.clone();
+    tokio::spawn(async move {
+        let (_, mut ch) = bob.accept().await.unwrap();
+        for i in 0..50u32 {
+            ch.write_frame(format!("item {i}").as_bytes())
+                .await
+                .unwrap();
+            if i % 10 == 9 {
+                ch.write_error(format!("warning {i}").as_bytes())
+                    .await
+                    .unwrap();
+            }
+        }
+        ch.write_error(b"fatal: out of items").await.unwrap();
+        ch.close().await.unwrap();
+    });
+    let mut ch = within(p.alice.open("bob", "e", ())).await.unwrap();
+    let mut items = 0;
+    while let Some(f) = within(ch.read_frame()).await.unwrap() {
+        assert_eq!(f, format!("item {items}").into_bytes());
+        items += 1;
+    }
+    assert_eq!(items, 50);
+    // A reader that checks for errors only at the end sees all of them, in order.
+    let mut errors = Vec::new();
+    while let Some(e) = within(ch.read_error()).await.unwrap() {
+        errors.push(String::from_utf8(e.to_vec()).unwrap());
+    }
+    assert_eq!(errors.len(), 6);
+    assert_eq!(errors[0], "warning 9");
+    assert_eq!(errors[5], "fatal: out of items");
+}
+
+async fn unknown_service_keeps_the_connection(kind: Kind) {
+    let mut opts = streamkit::Options::default();
+    opts.services = streamkit::Services::only(["echo"]);
+    let p = pair_with(kind, Default::default(), opts).await;
+    serve_echo(&p.bob);
+    let err = within(p.alice.open("bob", "nope", ())).await.unwrap_err();
+    assert_eq!(
+        err.kind,
+        OpenErrorKind::Refused(OpenRefusal::ServiceNotFound)
+    );
+    assert_eq!(
+        err.to_string(),
+        r#"open "nope" on peer "bob": service not found"#
+    );
+    // The same connection still serves.
+    let mut ch = within(p.alice.open("bob", "echo", ())).await.unwrap();
+    ch.write_frame(b"still up").await.unwrap();
+    assert_eq!(
+        &within(ch.read_frame()).await.unwrap().unwrap()[..],
+        b"still up"
+    );
+    assert_eq!(p.alice.peers(), ["bob"]);
+    // The option changes on the live peer.
+    let mut opts = p.bob.options();
+    opts.services = streamkit::Services::only(["echo", "nope"]);
+    p.bob.set_options(opts).unwrap();
+    within(p.alice.open("bob", "nope", ())).await.unwrap();
+}
+
+async fn oversize_frame_fails_only_that_channel(kind: Kind) {
+    let p = pair(kind).await;
+    let bob = p.bob.clone();
+    let server = tokio::spawn(async move {
+        let (_, mut bad) = bob.accept().await.unwrap();
+        let (_, good) = bob.accept().await.unwrap();
+        tokio::spawn(echo(good));
+        bad.read_frame().await
+    });
+    let mut bad = within(p.alice.open("bob", "bad", ())).await.unwrap();
+    let mut good = within(p.alice.open("bob", "good", ())).await.unwrap();
+    // Announce a 4 GiB frame: the reader must refuse it at the header.
+    bad.write_all(&u32::MAX.to_be_bytes()).await.unwrap();
+    bad.write_all(b"and some bytes").await.unwrap();
+    let err = within(server).await.unwrap().unwrap_err();
+    assert!(
+        matches!(
+            err,
+            ChannelError::FrameTooLarge {
+                len: 4294967295,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    // The writer learns why; the other channel is untouched.
+    let err = within(bad.read_frame()).await.unwrap_err();
+    assert!(
+        matches!(
+            err,
+            ChannelError::ResetByPeer {
+                code: ResetCode::FrameTooLarge,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    good.write_frame(b"fine").await.unwrap();
+    assert_eq!(
+        &within(good.read_frame()).await.unwrap().unwrap()[..],
+        b"fine"
+    );
+}
+
+async fn writing_to_a_closed_channel_is_an_error(kind: Kind) {
+    let p = pair(kind).await;
+    serve_echo(&p.bob);
+    let mut ch = within(p.alice.open("bob", "echo", ())).await.unwrap();
+    within(ch.close()).await.unwrap();
+    assert_eq!(
+        within(ch.write_frame(b"x")).await.unwrap_err(),
+        ChannelError::Closed
+    );
+    let mut w = ch.split().1;
+    assert!(w.write_all(b"x").await.is_err());
+}
+
+async fn a_stalled_channel_does_not_stall_the_others(kind: Kind) {
+    let window = 1024 * 1024;
+    let p = pair(kind).await;
+    let bob = p.bob.clone();
+    let (stalled_tx, stalled_rx) = tokio::sync::oneshot::channel();
+    tokio::spawn(async move {
+        // The first channel is accepted and never read.
+        let (_, stalled) = bob.accept().await.unwrap();
+        let _ = stalled_tx.send(stalled);
+        let (_, echoing) = bob.accept().await.unwrap();
+        echo(echoing).await;
+    });
+    let mut stalled = within(p.alice.open("bob", "stalled", ())).await.unwrap();
+    let stalled_far = within(stalled_rx).await.unwrap();
+    // Push 64 MiB at the stalled channel from another task: it gets stuck once the
+    // window and the send buffer are full.
+    let writer = tokio::spawn(async move {
+        let chunk = vec![0xAB; 64 * 1024];
+        let mut sent = 0usize;
+        while sent < 64 << 20 {
+            if stalled.write_all(&chunk).await.is_err() {
+                break;
+            }
+            sent += chunk.len();
+        }
+        sent
+    });
+    // Meanwhile another channel on the same connection echoes 10,000 frames.
+    let mut ch = within(p.alice.open("bob", "echo", ())).await.unwrap();
+    for i in 0..10_000u32 {
+        ch.write_frame(&i.to_le_bytes()).await.unwrap();
+        if i % 100 == 99 {
+            for j in i - 99..=i {
+                let f = within(ch.read_frame()).await.unwrap().unwrap();
+                assert_eq!(&f[..], &j.to_le_bytes());
+            }
+        }
+    }
+    assert!(
+        !writer.is_finished(),
+        "the stalled writer must be held back by flow control"
+    );
+    let held = stalled_far.buffered();
+    assert!(
+        held <= window,
+        "stalled channel buffers {held} bytes, over its {window}-byte window"
+    );
+    assert!(held > 0);
+    writer.abort();
+}
+
+async fn a_thousand_channels_at_once(kind: Kind) {
+    let p = pair(kind).await;
+    serve_echo(&p.bob);
+    let mut tasks = Vec::new();
+    for i in 0..1000u64 {
+        let alice = p.alice.clone();
+        tasks.push(tokio::spawn(async move {
+            let ch = alice
+                .open("bob", "echo", [format!("n={i}").as_str()])
+                .await
+                .unwrap();
+            let data = pattern(4096 + (i as usize % 7) * 1000, i);
+            let (mut r, mut w) = ch.split();
+            let sent = data.clone();
+            let writer = tokio::spawn(async move {
+                w.write_all(&sent).await.unwrap();
+                w.shutdown().await.unwrap();
+            });
+            let mut back = Vec::new();
+            r.read_to_end(&mut back).await.unwrap();
+            writer.await.unwrap();
+            assert!(back == data, "channel {i} echoed different bytes");
+        }));
+    }
+    for t in tasks {
+        within(t).await.unwrap();
+    }
+    // Every channel closes on both sides.
+    within(async {
+        while p.alice.channel_count() + p.bob.channel_count() > 0 {
+            tokio::task::yield_now().await;
+        }
+    })
+    .await;
+}
+
+async fn vanished_peer_fails_reads_and_leaves_peers(kind: Kind) {
+    let p = pair(kind).await;
+    let bob = p.bob.clone();
+    let (got_tx, got_rx) = tokio::sync::oneshot::channel();
+    tokio::spawn(async move {
+        let (_, mut ch) = bob.accept().await.unwrap();
+        let mut buf = vec![0u8; 10];
+        ch.read_exact(&mut buf).await.unwrap();
+        let _ = got_tx.send(ch);
+    });
+    let mut ch = within(p.alice.open("bob", "v", ())).await.unwrap();
+    ch.write_all(b"0123456789").await.unwrap();
+    let far = within(got_rx).await.unwrap();
+    // Bob disappears without closing anything.
+    let Pair { alice, bob, .. } = p;
+    drop(bob);
+    let err = within(ch.read_frame()).await.unwrap_err();
+    assert!(matches!(err, ChannelError::ConnectionLost(_)), "{err}");
+    assert!(alice.peers().is_empty());
+    drop(far);
+}

@@ -1,0 +1,166 @@
+//! Shared set-up for the scenario tests: peers with fresh keys that trust each
+//! other, over TCP or Unix sockets, and a timeout that only catches hangs.
+#![allow(dead_code)]
+
+use std::future::Future;
+use std::time::Duration;
+
+use streamkit::{Channel, Identity, Options, Peer, PeerConfig, Trust};
+use tokio::io::AsyncWriteExt;
+
+/// Which socket the SSH connection runs over.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    Tcp,
+    Unix,
+}
+
+/// Fails the test if `f` takes longer than a generous bound: it catches hangs, it
+/// does not time anything.
+pub async fn within<F: Future>(f: F) -> F::Output {
+    match tokio::time::timeout(Duration::from_secs(60), f).await {
+        Ok(v) => v,
+        Err(_) => panic!("operation hung for 60 s"),
+    }
+}
+
+/// A place for Unix sockets that disappears with the test.
+pub struct Scratch {
+    pub dir: tempfile::TempDir,
+}
+
+impl Scratch {
+    pub fn new() -> Scratch {
+        Scratch {
+            dir: tempfile::tempdir().expect("temp dir"),
+        }
+    }
+
+    /// A fresh endpoint of the given kind.
+    pub fn endpoint(&self, kind: Kind, name: &str) -> String {
+        match kind {
+            Kind::Tcp => "tcp://127.0.0.1:0".to_string(),
+            Kind::Unix => format!(
+                "unix://{}",
+                self.dir.path().join(format!("{name}.sock")).display()
+            ),
+        }
+    }
+}
+
+/// A named peer identity.
+pub struct Who {
+    pub name: &'static str,
+    pub id: Identity,
+}
+
+pub fn who(name: &'static str) -> Who {
+    Who {
+        name,
+        id: Identity::generate(),
+    }
+}
+
+/// A peer that trusts every key in `trusted`.
+pub fn peer(me: &Who, trusted: &[&Who]) -> Peer {
+    peer_with(me, trusted, Options::default())
+}
+
+pub fn peer_with(me: &Who, trusted: &[&Who], options: Options) -> Peer {
+    let mut trust = Trust::new();
+    for t in trusted {
+        trust = trust.with_key(t.id.public_key());
+    }
+    Peer::new(PeerConfig::new(me.name, me.id.clone(), trust).with_options(options))
+        .expect("valid config")
+}
+
+/// "bob" bound, "alice" connected to him.
+pub struct Pair {
+    pub alice: Peer,
+    pub bob: Peer,
+    pub url: String,
+    pub scratch: Scratch,
+}
+
+pub async fn pair(kind: Kind) -> Pair {
+    pair_with(kind, Options::default(), Options::default()).await
+}
+
+pub async fn pair_with(kind: Kind, alice_opts: Options, bob_opts: Options) -> Pair {
+    let (a, b) = (who("alice"), who("bob"));
+    let alice = peer_with(&a, &[&b], alice_opts);
+    let bob = peer_with(&b, &[&a], bob_opts);
+    let scratch = Scratch::new();
+    let url = bob
+        .bind(&scratch.endpoint(kind, "bob"))
+        .await
+        .expect("bind")
+        .to_string();
+    let name = within(alice.connect(&url)).await.expect("connect");
+    assert_eq!(name, "bob");
+    Pair {
+        alice,
+        bob,
+        url,
+        scratch,
+    }
+}
+
+/// Serves every accepted channel with `echo`: bytes back, then the trailers back.
+pub fn serve_echo(peer: &Peer) -> tokio::task::JoinHandle<()> {
+    let peer = peer.clone();
+    tokio::spawn(async move {
+        while let Ok((_meta, ch)) = peer.accept().await {
+            tokio::spawn(echo(ch));
+        }
+    })
+}
+
+/// Copies the byte stream back, then the remote's trailers, then closes.
+pub async fn echo(ch: Channel) {
+    let meta = ch.meta().clone();
+    let (mut r, mut w) = ch.split();
+    if tokio::io::copy(&mut r, &mut w).await.is_err() {
+        return;
+    }
+    if let Some(t) = meta.trailers() {
+        if !t.is_empty() {
+            let _ = w.write_trailers(t).await;
+        }
+    }
+    let _ = w.shutdown().await;
+}
+
+/// Deterministic pseudo-random bytes (xorshift), so failures reproduce.
+pub fn pattern(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+/// Runs a scenario over TCP and over Unix sockets.
+#[macro_export]
+macro_rules! over_both {
+    ($($name:ident => $body:path;)*) => {
+        $(
+            mod $name {
+                use super::*;
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn tcp() {
+                    $body(Kind::Tcp).await
+                }
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn unix() {
+                    $body(Kind::Unix).await
+                }
+            }
+        )*
+    };
+}
