@@ -283,8 +283,9 @@ async fn oversize_frame_fails_only_that_channel(kind: Kind) {
     let mut bad = within(p.alice.open("bob", "bad", ())).await.unwrap();
     let mut good = within(p.alice.open("bob", "good", ())).await.unwrap();
     // Announce a 4 GiB frame: the reader must refuse it at the header.
-    bad.write_all(&u32::MAX.to_be_bytes()).await.unwrap();
-    bad.write_all(b"and some bytes").await.unwrap();
+    let mut announce = u32::MAX.to_be_bytes().to_vec();
+    announce.extend_from_slice(b"and some bytes");
+    bad.write_all(&announce).await.unwrap();
     let err = within(server).await.unwrap().unwrap_err();
     assert!(
         matches!(

@@ -370,7 +370,9 @@ impl Peer {
 
     /// Waits for the next channel a remote peer opened, on any connection.
     ///
-    /// Cancel-safe: a channel is never lost by dropping the future.
+    /// Cancel-safe: a channel is never lost by dropping the future. After
+    /// [`shutdown`](Peer::shutdown) starts, channels already waiting are still
+    /// returned; then it fails with [`AcceptError::ShutDown`].
     pub async fn accept(&self) -> Result<(ChannelMeta, Channel), AcceptError> {
         let ch = self.inner.accept.pop().await.ok_or(AcceptError::ShutDown)?;
         Ok((ch.meta().clone(), ch))
@@ -468,6 +470,15 @@ struct AcceptInner {
     closed: bool,
 }
 
+impl Drop for AcceptInner {
+    fn drop(&mut self) {
+        // Channels nobody accepted are reset, so their openers see an error.
+        for mut ch in self.queue.drain(..) {
+            ch.reset();
+        }
+    }
+}
+
 /// A place in the accept queue, taken before the SSH open is accepted.
 pub(crate) struct AcceptSlot {
     queue: Arc<AcceptQueue>,
@@ -481,7 +492,10 @@ impl AcceptSlot {
         q.reserved -= 1;
         if q.closed {
             drop(q);
-            drop(ch); // closes itself
+            // Never seen by the application: the opener gets an error, not an
+            // empty reply.
+            let mut ch = ch;
+            ch.reset();
             return;
         }
         q.queue.push_back(ch);
@@ -511,13 +525,9 @@ impl AcceptQueue {
         })
     }
 
+    /// Admits no more channels; those already queued can still be accepted.
     fn close(&self) {
-        let drained = {
-            let mut q = lock(&self.inner);
-            q.closed = true;
-            std::mem::take(&mut q.queue)
-        };
-        drop(drained); // each dropped channel closes itself
+        lock(&self.inner).closed = true;
         self.notify.notify_waiters();
     }
 
