@@ -14,7 +14,7 @@ use crate::wire::reason::{OpenRefusal, ResetCode};
 #[non_exhaustive]
 pub enum ChannelError {
     /// The remote peer aborted the channel.
-    #[error("channel reset by the remote peer ({code}): {reason}")]
+    #[error("channel reset by the remote peer ({code}){}{reason}", if reason.is_empty() { "" } else { ": " })]
     ResetByPeer {
         /// Why.
         code: ResetCode,

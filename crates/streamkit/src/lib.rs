@@ -56,7 +56,7 @@ mod trust;
 pub mod wire;
 
 pub use bytes::Bytes;
-pub use channel::{Channel, ChannelMeta, Headers, ReadHalf, WriteHalf};
+pub use channel::{Channel, ChannelMeta, Headers, JoinError, JoinStats, ReadHalf, WriteHalf};
 pub use config::{AccessRequest, Authorize, MAX_HEADER_BYTES_LIMIT, Options, PeerConfig, Services};
 pub use endpoint::Endpoint;
 pub use error::{

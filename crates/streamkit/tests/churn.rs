@@ -19,7 +19,10 @@ async fn cycle(p: &Pair, n: usize) {
         // Alternate which side closes first: both must forget the channel.
         let mut ch = p.alice.open("bob", "echo", ()).await.unwrap();
         ch.write_frame(&i.to_be_bytes()).await.unwrap();
-        assert_eq!(&ch.read_frame().await.unwrap().unwrap()[..], &i.to_be_bytes());
+        assert_eq!(
+            &ch.read_frame().await.unwrap().unwrap()[..],
+            &i.to_be_bytes()
+        );
         if i % 2 == 0 {
             ch.close().await.unwrap();
         } else {
@@ -46,5 +49,8 @@ async fn churn_leaves_no_memory_behind() {
     })
     .await;
     let grown = rss_kib().saturating_sub(before);
-    assert!(grown < 4 * 1024, "resident memory grew by {grown} KiB over 4,000 channels");
+    assert!(
+        grown < 4 * 1024,
+        "resident memory grew by {grown} KiB over 4,000 channels"
+    );
 }

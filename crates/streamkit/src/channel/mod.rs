@@ -183,6 +183,75 @@ impl Channel {
     pub fn split(self) -> (ReadHalf, WriteHalf) {
         (self.read, self.write)
     }
+
+    /// Splices the channel to `io` (a TCP or Unix stream, a child's stdio, ...) in
+    /// both directions until both are done.
+    ///
+    /// The end of the channel's stream shuts down `io`'s write side; the end of
+    /// `io`'s stream ends the channel's ([`close_write`](Self::close_write)). If
+    /// either side fails, the channel is reset and the error returned.
+    pub async fn join<T>(self, io: T) -> Result<JoinStats, JoinError>
+    where
+        T: AsyncRead + AsyncWrite,
+    {
+        use tokio::io::AsyncWriteExt as _;
+        let (mut r, mut w) = self.split();
+        let (mut io_r, mut io_w) = tokio::io::split(io);
+        let to_io = async {
+            let n = tokio::io::copy(&mut r, &mut io_w)
+                .await
+                .map_err(JoinError::Channel)?;
+            io_w.shutdown().await.map_err(JoinError::Io)?;
+            Ok::<u64, JoinError>(n)
+        };
+        let from_io = async {
+            let mut n = 0u64;
+            let mut buf = vec![0u8; 64 * 1024];
+            loop {
+                let k = tokio::io::AsyncReadExt::read(&mut io_r, &mut buf)
+                    .await
+                    .map_err(JoinError::Io)?;
+                if k == 0 {
+                    break;
+                }
+                w.write_all(&buf[..k]).await.map_err(JoinError::Channel)?;
+                n += k as u64;
+            }
+            w.close_write()
+                .await
+                .map_err(|e| JoinError::Channel(e.into()))?;
+            Ok::<u64, JoinError>(n)
+        };
+        let res = futures::future::try_join(to_io, from_io).await;
+        match res {
+            Ok((to_io, from_io)) => Ok(JoinStats { to_io, from_io }),
+            Err(e) => {
+                w.reset();
+                Err(e)
+            }
+        }
+    }
+}
+
+/// Bytes moved by [`Channel::join`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct JoinStats {
+    /// Bytes from the channel to the joined stream.
+    pub to_io: u64,
+    /// Bytes from the joined stream to the channel.
+    pub from_io: u64,
+}
+
+/// Why [`Channel::join`] ended early.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum JoinError {
+    /// The channel failed (reset, lost connection, ...).
+    #[error("channel: {0}")]
+    Channel(#[source] io::Error),
+    /// The joined stream failed; the channel was reset.
+    #[error("joined stream: {0}")]
+    Io(#[source] io::Error),
 }
 
 impl ReadHalf {
@@ -210,6 +279,25 @@ impl ReadHalf {
     pub async fn read_error(&mut self) -> Result<Option<Bytes>, ChannelError> {
         let shared = &self.shared;
         poll_fn(|cx| shared.poll_read_op(cx, |s| s.read_error())).await
+    }
+
+    /// Polls for one frame; the poll form of [`read_frame`](Self::read_frame).
+    pub fn poll_read_frame(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Poll<Result<Option<Bytes>, ChannelError>> {
+        self.shared.poll_read_op(cx, |s| s.read_frame())
+    }
+
+    /// Polls for one error frame; the poll form of [`read_error`](Self::read_error).
+    ///
+    /// Polling this and [`AsyncRead::poll_read`] from one task shows error frames and
+    /// data roughly in the order they were sent.
+    pub fn poll_read_error(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Poll<Result<Option<Bytes>, ChannelError>> {
+        self.shared.poll_read_op(cx, |s| s.read_error())
     }
 
     /// See [`Channel::buffered`].

@@ -247,11 +247,6 @@ impl ChannelState {
         self.close_sent || self.close_received
     }
 
-    /// True once nothing more can happen: closed, or the connection is gone.
-    pub(crate) fn is_terminated(&self) -> bool {
-        self.is_closed() || self.lost.is_some()
-    }
-
     fn failure(&self) -> Option<&ChannelError> {
         self.local_failure.as_ref().or(self.remote_reset.as_ref())
     }
@@ -480,7 +475,12 @@ impl ChannelState {
 
     fn fail_locally(&mut self, e: ChannelError, code: ResetCode) -> Wake {
         if self.local_failure.is_none() {
-            let reason = e.to_string();
+            // The remote is told why, except for an application's own reset.
+            let reason = if e == ChannelError::ResetLocally {
+                String::new()
+            } else {
+                e.to_string()
+            };
             self.local_failure = Some(e);
             if !self.reset_sent && !self.is_closed() {
                 self.out_reset = Some((code, reason));

@@ -11,7 +11,6 @@ use crate::channel::shared::{ChannelShared, MetaInfo, Pump, lock};
 use crate::channel::state::StateConfig;
 use crate::channel::{Channel, Headers};
 use crate::config::AccessRequest;
-use crate::endpoint::Endpoint;
 use crate::error::OpenErrorKind;
 use crate::transport::ssh::{OpenFailed, SshLink, SshWriter};
 use crate::transport::{KillSwitch, Outbound};
@@ -31,8 +30,6 @@ pub(crate) struct Connection {
     pub(crate) remote_name: String,
     /// Where the remote is, for messages (`tcp://addr` or the dialled endpoint).
     pub(crate) remote_addr: String,
-    /// The endpoint `connect` dialled, if this side dialled.
-    pub(crate) dialed: Option<Endpoint>,
     /// Whether the remote speaks the native protocol (a plain SSH client does not).
     #[allow(dead_code)] // used by the standard-SSH-client mapping
     pub(crate) native: bool,
@@ -78,7 +75,6 @@ impl Connection {
         peer: &Arc<PeerInner>,
         remote_name: String,
         remote_addr: String,
-        dialed: Option<Endpoint>,
         link: SshLink,
         kill: Arc<KillSwitch>,
         out: Arc<Outbound>,
@@ -90,7 +86,6 @@ impl Connection {
             local_name: peer.name().to_owned(),
             remote_name,
             remote_addr,
-            dialed,
             native,
             link,
             peer: Arc::downgrade(peer),

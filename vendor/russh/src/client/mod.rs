@@ -1229,7 +1229,9 @@ where
     let (handle_sender, session_receiver) = channel(10);
     let (session_sender, handle_receiver) = unbounded_channel();
     if config.maximum_packet_size > 65535 {
-        error!(
+        // streamkit patch: debug, not error. RFC 4254 lets each side choose its
+        // maximum packet size; larger ones were measured faster.
+        debug!(
             "Maximum packet size ({:?}) should not larger than a TCP packet (65535)",
             config.maximum_packet_size
         );

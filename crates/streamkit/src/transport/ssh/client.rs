@@ -140,7 +140,6 @@ pub(crate) async fn dial(
         peer,
         name,
         endpoint,
-        Some(ep.clone()),
         SshLink::Client(handle),
         kill,
         out,

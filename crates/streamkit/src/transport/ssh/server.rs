@@ -193,7 +193,6 @@ impl russh::server::Handler for ServerHandler {
             &peer,
             user,
             self.remote_addr.clone(),
-            None,
             SshLink::Server(session.handle()),
             self.kill.clone(),
             self.out.clone(),

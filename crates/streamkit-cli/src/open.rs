@@ -1,0 +1,182 @@
+//! `streamkit open URL SERVICE`.
+
+use std::future::poll_fn;
+use std::io::Write as _;
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::task::Poll;
+
+use anyhow::{Context as _, bail};
+use bytes::Bytes;
+use streamkit::{
+    ChannelError, Headers, Identity, Options, Peer, PeerConfig, ReadHalf, Services, Trust,
+};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt, ReadBuf};
+
+#[derive(clap::Args)]
+#[command(group(clap::ArgGroup::new("host-trust").args(["known_hosts", "host_key_fingerprint", "insecure_accept_any_host_key"])))]
+pub struct Args {
+    /// The peer to connect to (tcp://HOST:PORT, unix:///PATH).
+    url: String,
+    /// The service to open.
+    service: String,
+    /// A header, usually K=V; repeatable.
+    #[arg(short = 'H', long = "header", value_name = "K=V")]
+    headers: Vec<String>,
+    /// Our identity key (default: a new key for this run).
+    #[arg(long, value_name = "PATH")]
+    key: Option<PathBuf>,
+    /// A token to present if the server does not trust our key.
+    #[arg(long)]
+    token: Option<String>,
+    /// Our peer name (default: $USER).
+    #[arg(long)]
+    name: Option<String>,
+    /// Trust the server's host key if this known_hosts file lists it.
+    #[arg(long = "known-hosts", value_name = "PATH")]
+    known_hosts: Option<PathBuf>,
+    /// Trust the server's host key if it has this fingerprint.
+    #[arg(long = "host-key-fingerprint", value_name = "SHA256:...")]
+    host_key_fingerprint: Option<String>,
+    /// Accept any host key: the connection can be intercepted.
+    #[arg(long = "insecure-accept-any-host-key")]
+    insecure_accept_any_host_key: bool,
+}
+
+/// What the channel delivers next.
+enum Event {
+    Data(usize),
+    Error(Bytes),
+    End,
+}
+
+/// Waits for data or an error frame, whichever comes first.
+async fn next_event(
+    r: &mut ReadHalf,
+    buf: &mut [u8],
+    errors_done: &mut bool,
+) -> Result<Event, ChannelError> {
+    poll_fn(|cx| {
+        if !*errors_done {
+            match r.poll_read_error(cx) {
+                Poll::Ready(Ok(Some(e))) => return Poll::Ready(Ok(Event::Error(e))),
+                Poll::Ready(Ok(None)) => *errors_done = true,
+                Poll::Ready(Err(_)) | Poll::Pending => {}
+            }
+        }
+        let mut rb = ReadBuf::new(buf);
+        match Pin::new(&mut *r).poll_read(cx, &mut rb) {
+            Poll::Ready(Ok(())) if rb.filled().is_empty() => Poll::Ready(Ok(Event::End)),
+            Poll::Ready(Ok(())) => Poll::Ready(Ok(Event::Data(rb.filled().len()))),
+            Poll::Ready(Err(e)) => Poll::Ready(Err(channel_error(e))),
+            Poll::Pending => Poll::Pending,
+        }
+    })
+    .await
+}
+
+fn channel_error(e: std::io::Error) -> ChannelError {
+    match e.into_inner().map(|inner| inner.downcast::<ChannelError>()) {
+        Some(Ok(ce)) => *ce,
+        Some(Err(other)) => ChannelError::ConnectionLost(other.to_string().into()),
+        None => ChannelError::ConnectionLost("I/O error".into()),
+    }
+}
+
+fn print_error_frame(e: &[u8]) {
+    let mut err = std::io::stderr().lock();
+    let _ = err.write_all(e);
+    if !e.ends_with(b"\n") {
+        let _ = err.write_all(b"\n");
+    }
+}
+
+pub async fn run(args: Args) -> anyhow::Result<u8> {
+    let trust = if let Some(path) = &args.known_hosts {
+        Trust::new().with_known_hosts_file(path)?
+    } else if let Some(fp) = &args.host_key_fingerprint {
+        Trust::new().with_fingerprint(fp)?
+    } else if args.insecure_accept_any_host_key {
+        Trust::new().danger_accept_any_host_key()
+    } else {
+        bail!(
+            "no way to check the server's host key: pass --known-hosts PATH, --host-key-fingerprint SHA256:... \
+             or --insecure-accept-any-host-key"
+        );
+    };
+    let identity = match &args.key {
+        Some(path) => Identity::load(path)?,
+        None => Identity::generate(),
+    };
+    let name = args
+        .name
+        .clone()
+        .or_else(|| std::env::var("USER").ok().filter(|u| !u.is_empty()))
+        .unwrap_or_else(|| "streamkit".to_owned());
+    let mut options = Options::default();
+    options.services = Services::none();
+    let mut config = PeerConfig::new(name, identity, trust).with_options(options);
+    if let Some(token) = &args.token {
+        config = config.with_token(token.clone());
+    }
+    let peer = Peer::new(config)?;
+    let remote = peer.connect(&args.url).await?;
+    let ch = peer
+        .open(&remote, &args.service, Headers::from(args.headers.clone()))
+        .await?;
+    let meta = ch.meta().clone();
+    let (mut r, mut w) = ch.split();
+
+    // stdin to the channel, then the end of stream. If the service stops reading
+    // (it finished), the rest of stdin is dropped: that is not an error.
+    let input = tokio::spawn(async move {
+        let mut stdin = tokio::io::stdin();
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            let n = match stdin.read(&mut buf).await {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(e) => return Err(anyhow::Error::new(e).context("reading stdin")),
+            };
+            match w.write_all(&buf[..n]).await {
+                Ok(()) => {}
+                Err(_) => return Ok(()),
+            }
+        }
+        let _ = w.close_write().await;
+        Ok(())
+    });
+
+    let mut stdout = tokio::io::stdout();
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut errors_done = false;
+    loop {
+        match next_event(&mut r, &mut buf, &mut errors_done).await {
+            Ok(Event::Data(n)) => {
+                // A pipe tool: bytes go out as they come, not when a line is complete.
+                stdout
+                    .write_all(&buf[..n])
+                    .await
+                    .context("writing stdout")?;
+                stdout.flush().await.context("writing stdout")?;
+            }
+            Ok(Event::Error(e)) => print_error_frame(&e),
+            Ok(Event::End) => break,
+            Err(e) => {
+                stdout.flush().await.ok();
+                // Error frames that came before the failure are still shown.
+                while let Ok(Some(e)) = r.read_error().await {
+                    print_error_frame(&e);
+                }
+                bail!("{}: {e}", args.service);
+            }
+        }
+    }
+    stdout.flush().await.context("writing stdout")?;
+    while let Some(e) = r.read_error().await? {
+        print_error_frame(&e);
+    }
+    input.abort();
+    let code = crate::services::exit_status(meta.trailers().as_ref()).unwrap_or(0);
+    Ok(code)
+}

@@ -1,0 +1,130 @@
+//! `streamkit serve`.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::{Context as _, bail};
+use streamkit::{Identity, Options, Peer, PeerConfig, Services, Trust};
+
+use crate::services;
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Endpoint to listen on (tcp://HOST:PORT, unix:///PATH); repeatable.
+    #[arg(long = "bind", value_name = "URL", required = true)]
+    binds: Vec<String>,
+    /// Peer name announced to clients (default: the host name).
+    #[arg(long)]
+    name: Option<String>,
+    /// Host key (OpenSSH ed25519); without it a new key is made for this run.
+    #[arg(long, value_name = "PATH")]
+    key: Option<PathBuf>,
+    /// Clients whose keys are listed here may connect.
+    #[arg(long = "authorized-keys", value_name = "PATH")]
+    authorized_keys: Option<PathBuf>,
+    /// Clients presenting this token (as the SSH password) may connect.
+    #[arg(long)]
+    token: Option<String>,
+    /// A service: NAME=echo | NAME=sink | NAME=exec:COMMAND | NAME=tcp:HOST:PORT; repeatable.
+    #[arg(long = "service", value_name = "NAME=SPEC")]
+    services: Vec<String>,
+    /// Accept any client at all. Anyone who can reach an endpoint can use every service.
+    #[arg(long = "insecure-open")]
+    insecure_open: bool,
+}
+
+pub async fn run(args: Args) -> anyhow::Result<()> {
+    let mut trust = Trust::new();
+    if let Some(path) = &args.authorized_keys {
+        trust = trust.with_authorized_keys_file(path)?;
+    }
+    if let Some(token) = &args.token {
+        if token.is_empty() {
+            bail!("--token must not be empty");
+        }
+        trust = trust.with_token(token.clone());
+    }
+    if args.insecure_open {
+        trust = trust.danger_accept_any_client();
+    } else if args.authorized_keys.is_none() && args.token.is_none() {
+        bail!(
+            "refusing to serve without client authentication: pass --authorized-keys PATH or --token TOKEN \
+             (or --insecure-open to accept anyone)"
+        );
+    }
+    let mut specs = HashMap::new();
+    for s in &args.services {
+        let (name, spec) = services::parse_service(s)?;
+        if specs.insert(name.clone(), spec).is_some() {
+            bail!("--service {name:?} given twice");
+        }
+    }
+    if specs.is_empty() {
+        bail!("no services: pass --service NAME=SPEC (echo, sink, exec:COMMAND, tcp:HOST:PORT)");
+    }
+    let identity = match &args.key {
+        Some(path) => Identity::load(path)?,
+        None => {
+            let id = Identity::generate();
+            eprintln!(
+                "streamkit: no --key given, using a new host key for this run: {}",
+                id.public_key().fingerprint()
+            );
+            id
+        }
+    };
+    let name = args.name.clone().unwrap_or_else(crate::hostname);
+    let mut options = Options::default();
+    options.services = Services::only(specs.keys().cloned());
+    let peer = Peer::new(PeerConfig::new(name.clone(), identity, trust).with_options(options))?;
+    for url in &args.binds {
+        let bound = peer
+            .bind(url)
+            .await
+            .with_context(|| format!("cannot listen on {url}"))?;
+        eprintln!("streamkit: listening on {bound}");
+    }
+    eprintln!(
+        "streamkit: serving as {name:?}, host key {}",
+        peer.public_key().fingerprint()
+    );
+
+    let specs = Arc::new(specs);
+    let acceptor = {
+        let peer = peer.clone();
+        tokio::spawn(async move {
+            while let Ok((meta, ch)) = peer.accept().await {
+                let Some(spec) = specs.get(meta.service()).cloned() else {
+                    continue;
+                };
+                tracing::info!(
+                    service = meta.service(),
+                    peer = meta.remote_peer(),
+                    "channel opened"
+                );
+                tokio::spawn(services::serve(spec, ch));
+            }
+        })
+    };
+
+    wait_for_signal().await?;
+    eprintln!("streamkit: shutting down");
+    let reset = peer.shutdown().await;
+    if reset > 0 {
+        eprintln!("streamkit: {reset} channel(s) did not finish in time and were reset");
+    }
+    acceptor.abort();
+    Ok(())
+}
+
+async fn wait_for_signal() -> anyhow::Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).context("cannot watch SIGTERM")?;
+    let mut int = signal(SignalKind::interrupt()).context("cannot watch SIGINT")?;
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+    Ok(())
+}
