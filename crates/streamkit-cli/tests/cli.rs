@@ -1,4 +1,5 @@
 //! The `streamkit` binary, driven as a user would: real processes, real keys,
+#![allow(clippy::unwrap_used)]
 //! real sockets; stdin, stdout, stderr and exit codes checked.
 
 use std::io::{BufRead, BufReader, Read, Write};

@@ -15,10 +15,11 @@
 //! stream with a service name and headers: a byte stream (tokio `AsyncRead` +
 //! `AsyncWrite`), message frames, error frames, a half-close and trailers.
 //!
-//! ```no_run
+//! ```
 //! use streamkit::{Identity, Peer, PeerConfig, Trust};
 //!
-//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! # #[tokio::main]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! let (alice_id, bob_id) = (Identity::generate(), Identity::generate());
 //! let bob = Peer::new(PeerConfig::new("bob", bob_id.clone(), Trust::new().with_key(alice_id.public_key())))?;
 //! let alice = Peer::new(PeerConfig::new("alice", alice_id, Trust::new().with_key(bob_id.public_key())))?;
@@ -66,3 +67,8 @@ pub use keys::{Identity, PublicKey};
 pub use peer::{AcceptError, Peer};
 pub use trust::Trust;
 pub use wire::reason::{OpenRefusal, ResetCode};
+
+/// The README's examples are compiled and run as doc tests.
+#[cfg(doctest)]
+#[doc = include_str!("../../../README.md")]
+struct ReadmeDoctests;

@@ -1,4 +1,5 @@
 //! Channel scenarios over real SSH connections, each run over TCP and Unix sockets.
+#![allow(clippy::unwrap_used)]
 
 mod common;
 

@@ -1,4 +1,5 @@
 //! Opening and closing many channels leaves nothing behind.
+#![allow(clippy::unwrap_used)]
 
 mod common;
 

@@ -1,4 +1,5 @@
 //! Peer scenarios: trust, names, endpoints, limits, bad input on the listening port.
+#![allow(clippy::unwrap_used)]
 
 mod common;
 

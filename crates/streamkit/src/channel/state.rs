@@ -540,10 +540,10 @@ impl ChannelState {
         if let Some(e) = self.local_failure.clone() {
             return (Step::Failed(e), Wake::default());
         }
-        if !self.rx_fin {
-            if let Some(e) = self.remote_reset.clone() {
-                return (Step::Failed(e), Wake::default());
-            }
+        if !self.rx_fin
+            && let Some(e) = self.remote_reset.clone()
+        {
+            return (Step::Failed(e), Wake::default());
         }
         if !self.rx.is_empty() {
             let n = self.rx.copy_out(buf);
@@ -564,10 +564,10 @@ impl ChannelState {
         if let Some(e) = self.local_failure.clone() {
             return (Step::Failed(e), Wake::default());
         }
-        if !self.rx_fin {
-            if let Some(e) = self.remote_reset.clone() {
-                return (Step::Failed(e), Wake::default());
-            }
+        if !self.rx_fin
+            && let Some(e) = self.remote_reset.clone()
+        {
+            return (Step::Failed(e), Wake::default());
         }
         let mut wake = Wake::default();
         if self.rx_frame.is_none() {
@@ -753,7 +753,7 @@ impl ChannelState {
     }
 
     fn check_frame(&self, len: usize) -> Option<ChannelError> {
-        (len > self.cfg.max_frame).then(|| ChannelError::FrameTooLarge {
+        (len > self.cfg.max_frame).then_some(ChannelError::FrameTooLarge {
             len: len as u64,
             max: self.cfg.max_frame,
         })

@@ -169,11 +169,8 @@ impl OpenRequest {
             ))?;
             rest = &body[len..];
             match tag {
-                's' => {
-                    if service.replace(value).is_some() {
-                        return Err(OpenDecodeError::Service);
-                    }
-                }
+                's' if service.replace(value).is_some() => return Err(OpenDecodeError::Service),
+                's' => {}
                 'h' => req.headers.push(value.to_owned()),
                 'i' => {
                     if req.id.is_some() {

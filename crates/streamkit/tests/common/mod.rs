@@ -124,10 +124,8 @@ pub async fn echo(ch: Channel) {
     if tokio::io::copy(&mut r, &mut w).await.is_err() {
         return;
     }
-    if let Some(t) = meta.trailers() {
-        if !t.is_empty() {
-            let _ = w.write_trailers(t).await;
-        }
+    if let Some(t) = meta.trailers().filter(|t| !t.is_empty()) {
+        let _ = w.write_trailers(t).await;
     }
     let _ = w.shutdown().await;
 }

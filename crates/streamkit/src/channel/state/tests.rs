@@ -281,10 +281,10 @@ fn unread_errors_do_not_stall_the_data() {
     let mut off = 0;
     let mut got = 0;
     while got < data.len() {
-        if off < data.len() {
-            if let Step::Ready(n) = p.a.write(&data[off..]).0 {
-                off += n;
-            }
+        if off < data.len()
+            && let Step::Ready(n) = p.a.write(&data[off..]).0
+        {
+            off += n;
         }
         p.settle();
         got += read_all(&mut p.b).len();
