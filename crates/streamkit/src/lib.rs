@@ -56,6 +56,9 @@ mod transport;
 mod trust;
 pub mod wire;
 
+#[doc(hidden)]
+pub mod fuzzing;
+
 pub use bytes::Bytes;
 pub use channel::{Channel, ChannelMeta, Headers, JoinError, JoinStats, ReadHalf, WriteHalf};
 pub use config::{AccessRequest, Authorize, MAX_HEADER_BYTES_LIMIT, Options, PeerConfig, Services};

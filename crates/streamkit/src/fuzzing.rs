@@ -1,0 +1,88 @@
+//! Entry points for the fuzz targets in `fuzz/`: every parser of untrusted bytes that
+//! is not already public. Not part of the API.
+
+use crate::channel::state::{ChannelState, StateConfig, Step};
+use crate::wire::{EXT_CONTROL, EXT_ERROR};
+
+/// Parses `authorized_keys` text.
+pub fn authorized_keys(text: &str) -> usize {
+    crate::trust::Trust::new()
+        .with_authorized_keys(text)
+        .map_or(0, |_| 1)
+}
+
+/// Parses `known_hosts` text.
+pub fn known_hosts(text: &str) -> usize {
+    crate::trust::Trust::new()
+        .with_known_hosts(text)
+        .map_or(0, |_| 1)
+}
+
+/// Drives one channel's state machine with hostile input: each op is one byte of
+/// kind and a run of bytes. Panics if an invariant breaks.
+pub fn channel_state(input: &[u8]) {
+    const WINDOW: u32 = 64 * 1024;
+    let mut s = ChannelState::new(StateConfig {
+        window: WINDOW,
+        max_frame: 32 * 1024,
+        send_buffer: 16 * 1024,
+        max_trailer_bytes: 1024,
+    });
+    let _ = s.open_window();
+    let mut rest = input;
+    let mut buf = [0u8; 512];
+    while let Some((&op, tail)) = rest.split_first() {
+        let len = usize::from(tail.first().copied().unwrap_or(0)).min(tail.len());
+        let (chunk, next) = tail.split_at(len);
+        rest = next;
+        let _ = match op % 12 {
+            0 => s.on_data(chunk),
+            1 => s.on_extended(EXT_ERROR, chunk),
+            2 => s.on_extended(EXT_CONTROL, chunk),
+            3 => s.on_extended(u32::from(op), chunk),
+            4 => s.read(&mut buf).1,
+            5 => s.read_frame().1,
+            6 => s.read_error().1,
+            7 => s.write(chunk).1,
+            8 => s.write_frame(chunk, op & 0x80 != 0).1,
+            9 => s.close_write().1,
+            10 => s.poll_transmit(1024).1,
+            _ => match op % 5 {
+                0 => s.on_close(),
+                1 => s.reset(),
+                2 => s.on_eof(),
+                3 => s.close().1,
+                _ => s.reader_dropped(),
+            },
+        };
+        assert!(
+            s.buffered() <= WINDOW as usize,
+            "buffered {} over the window",
+            s.buffered()
+        );
+        assert!(
+            s.send_buffered() <= 16 * 1024 + 32 * 1024 + 4,
+            "send buffer over its bound"
+        );
+        if let (Step::Ready(n), _) = s.read(&mut [0u8; 0]) {
+            assert_eq!(n, 0);
+        }
+    }
+    // Whatever happened, draining the transmit side terminates.
+    for _ in 0..100_000 {
+        if s.poll_transmit(1024).0.is_none() {
+            return;
+        }
+    }
+    panic!("poll_transmit never ran dry");
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn entry_points_take_garbage() {
+        super::channel_state(&[0, 5, 1, 2, 3, 4, 5, 2, 3, 0, 0, 0, 9, 3, 9, 10, 11, 0]);
+        assert_eq!(super::authorized_keys("garbage"), 0);
+        assert_eq!(super::known_hosts("@revoked"), 0);
+    }
+}
