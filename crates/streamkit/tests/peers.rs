@@ -464,3 +464,17 @@ async fn config_errors_are_clear() {
     s.services = Services::none();
     bob.set_options(s).unwrap();
 }
+
+#[test]
+fn public_types_are_send_and_sync() {
+    fn check<T: Send + Sync + 'static>() {}
+    check::<Peer>();
+    check::<streamkit::Channel>();
+    check::<streamkit::ReadHalf>();
+    check::<streamkit::WriteHalf>();
+    check::<streamkit::ChannelMeta>();
+    check::<streamkit::ChannelError>();
+    check::<streamkit::OpenError>();
+    check::<ConnectError>();
+    check::<BindError>();
+}
