@@ -21,6 +21,9 @@ over_both! {
     a_stalled_channel_does_not_stall_the_others => a_stalled_channel_does_not_stall_the_others;
     a_thousand_channels_at_once => a_thousand_channels_at_once;
     vanished_peer_fails_reads_and_leaves_peers => vanished_peer_fails_reads_and_leaves_peers;
+    close_without_reading_completes => close_without_reading_completes;
+    an_open_reset_at_once_fails_instead_of_hanging => an_open_reset_at_once_fails_instead_of_hanging;
+    error_frames_larger_than_the_window => error_frames_larger_than_the_window;
 }
 
 async fn names_are_known_on_both_sides(kind: Kind) {
@@ -437,4 +440,79 @@ async fn vanished_peer_fails_reads_and_leaves_peers(kind: Kind) {
     assert!(matches!(err, ChannelError::ConnectionLost(_)), "{err}");
     assert!(alice.peers().is_empty());
     drop(far);
+}
+
+/// `close()` while the peer is still sending back more than a window: our end of
+/// stream must still get through (close discards what it will never read).
+async fn close_without_reading_completes(kind: Kind) {
+    // A small send buffer on the echo side: once it is full the echo stops reading
+    // almost at once, so what we queued stays queued.
+    let mut bob_opts = streamkit::Options::default();
+    bob_opts.send_buffer = 16 * 1024;
+    let p = pair_with(kind, Default::default(), bob_opts).await;
+    serve_echo(&p.bob);
+    let window = p.alice.options().channel_window as usize;
+    let send_buffer = p.alice.options().send_buffer;
+    let mut ch = within(p.alice.open("bob", "echo", ())).await.unwrap();
+    // Write without reading the echo until everything is stuck: the echo has filled
+    // our window and stopped reading, and our send buffer waits for credit. Our end
+    // of stream now queues behind data that needs the echo to move again.
+    let chunk = pattern(64 * 1024, 9);
+    within(async {
+        while ch.buffered() < window || ch.send_buffered() < send_buffer * 3 / 4 {
+            use futures::FutureExt as _;
+            if ch.write(&chunk).now_or_never().is_none() {
+                tokio::task::yield_now().await;
+            }
+        }
+    })
+    .await;
+    within(ch.close()).await.unwrap();
+}
+
+async fn an_open_reset_at_once_fails_instead_of_hanging(kind: Kind) {
+    let p = pair(kind).await;
+    let bob = p.bob.clone();
+    tokio::spawn(async move {
+        while let Ok((_, mut ch)) = bob.accept().await {
+            ch.reset();
+        }
+    });
+    for _ in 0..50 {
+        let mut ch = within(p.alice.open("bob", "x", ())).await.unwrap();
+        let err = within(ch.read_frame()).await.unwrap_err();
+        assert!(matches!(err, ChannelError::ResetByPeer { .. }), "{err}");
+    }
+    within(async {
+        while p.alice.channel_count() > 0 {
+            tokio::task::yield_now().await;
+        }
+    })
+    .await;
+}
+
+async fn error_frames_larger_than_the_window(kind: Kind) {
+    let p = pair(kind).await;
+    let bob = p.bob.clone();
+    let big = pattern(3 << 20, 4);
+    let sent = big.clone();
+    tokio::spawn(async move {
+        let (_, mut ch) = bob.accept().await.unwrap();
+        ch.write_frame(b"before").await.unwrap();
+        ch.write_error(&sent).await.unwrap();
+        ch.write_frame(b"after").await.unwrap();
+        ch.close().await.unwrap();
+    });
+    let mut ch = within(p.alice.open("bob", "big-error", ())).await.unwrap();
+    assert_eq!(
+        &within(ch.read_frame()).await.unwrap().unwrap()[..],
+        b"before"
+    );
+    assert_eq!(
+        &within(ch.read_frame()).await.unwrap().unwrap()[..],
+        b"after"
+    );
+    assert_eq!(within(ch.read_frame()).await.unwrap(), None);
+    let e = within(ch.read_error()).await.unwrap().unwrap();
+    assert!(e[..] == big[..], "the 3 MiB error frame arrived whole");
 }

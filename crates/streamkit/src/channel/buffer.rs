@@ -4,10 +4,14 @@ use std::collections::VecDeque;
 
 use bytes::{Buf, Bytes, BytesMut};
 
+/// Chunks smaller than this are merged, so that a peer sending tiny packets cannot
+/// make per-chunk overhead dwarf the bytes it is credited for.
+const MERGE_BELOW: usize = 16 * 1024;
+
 /// Received bytes, in arrival order.
 #[derive(Debug, Default)]
 pub(crate) struct ByteQueue {
-    chunks: VecDeque<Bytes>,
+    chunks: VecDeque<BytesMut>,
     len: usize,
 }
 
@@ -20,11 +24,19 @@ impl ByteQueue {
         self.len == 0
     }
 
-    pub(crate) fn push(&mut self, b: Bytes) {
-        if !b.is_empty() {
-            self.len += b.len();
-            self.chunks.push_back(b);
+    /// Appends a copy of `data`, merged into the last chunk when both are small.
+    pub(crate) fn push_slice(&mut self, data: &[u8]) {
+        if data.is_empty() {
+            return;
         }
+        self.len += data.len();
+        if let Some(back) = self.chunks.back_mut()
+            && back.len() + data.len() <= MERGE_BELOW
+        {
+            back.extend_from_slice(data);
+            return;
+        }
+        self.chunks.push_back(BytesMut::from(data));
     }
 
     pub(crate) fn clear(&mut self) {
@@ -82,7 +94,7 @@ impl ByteQueue {
             return Bytes::new();
         };
         let out = if front.len() >= n {
-            let out = front.split_to(n);
+            let out = front.split_to(n).freeze();
             if front.is_empty() {
                 self.chunks.pop_front();
             }
@@ -139,9 +151,21 @@ mod tests {
     fn queue(parts: &[&'static [u8]]) -> ByteQueue {
         let mut q = ByteQueue::default();
         for p in parts {
-            q.push(Bytes::from_static(p));
+            q.push_slice(p);
         }
         q
+    }
+
+    #[test]
+    fn tiny_pushes_merge() {
+        let mut q = ByteQueue::default();
+        for _ in 0..10_000 {
+            q.push_slice(b"x");
+        }
+        assert_eq!(q.len(), 10_000);
+        assert_eq!(q.chunks.len(), 1);
+        q.push_slice(&[0u8; 20_000]);
+        assert_eq!(q.chunks.len(), 2);
     }
 
     #[test]

@@ -156,9 +156,7 @@ impl Channel {
     /// [`ChannelError::ClosedByPeer`]. Reads after `close` fail.
     pub async fn close(&mut self) -> Result<(), ChannelError> {
         let shared = self.write.shared.clone();
-        let r = poll_fn(|cx| shared.poll_write_op(cx, |s| s.close())).await;
-        shared.update(|s| ((), s.reader_dropped()));
-        r
+        poll_fn(|cx| shared.poll_write_op(cx, |s| s.close())).await
     }
 
     /// Aborts the channel: unsent data is dropped and the remote's reads and writes
@@ -169,7 +167,9 @@ impl Channel {
 
     /// Bytes received and waiting to be read (data, error frames, partial frames).
     ///
-    /// Never more than the channel window (see [`Options::channel_window`](crate::Options)).
+    /// Bounded by the channel window (see [`Options::channel_window`](crate::Options)),
+    /// plus, while `read_frame` assembles a frame larger than what has arrived, that
+    /// frame (at most the frame-size limit).
     pub fn buffered(&self) -> usize {
         self.read.buffered()
     }
@@ -405,9 +405,10 @@ impl AsyncWrite for WriteHalf {
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         self.shared
             .poll_write_op(cx, |s| {
-                let step = match s.send_buffered() {
-                    0 => Step::Ready(()),
-                    _ => Step::Pending,
+                let step = match (s.send_failure(), s.send_buffered()) {
+                    (Some(e), _) => Step::Failed(e),
+                    (None, 0) => Step::Ready(()),
+                    (None, _) => Step::Pending,
                 };
                 (step, Default::default())
             })

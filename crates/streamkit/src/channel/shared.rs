@@ -220,16 +220,24 @@ const TURN_BUDGET: usize = 512 * 1024;
 
 impl Pump {
     fn push(&self, ch: Arc<ChannelShared>) {
+        // Checked under the queue's lock, so nothing is queued after `close` cleared
+        // it (a queued channel holds the pump: that would be a reference cycle).
+        let mut ready = lock(&self.ready);
         if self.closed.load(Ordering::SeqCst) {
             return;
         }
-        lock(&self.ready).push_back(ch);
+        ready.push_back(ch);
+        drop(ready);
         self.notify.notify_one();
     }
 
     pub(crate) fn close(&self) {
-        self.closed.store(true, Ordering::SeqCst);
-        lock(&self.ready).clear();
+        let drained = {
+            let mut ready = lock(&self.ready);
+            self.closed.store(true, Ordering::SeqCst);
+            std::mem::take(&mut *ready)
+        };
+        drop(drained);
         self.notify.notify_one();
     }
 

@@ -225,11 +225,21 @@ impl ChannelState {
     // ------------------------------------------------------------------
 
     /// Bytes held for this channel on the receiving side (data, errors, partial frames).
+    ///
+    /// At most the window, plus one frame being assembled by `read_frame` (at most
+    /// the frame limit) and error frames credited on arrival (at most 64 KiB plus one
+    /// frame).
     pub(crate) fn buffered(&self) -> usize {
         self.rx.len()
             + self.rx_frame.as_ref().map_or(0, |a| a.body.len())
             + self.rx_errors_bytes
             + self.rx_err_decoder.buffered()
+    }
+
+    /// Why sending has failed, if it has (reset, lost connection): written data
+    /// still queued was dropped.
+    pub(crate) fn send_failure(&self) -> Option<ChannelError> {
+        self.failure().or(self.lost.as_ref()).cloned()
     }
 
     /// Bytes written by the application but not yet handed to the transport.
@@ -285,7 +295,7 @@ impl ChannelState {
             self.rx_consumed += data.len() as u64;
             return self.maybe_grant();
         }
-        self.rx.push(Bytes::copy_from_slice(data));
+        self.rx.push_slice(data);
         Wake {
             read: true,
             ..Wake::default()
@@ -308,6 +318,10 @@ impl ChannelState {
         if let Err(e) = self.take_credit(data.len()) {
             return self.violation(e);
         }
+        if self.reader_gone {
+            self.rx_consumed += data.len() as u64;
+            return self.maybe_grant();
+        }
         let before = self.rx_errors.len();
         let (errors, bytes) = (&mut self.rx_errors, &mut self.rx_errors_bytes);
         let res = self.rx_err_decoder.push(data, |f| {
@@ -327,13 +341,9 @@ impl ChannelState {
             read: self.rx_errors.len() > before,
             ..Wake::default()
         };
-        if self.reader_gone {
-            self.rx_errors.clear();
-            self.rx_errors_bytes = 0;
-            self.rx_consumed += data.len() as u64;
-            return wake.or(self.maybe_grant());
-        }
-        if self.rx_errors_bytes + self.rx_err_decoder.buffered() <= ERROR_AUTO_CREDIT {
+        // Bytes of a frame still arriving are always credited (a frame may be larger
+        // than the window); complete frames nobody reads hold credit back past the cap.
+        if self.rx_errors_bytes <= ERROR_AUTO_CREDIT {
             self.rx_consumed += data.len() as u64;
             wake = wake.or(self.maybe_grant());
         } else {
@@ -390,7 +400,7 @@ impl ChannelState {
                     return self
                         .violation(ChannelError::Protocol("duplicate end of stream".into()));
                 }
-                if !self.rx_err_decoder.is_idle() {
+                if !self.reader_gone && !self.rx_err_decoder.is_idle() {
                     return self.violation(ChannelError::Protocol(
                         "end of stream inside an error frame".into(),
                     ));
@@ -674,15 +684,15 @@ impl ChannelState {
             return Wake::default();
         }
         self.reader_gone = true;
-        // Error bytes already credited on arrival are not counted again.
-        let n = self.rx.len()
-            + self.rx_frame.as_ref().map_or(0, |a| a.body.len())
-            + self.rx_err_held as usize;
+        // Bytes already credited (a frame being assembled, error bytes credited on
+        // arrival) are not counted again.
+        let n = self.rx.len() + self.rx_err_held as usize;
         self.rx.clear();
         self.rx_frame = None;
         self.rx_errors.clear();
         self.rx_errors_bytes = 0;
         self.rx_err_held = 0;
+        self.rx_err_decoder = FrameDecoder::new(self.cfg.max_frame);
         self.rx_consumed += n as u64;
         self.maybe_grant()
     }
@@ -841,7 +851,10 @@ impl ChannelState {
     ///
     /// Ready once our end of stream was confirmed (everything written arrived).
     pub(crate) fn close(&mut self) -> (Step<()>, Wake) {
+        // Nothing will be read any more: discard and keep crediting, so the peer can
+        // always send what stands between us and our FIN's acknowledgement.
         let (_, mut wake) = self.close_write();
+        wake = wake.or(self.reader_dropped());
         if !self.close_requested {
             self.close_requested = true;
             wake.transmit = true;

@@ -1,7 +1,7 @@
 //! One connection between two peers and the channels it carries.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 
 use tokio::sync::{Notify, oneshot};
@@ -36,6 +36,10 @@ pub(crate) struct Connection {
     link: SshLink,
     peer: Weak<PeerInner>,
     channels: Mutex<HashMap<u32, Arc<ChannelShared>>>,
+    /// Channels we opened whose confirmation arrived before the opening task took
+    /// them: kept here even if the remote closes them at once, so the opener gets
+    /// the channel that saw the close, not a fresh one nothing will ever reach.
+    unclaimed: Mutex<HashMap<u32, Arc<ChannelShared>>>,
     pending_opens: AtomicUsize,
     pump: Arc<Pump>,
     kill: Arc<KillSwitch>,
@@ -90,6 +94,7 @@ impl Connection {
             link,
             peer: Arc::downgrade(peer),
             channels: Mutex::new(HashMap::new()),
+            unclaimed: Mutex::new(HashMap::new()),
             pending_opens: AtomicUsize::new(0),
             pump: Arc::new(Pump::default()),
             kill,
@@ -130,18 +135,34 @@ impl Connection {
         ch
     }
 
-    /// The channel with this SSH number, created if unknown (an open we sent was
-    /// just confirmed: data may follow before the opening task has run).
-    pub(crate) fn get_or_create(&self, ssh_id: u32) -> Arc<ChannelShared> {
+    /// The channel with this SSH number, created if unknown.
+    fn get_or_create(&self, ssh_id: u32) -> (Arc<ChannelShared>, bool) {
         let mut map = lock(&self.channels);
         if let Some(ch) = map.get(&ssh_id) {
-            return ch.clone();
+            return (ch.clone(), false);
         }
         let ch = self.new_channel(ssh_id);
         if self.lost().is_none() {
             map.insert(ssh_id, ch.clone());
         }
-        ch
+        (ch, true)
+    }
+
+    /// An open we sent was confirmed (called on the session task): data may follow
+    /// before the opening task has run, so the channel must exist now.
+    pub(crate) fn confirmed(&self, ssh_id: u32) {
+        let (ch, created) = self.get_or_create(ssh_id);
+        if created {
+            lock(&self.unclaimed).insert(ssh_id, ch);
+        }
+    }
+
+    /// The opening task takes its confirmed channel.
+    fn claim(&self, ssh_id: u32) -> Arc<ChannelShared> {
+        if let Some(ch) = lock(&self.unclaimed).remove(&ssh_id) {
+            return ch;
+        }
+        self.get_or_create(ssh_id).0
     }
 
     fn get(&self, ssh_id: u32) -> Option<Arc<ChannelShared>> {
@@ -271,15 +292,26 @@ impl Connection {
         };
         // The open runs in its own task: if the caller gives up (timeout, dropped
         // future), a late confirmation still gets its channel closed properly.
+        // It counts against the channel limit until it completes or the caller gives up.
         let (tx, rx) = oneshot::channel();
         let conn = self.clone();
+        let counted = Arc::new(AtomicBool::new(true));
         self.pending_opens.fetch_add(1, Ordering::SeqCst);
+        let uncount = {
+            let (conn, counted) = (self.clone(), counted.clone());
+            move || {
+                if counted.swap(false, Ordering::SeqCst) {
+                    conn.pending_opens.fetch_sub(1, Ordering::SeqCst);
+                }
+            }
+        };
+        let uncount_in_task = uncount.clone();
         tokio::spawn(async move {
             let res = conn.link.open_streamlocal(path).await;
-            conn.pending_opens.fetch_sub(1, Ordering::SeqCst);
+            uncount_in_task();
             let res = match res {
                 Ok((ssh_id, writer)) => {
-                    let shared = conn.get_or_create(ssh_id);
+                    let shared = conn.claim(ssh_id);
                     shared.establish(info, writer);
                     Ok(Channel::new(shared))
                 }
@@ -294,7 +326,9 @@ impl Connection {
             // If nobody waits any more, dropping the channel closes it.
             let _ = tx.send(res);
         });
-        match tokio::time::timeout(timeout, rx).await {
+        let res = tokio::time::timeout(timeout, rx).await;
+        uncount();
+        match res {
             Ok(Ok(res)) => res,
             Ok(Err(_)) => Err(OpenErrorKind::ConnectionLost(Arc::from(
                 "connection closed",
@@ -316,6 +350,7 @@ impl Connection {
         if let Some(peer) = &peer {
             peer.unregister(self.id);
         }
+        lock(&self.unclaimed).clear();
         let channels: Vec<_> = lock(&self.channels).drain().map(|(_, c)| c).collect();
         for ch in channels {
             ch.update(|s| ((), s.on_connection_lost(&reason)));

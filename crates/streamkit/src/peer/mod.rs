@@ -124,6 +124,11 @@ impl PeerInner {
         if conn.lost().is_some() {
             return;
         }
+        if self.is_shutting_down() {
+            // A handshake that finished after shutdown began.
+            tokio::spawn(async move { conn.close("peer shut down").await });
+            return;
+        }
         tracing::debug!(peer = %conn.remote_name, addr = %conn.remote_addr, "connected");
         lock(&self.conns).insert(conn.id, conn);
         self.changed.notify_waiters();
@@ -282,7 +287,11 @@ impl Peer {
             return Err(ConnectError::AlreadyConnected(ep.to_string()));
         }
         let conn = client::dial(&self.inner, &ep).await?;
-        lock(&self.inner.dialed).insert(ep, conn.id);
+        lock(&self.inner.dialed).insert(ep.clone(), conn.id);
+        // Lost in between? Then `unregister` ran before the insert: undo it.
+        if conn.lost().is_some() {
+            lock(&self.inner.dialed).remove(&ep);
+        }
         Ok(conn.remote_name.clone())
     }
 

@@ -114,6 +114,9 @@ struct OutState {
 pub(crate) const HIGH_WATER: usize = 2 * 1024 * 1024;
 /// Backlog under which they resume.
 const LOW_WATER: usize = 512 * 1024;
+/// Backlog at which the connection is dropped: the remote has stopped reading while
+/// making us answer (each of its requests gets a reply the pump does not control).
+const HARD_CAP: usize = 64 * 1024 * 1024;
 /// Time a closing connection gets to send what it still has queued.
 const LINGER: std::time::Duration = std::time::Duration::from_secs(5);
 
@@ -135,6 +138,19 @@ impl Outbound {
             }
         }
         if off < data.len() {
+            if st.buf.len() + data.len() - off > HARD_CAP {
+                st.error = Some(io::ErrorKind::OutOfMemory);
+                st.buf = BytesMut::new();
+                drop(st);
+                tracing::warn!(
+                    "dropping a connection whose peer stopped reading ({HARD_CAP} bytes queued)"
+                );
+                self.switch.kill();
+                return Err(io::Error::new(
+                    io::ErrorKind::OutOfMemory,
+                    "peer stopped reading",
+                ));
+            }
             st.buf.extend_from_slice(&data[off..]);
             self.backlog.store(st.buf.len(), Ordering::Release);
             drop(st);

@@ -383,7 +383,7 @@ impl russh::client::Handler for ClientHandler {
         _session: &mut Session,
     ) -> Result<(), Self::Error> {
         if let Some(conn) = self.slot.get() {
-            conn.get_or_create(id.number());
+            conn.confirmed(id.number());
         }
         Ok(())
     }

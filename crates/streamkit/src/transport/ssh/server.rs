@@ -313,7 +313,7 @@ impl russh::server::Handler for ServerHandler {
         _session: &mut Session,
     ) -> Result<(), Self::Error> {
         if let Some(conn) = self.conn() {
-            conn.get_or_create(id.number());
+            conn.confirmed(id.number());
         }
         Ok(())
     }
