@@ -542,17 +542,25 @@ impl ChannelState {
         }
     }
 
+    /// Why reading fails before any buffered data: closed, reset (by us, or by the
+    /// peer before its end of stream), or a protocol failure.
+    fn read_failure(&self) -> Option<ChannelError> {
+        if self.close_requested {
+            return Some(ChannelError::Closed);
+        }
+        if let Some(e) = &self.local_failure {
+            return Some(e.clone());
+        }
+        if self.rx_fin {
+            None
+        } else {
+            self.remote_reset.clone()
+        }
+    }
+
     /// Reads bytes; `Ready(0)` is end of stream (unless `buf` is empty).
     pub(crate) fn read(&mut self, buf: &mut [u8]) -> (Step<usize>, Wake) {
-        if self.close_requested {
-            return (Step::Failed(ChannelError::Closed), Wake::default());
-        }
-        if let Some(e) = self.local_failure.clone() {
-            return (Step::Failed(e), Wake::default());
-        }
-        if !self.rx_fin
-            && let Some(e) = self.remote_reset.clone()
-        {
+        if let Some(e) = self.read_failure() {
             return (Step::Failed(e), Wake::default());
         }
         if !self.rx.is_empty() {
@@ -568,15 +576,7 @@ impl ChannelState {
 
     /// Reads one frame; `Ready(None)` is a clean end of stream between frames.
     pub(crate) fn read_frame(&mut self) -> (Step<Option<Bytes>>, Wake) {
-        if self.close_requested {
-            return (Step::Failed(ChannelError::Closed), Wake::default());
-        }
-        if let Some(e) = self.local_failure.clone() {
-            return (Step::Failed(e), Wake::default());
-        }
-        if !self.rx_fin
-            && let Some(e) = self.remote_reset.clone()
-        {
+        if let Some(e) = self.read_failure() {
             return (Step::Failed(e), Wake::default());
         }
         let mut wake = Wake::default();

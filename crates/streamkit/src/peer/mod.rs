@@ -144,6 +144,22 @@ impl PeerInner {
         self.changed.notify_waiters();
     }
 
+    /// Waits until no channel is open, for at most `timeout`; `false` if some still are.
+    async fn channels_gone(&self, timeout: std::time::Duration) -> bool {
+        let wait = async {
+            loop {
+                let changed = self.changed.notified();
+                tokio::pin!(changed);
+                changed.as_mut().enable();
+                if self.channel_count() == 0 {
+                    return;
+                }
+                changed.await;
+            }
+        };
+        tokio::time::timeout(timeout, wait).await.is_ok()
+    }
+
     fn connections(&self) -> Vec<Arc<Connection>> {
         lock(&self.conns).values().cloned().collect()
     }
@@ -404,19 +420,7 @@ impl Peer {
         }
         inner.accept.close();
         let timeout = inner.options().close_timeout;
-        let finished = tokio::time::timeout(timeout, async {
-            loop {
-                let changed = inner.changed.notified();
-                tokio::pin!(changed);
-                changed.as_mut().enable();
-                if inner.channel_count() == 0 {
-                    return;
-                }
-                changed.await;
-            }
-        })
-        .await
-        .is_ok();
+        let finished = inner.channels_gone(timeout).await;
         let mut reset = 0;
         if !finished {
             for conn in inner.connections() {
@@ -426,18 +430,7 @@ impl Peer {
                 }
             }
             // Give the resets a moment to leave.
-            let _ = tokio::time::timeout(std::time::Duration::from_secs(1), async {
-                loop {
-                    let changed = inner.changed.notified();
-                    tokio::pin!(changed);
-                    changed.as_mut().enable();
-                    if inner.channel_count() == 0 {
-                        return;
-                    }
-                    changed.await;
-                }
-            })
-            .await;
+            inner.channels_gone(std::time::Duration::from_secs(1)).await;
         }
         let conns = inner.connections();
         futures::future::join_all(conns.iter().map(|c| c.close("peer shut down"))).await;
