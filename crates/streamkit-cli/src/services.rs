@@ -144,9 +144,18 @@ pub fn exec_env(meta: &ChannelMeta) -> Vec<(String, String)> {
 
 async fn exec(command: &str, ch: Channel) -> anyhow::Result<()> {
     let meta = ch.meta().clone();
+    // Words after the service name (`ssh host SERVICE a b`, or a header `args=a b`)
+    // become the positional parameters of the command: `exec:grep "$@"`.
+    let args: Vec<&str> = meta
+        .headers()
+        .get("args")
+        .map(|a| a.split_whitespace().collect())
+        .unwrap_or_default();
     let mut child = tokio::process::Command::new("sh")
         .arg("-c")
         .arg(command)
+        .arg("sh")
+        .args(args)
         .envs(exec_env(&meta))
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())

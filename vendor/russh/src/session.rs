@@ -59,6 +59,9 @@ pub(crate) struct Encrypted {
     pub rekey_wanted: bool,
     pub received_extensions: Vec<String>,
     pub extension_info_awaiters: HashMap<String, Vec<oneshot::Sender<()>>>,
+    /// streamkit patch: when set, incoming data never re-opens a channel's window by
+    /// itself; the application grants window with `grant_window` as it consumes.
+    pub manual_window: bool,
 }
 
 pub(crate) struct CommonSession<Config> {
@@ -189,6 +192,7 @@ impl<C> CommonSession<C> {
             rekey_wanted: false,
             received_extensions: Vec::new(),
             extension_info_awaiters: HashMap::new(),
+            manual_window: false,
         });
         self.remote_to_local = newkeys.cipher.remote_to_local;
         self.packet_writer
@@ -302,6 +306,19 @@ impl Encrypted {
         }
     }
 
+    /// streamkit patch: opens `channel`'s window by `amount` bytes (manual mode).
+    pub fn grant_window(&mut self, channel: ChannelId, amount: u32) -> Result<(), crate::Error> {
+        if let Some(channel) = self.channels.get_mut(&channel) {
+            push_packet!(self.write, {
+                self.write.push(msg::CHANNEL_WINDOW_ADJUST);
+                channel.recipient_channel.encode(&mut self.write)?;
+                amount.encode(&mut self.write)?;
+            });
+            channel.sender_window_size = channel.sender_window_size.saturating_add(amount);
+        }
+        Ok(())
+    }
+
     pub fn adjust_window_size(
         &mut self,
         channel: ChannelId,
@@ -317,6 +334,9 @@ impl Encrypted {
             // https://tools.ietf.org/html/rfc4254#section-5.2
             if data.len() as u32 <= channel.sender_window_size {
                 channel.sender_window_size -= data.len() as u32;
+            }
+            if self.manual_window {
+                return Ok(false);
             }
             if channel.sender_window_size < target / 2 {
                 debug!(
@@ -891,6 +911,7 @@ mod tests {
             rekey_wanted: false,
             received_extensions: Vec::new(),
             extension_info_awaiters: HashMap::new(),
+            manual_window: false,
         }
     }
 

@@ -59,9 +59,17 @@ impl std::fmt::Debug for ChannelShared {
 
 impl ChannelShared {
     pub(crate) fn new(ssh_id: u32, cfg: StateConfig, pump: Arc<Pump>) -> Arc<ChannelShared> {
+        Self::with_state(ssh_id, ChannelState::new(cfg), pump)
+    }
+
+    pub(crate) fn with_state(
+        ssh_id: u32,
+        state: ChannelState,
+        pump: Arc<Pump>,
+    ) -> Arc<ChannelShared> {
         Arc::new(ChannelShared {
             inner: Mutex::new(Inner {
-                state: ChannelState::new(cfg),
+                state,
                 read_waker: None,
                 write_waker: None,
             }),
@@ -269,13 +277,16 @@ impl Pump {
                 if out.backlog() > HIGH_WATER {
                     out.wait_drained().await;
                 }
-                let t = ch.update(|s| s.poll_transmit(max_chunk));
+                // Never more than the remote's SSH window: a standard client that
+                // does not read must not stall the pump (it wakes us when it does).
+                let room = writer.room().await;
+                let t = ch.update(|s| s.poll_transmit(max_chunk.min(room)));
                 let Some(t) = t else { break };
                 let n = match &t {
                     Transmit::Data(b) | Transmit::Error(b) => b.len(),
                     _ => 0,
                 };
-                let close = t == Transmit::Close;
+                let close = matches!(t, Transmit::Close { .. });
                 if writer.send(t).await.is_err() {
                     break; // the connection is going away; its loss is handled elsewhere
                 }

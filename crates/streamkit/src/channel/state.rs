@@ -92,8 +92,13 @@ pub(crate) enum Transmit {
     Error(Bytes),
     /// SSH extended data on the control stream (one or more records).
     Control(Bytes),
-    /// SSH `CHANNEL_EOF` then `CHANNEL_CLOSE`: nothing more will be sent.
-    Close,
+    /// SSH `CHANNEL_CLOSE`, after `CHANNEL_EOF` if `eof`: nothing more will be sent.
+    Close { eof: bool },
+    /// Compat mode: the end of stream as SSH `CHANNEL_EOF`, after an `exit-status`
+    /// request when one is given.
+    Eof { exit_status: Option<u32> },
+    /// Compat mode: open the peer's SSH window by this much.
+    WindowAdjust(u32),
 }
 
 /// Outcome of a non-blocking operation.
@@ -110,6 +115,17 @@ enum Queued {
     Error(BytesMut),
     Control(Bytes),
     Fin,
+}
+
+/// How a channel talks to a standard SSH client (no control records, no credit of
+/// ours): the SSH window is the flow control, SSH EOF the end of stream, error
+/// frames are raw stderr bytes, and the `exit-status` trailer becomes the SSH
+/// `exit-status` request.
+#[derive(Debug)]
+struct Compat {
+    /// A `session` channel (exec/subsystem): it reports an exit status.
+    session: bool,
+    exit_status: Option<u32>,
 }
 
 #[derive(Debug)]
@@ -165,6 +181,7 @@ pub(crate) struct ChannelState {
     reset_sent: bool,
     close_sent: bool,
     close_received: bool,
+    compat: Option<Compat>,
 }
 
 impl ChannelState {
@@ -202,8 +219,23 @@ impl ChannelState {
             reset_sent: false,
             close_sent: false,
             close_received: false,
+            compat: None,
             cfg,
         }
+    }
+
+    /// A channel with a standard SSH client (see [`Compat`]); `initial_window` is the
+    /// SSH window this side advertised when the channel opened.
+    pub(crate) fn new_compat(cfg: StateConfig, initial_window: u32, session: bool) -> ChannelState {
+        let mut s = ChannelState::new(cfg);
+        s.rx_limit = u64::from(initial_window);
+        // The SSH window, enforced by the SSH layer, limits what we send.
+        s.tx_credit = u64::MAX / 2;
+        s.compat = Some(Compat {
+            session,
+            exit_status: None,
+        });
+        s
     }
 
     /// Grants the peer the rest of our window; called once when the channel is established.
@@ -307,11 +339,31 @@ impl ChannelState {
         if self.is_closed() || self.failure().is_some() {
             return Wake::default();
         }
-        match ext {
-            EXT_ERROR => self.on_error_bytes(data),
-            EXT_CONTROL => self.on_control_bytes(data),
+        match (ext, self.compat.is_some()) {
+            (EXT_ERROR, false) => self.on_error_bytes(data),
+            (EXT_ERROR, true) => self.on_raw_error(data),
+            (EXT_CONTROL, false) => self.on_control_bytes(data),
             _ => Wake::default(), // unknown streams are ignored, as RFC 4254 allows
         }
+    }
+
+    /// Compat mode: each chunk of stderr is one error frame.
+    fn on_raw_error(&mut self, data: &[u8]) -> Wake {
+        if let Err(e) = self.take_credit(data.len()) {
+            return self.violation(e);
+        }
+        if self.reader_gone || self.rx_errors_bytes > ERROR_AUTO_CREDIT {
+            // Nobody reads them, or too many wait: drop rather than hold the window.
+            self.rx_consumed += data.len() as u64;
+            return self.maybe_grant();
+        }
+        self.rx_errors_bytes += data.len() + frame::HEADER_LEN;
+        self.rx_errors.push_back(Bytes::copy_from_slice(data));
+        self.rx_consumed += data.len() as u64;
+        self.maybe_grant().or(Wake {
+            read: true,
+            ..Wake::default()
+        })
     }
 
     fn on_error_bytes(&mut self, data: &[u8]) -> Wake {
@@ -438,9 +490,17 @@ impl ChannelState {
         }
     }
 
-    /// The remote sent SSH EOF. Native peers send it only right before closing; the
-    /// end of stream is the FIN record, so there is nothing to do.
+    /// The remote sent SSH EOF. Native peers send it only right before closing (the
+    /// end of stream is the FIN record); for a standard client it is the end of stream.
     pub(crate) fn on_eof(&mut self) -> Wake {
+        if self.compat.is_some() && !self.rx_fin {
+            self.rx_fin = true;
+            return Wake {
+                read: true,
+                transmit: true,
+                ..Wake::default()
+            };
+        }
         Wake::default()
     }
 
@@ -784,7 +844,9 @@ impl ChannelState {
         if self.tx_queued > 0 && self.tx_queued + need > self.cfg.send_buffer {
             return (Step::Pending, Wake::default());
         }
-        self.enqueue(error_stream, payload, true);
+        // A standard SSH client gets error frames as plain stderr bytes.
+        let framed = !(error_stream && self.compat.is_some());
+        self.enqueue(error_stream, payload, framed);
         (
             Step::Ready(()),
             Wake {
@@ -810,6 +872,18 @@ impl ChannelState {
             );
         }
         self.trailer_bytes = len;
+        if let Some(compat) = &mut self.compat {
+            // SSH has no trailers; `exit-status=N` becomes the exit status.
+            for t in &trailers {
+                if let Some(code) = t
+                    .strip_prefix("exit-status=")
+                    .and_then(|v| v.parse::<i64>().ok())
+                {
+                    compat.exit_status = Some((code & 0xff) as u32);
+                }
+            }
+            return (Step::Ready(()), Wake::default());
+        }
         let mut buf = BytesMut::new();
         Control::Trailers(trailers).encode(&mut buf);
         self.tx.push_back(Queued::Control(buf.freeze()));
@@ -892,12 +966,20 @@ impl ChannelState {
         // Control that jumps the queue: reset, then acknowledgements and credit.
         let mut ctl = BytesMut::new();
         if let Some((code, reason)) = self.out_reset.take() {
-            Control::Reset {
-                code: code.code(),
-                reason,
+            // A standard client has no reset: the channel just closes.
+            if self.compat.is_none() {
+                Control::Reset {
+                    code: code.code(),
+                    reason,
+                }
+                .encode(&mut ctl);
             }
-            .encode(&mut ctl);
             self.reset_sent = true;
+        }
+        if self.compat.is_some() && self.out_credit > 0 && !self.reset_sent {
+            let n = u32::try_from(self.out_credit).unwrap_or(u32::MAX);
+            self.out_credit -= u64::from(n);
+            return (Some(Transmit::WindowAdjust(n)), Wake::default());
         }
         if std::mem::take(&mut self.out_fin_ack) && !self.reset_sent {
             Control::FinAck.encode(&mut ctl);
@@ -912,7 +994,8 @@ impl ChannelState {
         }
         if self.reset_sent || self.remote_reset.is_some() {
             self.close_sent = true;
-            return (Some(Transmit::Close), Wake::all());
+            let eof = !(self.compat.is_some() && self.fin_sent);
+            return (Some(Transmit::Close { eof }), Wake::all());
         }
         let mut wake = Wake::default();
         match self.tx.front_mut() {
@@ -947,6 +1030,13 @@ impl ChannelState {
             Some(Queued::Fin) => {
                 self.tx.pop_front();
                 self.fin_sent = true;
+                if let Some(compat) = &self.compat {
+                    // No acknowledgement exists: handing it over is as far as we know.
+                    self.fin_acked = true;
+                    wake.write = true;
+                    let exit_status = compat.session.then(|| compat.exit_status.unwrap_or(0));
+                    return (Some(Transmit::Eof { exit_status }), wake);
+                }
                 let mut b = BytesMut::new();
                 Control::Fin.encode(&mut b);
                 return (Some(Transmit::Control(b.freeze())), wake);
@@ -954,6 +1044,10 @@ impl ChannelState {
             None => {}
         }
         if self.fin_acked && (self.rx_fin || self.close_requested) {
+            if self.compat.is_some() {
+                self.close_sent = true;
+                return (Some(Transmit::Close { eof: false }), Wake::all());
+            }
             if !self.rx_fin {
                 // Nobody will read what the peer still sends: tell it to stop.
                 self.out_reset = Some((ResetCode::Closed, "channel closed by the peer".into()));
@@ -961,7 +1055,7 @@ impl ChannelState {
                 return self.poll_transmit(max);
             }
             self.close_sent = true;
-            return (Some(Transmit::Close), Wake::all());
+            return (Some(Transmit::Close { eof: true }), Wake::all());
         }
         (None, wake)
     }

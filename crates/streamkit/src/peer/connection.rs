@@ -35,18 +35,22 @@ pub(crate) struct Connection {
     pub(crate) native: bool,
     link: SshLink,
     peer: Weak<PeerInner>,
-    channels: Mutex<HashMap<u32, Arc<ChannelShared>>>,
+    pub(super) channels: Mutex<HashMap<u32, Arc<ChannelShared>>>,
     /// Channels we opened whose confirmation arrived before the opening task took
     /// them: kept here even if the remote closes them at once, so the opener gets
     /// the channel that saw the close, not a fresh one nothing will ever reach.
     unclaimed: Mutex<HashMap<u32, Arc<ChannelShared>>>,
+    /// `session` channels of standard SSH clients waiting for `exec`.
+    pub(super) sessions: Mutex<HashMap<u32, super::compat::PendingSession>>,
     pending_opens: AtomicUsize,
-    pump: Arc<Pump>,
+    pub(super) pump: Arc<Pump>,
     kill: Arc<KillSwitch>,
     lost: OnceLock<Arc<str>>,
     lost_notify: Notify,
     next_open_id: AtomicU64,
-    cfg: StateConfig,
+    pub(super) cfg: StateConfig,
+    /// The SSH window this side advertises for each channel.
+    pub(super) ssh_window: u32,
 }
 
 impl std::fmt::Debug for Connection {
@@ -68,6 +72,10 @@ pub(crate) struct Accepted {
 }
 
 impl Accepted {
+    pub(super) fn new(shared: Arc<ChannelShared>, info: MetaInfo, slot: AcceptSlot) -> Accepted {
+        Accepted { shared, info, slot }
+    }
+
     pub(crate) fn complete(self, writer: SshWriter) {
         self.shared.establish(self.info, writer);
         self.slot.push(Channel::new(self.shared));
@@ -95,12 +103,14 @@ impl Connection {
             peer: Arc::downgrade(peer),
             channels: Mutex::new(HashMap::new()),
             unclaimed: Mutex::new(HashMap::new()),
+            sessions: Mutex::new(HashMap::new()),
             pending_opens: AtomicUsize::new(0),
             pump: Arc::new(Pump::default()),
             kill,
             lost: OnceLock::new(),
             lost_notify: Notify::new(),
             next_open_id: AtomicU64::new(1),
+            ssh_window: crate::transport::ssh::ssh_window(&opts),
             cfg: StateConfig {
                 window: opts.channel_window,
                 max_frame: opts.max_frame_size,
@@ -202,6 +212,7 @@ impl Connection {
     }
 
     pub(crate) fn on_close(&self, ssh_id: u32) {
+        self.forget_session(ssh_id);
         let ch = lock(&self.channels).remove(&ssh_id);
         if let Some(ch) = ch {
             ch.update(|s| ((), s.on_close()));
@@ -215,11 +226,7 @@ impl Connection {
         ssh_id: u32,
         path: &str,
     ) -> Result<Accepted, OpenRefusal> {
-        let peer = self.peer.upgrade().ok_or(OpenRefusal::ShuttingDown)?;
-        if peer.is_shutting_down() {
-            return Err(OpenRefusal::ShuttingDown);
-        }
-        let opts = peer.options();
+        let (peer, opts) = self.admitting()?;
         let req = OpenRequest::decode(path, opts.max_header_bytes).map_err(|e| {
             tracing::info!(peer = %self.remote_name, error = %e, "refused an open");
             OpenRefusal::BadRequest
@@ -227,36 +234,65 @@ impl Connection {
         if req.parent.is_some() {
             return Err(OpenRefusal::ParentNotFound);
         }
-        if !opts.services.contains(&req.service) {
+        let headers = Headers::from(req.headers);
+        let mut map = lock(&self.channels);
+        if map.len() >= opts.max_channels_per_connection {
+            return Err(OpenRefusal::TooManyChannels);
+        }
+        let slot = self.admit(&peer, &opts, &req.service, &headers)?;
+        let shared = self.new_channel(ssh_id);
+        map.insert(ssh_id, shared.clone());
+        Ok(Accepted {
+            shared,
+            info: self.meta(req.service, headers),
+            slot,
+        })
+    }
+
+    /// The peer and its options, if it still takes channels.
+    pub(super) fn admitting(
+        &self,
+    ) -> Result<(Arc<PeerInner>, Arc<crate::config::Options>), OpenRefusal> {
+        let peer = self.peer.upgrade().ok_or(OpenRefusal::ShuttingDown)?;
+        if peer.is_shutting_down() {
+            return Err(OpenRefusal::ShuttingDown);
+        }
+        let opts = peer.options();
+        Ok((peer, opts))
+    }
+
+    /// May the remote use `service`? If so, a place in the accept queue.
+    pub(super) fn admit(
+        &self,
+        peer: &PeerInner,
+        opts: &crate::config::Options,
+        service: &str,
+        headers: &Headers,
+    ) -> Result<AcceptSlot, OpenRefusal> {
+        if !opts.services.contains(service) {
             return Err(OpenRefusal::ServiceNotFound);
         }
-        let headers = Headers::from(req.headers);
         if let Some(auth) = peer.authorizer() {
             let request = AccessRequest {
                 peer: &self.remote_name,
-                service: &req.service,
-                headers: &headers,
+                service,
+                headers,
             };
             if !auth.authorize(&request) {
                 return Err(OpenRefusal::Denied);
             }
         }
-        let mut map = lock(&self.channels);
-        if map.len() >= opts.max_channels_per_connection {
-            return Err(OpenRefusal::TooManyChannels);
-        }
-        let slot = peer
-            .accept_slot(opts.max_pending_accepts)
-            .ok_or(OpenRefusal::AcceptQueueFull)?;
-        let shared = self.new_channel(ssh_id);
-        map.insert(ssh_id, shared.clone());
-        let info = MetaInfo {
-            service: req.service,
+        peer.accept_slot(opts.max_pending_accepts)
+            .ok_or(OpenRefusal::AcceptQueueFull)
+    }
+
+    pub(super) fn meta(&self, service: String, headers: Headers) -> MetaInfo {
+        MetaInfo {
+            service,
             headers,
             local_peer: self.local_name.clone(),
             remote_peer: self.remote_name.clone(),
-        };
-        Ok(Accepted { shared, info, slot })
+        }
     }
 
     /// Opens a channel to the remote.
@@ -351,6 +387,7 @@ impl Connection {
             peer.unregister(self.id);
         }
         lock(&self.unclaimed).clear();
+        lock(&self.sessions).clear();
         let channels: Vec<_> = lock(&self.channels).drain().map(|(_, c)| c).collect();
         for ch in channels {
             ch.update(|s| ((), s.on_connection_lost(&reason)));

@@ -1,6 +1,7 @@
 //! Peers: the sockets of Streamkit. A peer binds and connects any number of
 //! endpoints; every connection carries channels both ways.
 
+mod compat;
 pub(crate) mod connection;
 
 use std::collections::{BTreeMap, HashMap, VecDeque};

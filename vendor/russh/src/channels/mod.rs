@@ -106,6 +106,11 @@ pub enum ChannelMsg {
     WindowAdjusted {
         new_size: u32,
     },
+    /// streamkit patch: open the peer's window on this channel by `amount` bytes
+    /// (only meaningful in manual window mode).
+    AdjustWindow {
+        amount: u32,
+    },
     /// (server only)
     Success,
     /// (server only)
@@ -415,6 +420,12 @@ impl<S: From<(ChannelId, ChannelMsg)> + Send + Sync + 'static> ChannelWriteHalf<
     /// Request that the channel be closed.
     pub async fn close(&self) -> Result<(), Error> {
         self.send_msg(ChannelMsg::Close).await
+    }
+
+    /// streamkit patch: grants the peer `amount` more bytes of window (for sessions
+    /// in manual window mode, see `server::Session::set_manual_window`).
+    pub async fn adjust_window(&self, amount: u32) -> Result<(), Error> {
+        self.send_msg(ChannelMsg::AdjustWindow { amount }).await
     }
 
     async fn send_msg(&self, msg: ChannelMsg) -> Result<(), Error> {

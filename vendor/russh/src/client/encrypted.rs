@@ -1156,6 +1156,7 @@ mod tests {
             rekey_wanted: false,
             received_extensions: Vec::new(),
             extension_info_awaiters: HashMap::new(),
+            manual_window: false,
         }
     }
 

@@ -1781,6 +1781,11 @@ impl Session {
                 self.agent_forward(id, want_reply)?
             }
             Msg::Channel(id, ChannelMsg::Close) => self.close(id)?,
+            Msg::Channel(id, ChannelMsg::AdjustWindow { amount }) => {
+                if let Some(ref mut enc) = self.common.encrypted {
+                    enc.grant_window(id, amount)?;
+                }
+            }
             Msg::Rekey => self.initiate_rekey()?,
             Msg::AwaitExtensionInfo {
                 extension_name,
@@ -2180,6 +2185,7 @@ mod tests {
                     rekey_wanted: false,
                     received_extensions: Vec::new(),
                     extension_info_awaiters: HashMap::new(),
+                    manual_window: false,
                 }),
                 config,
                 wants_reply: false,
@@ -2487,6 +2493,7 @@ mod tests {
                     rekey_wanted: false,
                     received_extensions: Vec::new(),
                     extension_info_awaiters: HashMap::new(),
+                    manual_window: false,
                 }),
                 config,
                 wants_reply: false,

@@ -535,6 +535,11 @@ impl Session {
             Msg::Channel(id, ChannelMsg::WindowAdjusted { new_size }) => {
                 debug!("window adjusted to {new_size:?} for channel {id:?}");
             }
+            Msg::Channel(id, ChannelMsg::AdjustWindow { amount }) => {
+                if let Some(ref mut enc) = self.common.encrypted {
+                    enc.grant_window(id, amount)?;
+                }
+            }
             Msg::ChannelOpenAgent { channel_ref } => {
                 let id = self.channel_open_agent()?;
                 self.channels.insert(id, channel_ref);
@@ -1510,6 +1515,14 @@ impl Session {
     /// > characters and the minus sign (-).
     ///
     /// So it usually is fine to convert it to a [`String`] using [`String::from_utf8_lossy`]
+    /// streamkit patch: in manual window mode incoming data does not re-open channel
+    /// windows; grant window with `ChannelWriteHalf::adjust_window` as data is consumed.
+    pub fn set_manual_window(&mut self, on: bool) {
+        if let Some(ref mut enc) = self.common.encrypted {
+            enc.manual_window = on;
+        }
+    }
+
     pub fn remote_sshid(&self) -> &[u8] {
         &self.common.remote_sshid
     }
@@ -1655,6 +1668,7 @@ mod tests {
                     rekey_wanted: false,
                     received_extensions: Vec::new(),
                     extension_info_awaiters: HashMap::new(),
+                    manual_window: false,
                 }),
                 auth_method: None,
                 auth_attempts: 0,

@@ -58,7 +58,9 @@ impl Pair {
             Transmit::Data(b) => dst.on_data(&b),
             Transmit::Error(b) => dst.on_extended(EXT_ERROR, &b),
             Transmit::Control(b) => dst.on_extended(EXT_CONTROL, &b),
-            Transmit::Close => dst.on_close(),
+            Transmit::Close { .. } => dst.on_close(),
+            Transmit::Eof { .. } => dst.on_eof(),
+            Transmit::WindowAdjust(_) => Wake::default(),
         };
         true
     }
@@ -168,7 +170,7 @@ fn exceeding_credit_is_a_protocol_violation() {
     let mut out = Vec::new();
     ControlDecoder::new(4096).push(&rec, &mut out).unwrap();
     assert!(matches!(out[0], Control::Reset { code: 3, .. }), "{out:?}");
-    assert_eq!(b.poll_transmit(1024).0, Some(Transmit::Close));
+    assert_eq!(b.poll_transmit(1024).0, Some(Transmit::Close { eof: true }));
 }
 
 #[test]
@@ -482,4 +484,79 @@ proptest::proptest! {
             proptest::prop_assert!(b.buffered() <= WINDOW as usize);
         }
     }
+}
+
+#[test]
+fn compat_channels_speak_plain_ssh() {
+    // A session channel with a standard client: 128 KiB of SSH window advertised.
+    let mut s = ChannelState::new_compat(cfg(), 128 * 1024, true);
+    let _ = s.open_window();
+    let _ = s.write(b"out");
+    let _ = s.write_frame(b"plain stderr", true);
+    let _ = s.write_trailers(vec!["exit-status=5".into(), "other=dropped".into()]);
+    let _ = s.close_write();
+    let mut sent = Vec::new();
+    while let (Some(t), _) = s.poll_transmit(1024) {
+        sent.push(t);
+    }
+    assert_eq!(
+        sent,
+        [
+            // Our window is larger than what the SSH layer advertised: the rest is granted.
+            Transmit::WindowAdjust(WINDOW - 128 * 1024),
+            Transmit::Data(Bytes::from_static(b"out")),
+            Transmit::Error(Bytes::from_static(b"plain stderr")),
+            Transmit::Eof {
+                exit_status: Some(5)
+            },
+        ],
+        "no length prefixes, no control records"
+    );
+    assert_eq!(
+        s.close_write().0,
+        Step::Ready(()),
+        "no acknowledgement to wait for"
+    );
+    // The client's data, its stderr as error frames, and its EOF as end of stream.
+    let _ = s.on_data(b"in");
+    let _ = s.on_extended(EXT_ERROR, b"client stderr");
+    let _ = s.on_eof();
+    assert_eq!(read_all(&mut s), b"in");
+    assert_eq!(
+        s.read_error().0,
+        Step::Ready(Some(Bytes::from_static(b"client stderr")))
+    );
+    assert_eq!(s.read_error().0, Step::Ready(None));
+    // Both ends finished: the channel closes, without a second EOF.
+    assert_eq!(
+        s.poll_transmit(1024).0,
+        Some(Transmit::Close { eof: false })
+    );
+}
+
+#[test]
+fn compat_flow_control_is_the_ssh_window() {
+    let mut s = ChannelState::new_compat(cfg(), WINDOW, false);
+    let _ = s.open_window();
+    let chunk = vec![0u8; 64 * 1024];
+    for _ in 0..4 {
+        let _ = s.on_data(&chunk);
+    }
+    // Nothing is granted while the reader holds the window...
+    assert_eq!(s.poll_transmit(1024).0, None);
+    // ...reading reopens it, as SSH window adjustments.
+    let got = read_all(&mut s);
+    assert_eq!(got.len(), WINDOW as usize);
+    assert_eq!(
+        s.poll_transmit(1024).0,
+        Some(Transmit::WindowAdjust(WINDOW))
+    );
+    // A client that ignores the window gets the channel closed.
+    let mut s = ChannelState::new_compat(cfg(), 1024, false);
+    let _ = s.on_data(&[0u8; 2048]);
+    assert!(matches!(
+        s.read(&mut [0u8; 8]).0,
+        Step::Failed(ChannelError::Protocol(_))
+    ));
+    assert_eq!(s.poll_transmit(1024).0, Some(Transmit::Close { eof: true }));
 }

@@ -413,6 +413,18 @@ impl russh::client::Handler for ClientHandler {
         Ok(())
     }
 
+    async fn window_adjusted(
+        &mut self,
+        channel: ChannelId,
+        _new_size: u32,
+        _session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        if let Some(conn) = self.slot.get() {
+            conn.on_window(channel.number());
+        }
+        Ok(())
+    }
+
     async fn channel_eof(
         &mut self,
         channel: ChannelId,

@@ -21,11 +21,12 @@ use crate::config::Options;
 use crate::peer::connection::Connection;
 use crate::wire::{EXT_CONTROL, EXT_ERROR};
 
-/// SSH-level window per channel. Our own credit (at most `channel_window`) is what
-/// bounds buffering; russh re-opens this window as soon as packets arrive, so it only
-/// needs to be large enough never to be the bottleneck.
+/// SSH-level window per channel. Between Streamkit peers our own credit (at most
+/// `channel_window`) bounds buffering and russh re-opens this window as packets
+/// arrive, so it only needs to exceed the credit. For standard SSH clients it is the
+/// flow control (granted by hand as the application reads), starting at this size.
 pub(crate) fn ssh_window(opts: &Options) -> u32 {
-    opts.channel_window.saturating_mul(2).max(16 * 1024 * 1024)
+    opts.channel_window.saturating_mul(2)
 }
 
 /// Cipher preference: AES-GCM first where the CPU has AES instructions.
@@ -80,6 +81,15 @@ pub(crate) enum SshWriter {
 pub(crate) struct SendFailed;
 
 impl SshWriter {
+    /// Bytes of data this channel may send now: the remote's SSH window, at most one
+    /// packet. Zero means waiting for the remote to open its window.
+    pub(crate) async fn room(&self) -> usize {
+        match self {
+            SshWriter::Client(w) => w.writable_packet_size().await,
+            SshWriter::Server(w) => w.writable_packet_size().await,
+        }
+    }
+
     pub(crate) async fn send(&self, t: Transmit) -> Result<(), SendFailed> {
         macro_rules! go {
             ($w:expr) => {
@@ -87,10 +97,18 @@ impl SshWriter {
                     Transmit::Data(b) => $w.data_bytes(b).await,
                     Transmit::Error(b) => $w.extended_data_bytes(EXT_ERROR, b).await,
                     Transmit::Control(b) => $w.extended_data_bytes(EXT_CONTROL, b).await,
-                    Transmit::Close => match $w.eof().await {
+                    Transmit::Close { eof } => match if eof { $w.eof().await } else { Ok(()) } {
                         Ok(()) => $w.close().await,
                         Err(e) => Err(e),
                     },
+                    Transmit::Eof { exit_status } => match exit_status {
+                        Some(code) => match $w.exit_status(code).await {
+                            Ok(()) => $w.eof().await,
+                            Err(e) => Err(e),
+                        },
+                        None => $w.eof().await,
+                    },
+                    Transmit::WindowAdjust(n) => $w.adjust_window(n).await,
                 }
             };
         }

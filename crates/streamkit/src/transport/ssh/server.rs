@@ -189,6 +189,11 @@ impl russh::server::Handler for ServerHandler {
         };
         let remote = ident::parse_ident(session.remote_sshid()).ok();
         let native = remote.as_ref().and_then(|r| r.version).is_some();
+        if !native {
+            // A standard SSH client: SSH's window is the flow control, so it is
+            // opened only as the application reads.
+            session.set_manual_window(true);
+        }
         let conn = Connection::new(
             &peer,
             user,
@@ -228,8 +233,72 @@ impl russh::server::Handler for ServerHandler {
         Ok(())
     }
 
-    // Native channels take no SSH channel requests: each is answered with failure
-    // (russh's defaults would leave a client waiting for a reply forever).
+    // Standard SSH clients: a `session` channel becomes a service at `exec` or
+    // `subsystem`, with `env` requests as headers; `direct-tcpip` names a service
+    // as its host. Everything else a client may ask (a pty, a shell, X11, agent
+    // forwarding, window changes) is answered with failure, rather than left
+    // unanswered as russh's defaults would.
+
+    async fn channel_open_session(
+        &mut self,
+        channel: Channel<Msg>,
+        reply: ChannelOpenHandle,
+        _session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        let Some(conn) = self.conn().cloned() else {
+            reply
+                .reject(ChannelOpenFailure::AdministrativelyProhibited)
+                .await;
+            return Ok(());
+        };
+        let id = channel.id().number();
+        let (_read, write) = channel.split();
+        match conn.session_opened(id, SshWriter::Server(write)) {
+            Ok(()) => reply.accept().await,
+            Err(refusal) => reply.reject(failure(refusal)).await,
+        }
+        Ok(())
+    }
+
+    async fn channel_open_direct_tcpip(
+        &mut self,
+        channel: Channel<Msg>,
+        host_to_connect: &str,
+        _port_to_connect: u32,
+        _originator_address: &str,
+        _originator_port: u32,
+        reply: ChannelOpenHandle,
+        _session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        let Some(conn) = self.conn().cloned() else {
+            reply
+                .reject(ChannelOpenFailure::AdministrativelyProhibited)
+                .await;
+            return Ok(());
+        };
+        let id = channel.id().number();
+        let (_read, write) = channel.split();
+        match conn.incoming_direct_tcpip(id, host_to_connect) {
+            Ok(accepted) => {
+                reply.accept().await;
+                accepted.complete(SshWriter::Server(write));
+            }
+            Err(refusal) => reply.reject(failure(refusal)).await,
+        }
+        Ok(())
+    }
+
+    async fn window_adjusted(
+        &mut self,
+        channel: ChannelId,
+        _new_size: u32,
+        _session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        if let Some(conn) = self.conn() {
+            conn.on_window(channel.number());
+        }
+        Ok(())
+    }
 
     async fn pty_request(
         &mut self,
@@ -260,11 +329,16 @@ impl russh::server::Handler for ServerHandler {
     async fn env_request(
         &mut self,
         channel: ChannelId,
-        _variable_name: &str,
-        _variable_value: &str,
+        variable_name: &str,
+        variable_value: &str,
         session: &mut Session,
     ) -> Result<(), Self::Error> {
-        session.channel_failure(channel)
+        match self.conn() {
+            Some(c) if c.session_env(channel.number(), variable_name, variable_value) => {
+                session.channel_success(channel)
+            }
+            _ => session.channel_failure(channel),
+        }
     }
 
     async fn shell_request(
@@ -278,19 +352,27 @@ impl russh::server::Handler for ServerHandler {
     async fn exec_request(
         &mut self,
         channel: ChannelId,
-        _data: &[u8],
+        data: &[u8],
         session: &mut Session,
     ) -> Result<(), Self::Error> {
-        session.channel_failure(channel)
+        match self.conn().cloned() {
+            Some(c) if c.session_start(channel.number(), data) => session.channel_success(channel),
+            _ => session.channel_failure(channel),
+        }
     }
 
     async fn subsystem_request(
         &mut self,
         channel: ChannelId,
-        _name: &str,
+        name: &str,
         session: &mut Session,
     ) -> Result<(), Self::Error> {
-        session.channel_failure(channel)
+        match self.conn().cloned() {
+            Some(c) if c.session_start(channel.number(), name.as_bytes()) => {
+                session.channel_success(channel)
+            }
+            _ => session.channel_failure(channel),
+        }
     }
 
     async fn window_change_request(

@@ -1,0 +1,188 @@
+//! Helpers for the tests that drive the `streamkit` binary.
+#![allow(dead_code, clippy::unwrap_used)]
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::PathBuf;
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_streamkit");
+/// Catches hangs only.
+pub const HANG: Duration = Duration::from_secs(60);
+
+pub struct Keys {
+    pub dir: tempfile::TempDir,
+}
+
+impl Keys {
+    pub fn new() -> Keys {
+        let k = Keys {
+            dir: tempfile::tempdir().unwrap(),
+        };
+        for name in ["server", "client", "stranger"] {
+            let out = run(&["keygen", "-f", k.path(name).to_str().unwrap()], b"");
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        std::fs::copy(k.path("client.pub"), k.path("authorized_keys")).unwrap();
+        k
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    pub fn p(&self, name: &str) -> String {
+        self.path(name).display().to_string()
+    }
+
+    pub fn fingerprint(&self, name: &str) -> String {
+        streamkit_fingerprint(&std::fs::read_to_string(self.path(&format!("{name}.pub"))).unwrap())
+    }
+}
+
+pub fn streamkit_fingerprint(pub_line: &str) -> String {
+    streamkit::PublicKey::from_openssh(pub_line)
+        .unwrap()
+        .fingerprint()
+}
+
+/// Runs the binary to completion with `stdin`.
+pub fn run(args: &[&str], stdin: &[u8]) -> Output {
+    let mut child = Command::new(BIN)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut input = child.stdin.take().unwrap();
+    let data = stdin.to_vec();
+    let writer = std::thread::spawn(move || {
+        let _ = input.write_all(&data);
+    });
+    let out = wait_with_timeout(child);
+    writer.join().unwrap();
+    out
+}
+
+pub fn wait_with_timeout(child: Child) -> Output {
+    let (tx, rx) = mpsc::channel();
+    let pid = child.id();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    match rx.recv_timeout(HANG) {
+        Ok(out) => out.unwrap(),
+        Err(_) => {
+            let _ = Command::new("kill")
+                .arg("-KILL")
+                .arg(pid.to_string())
+                .status();
+            panic!("streamkit hung for {HANG:?}");
+        }
+    }
+}
+
+pub fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// A running `streamkit serve`.
+pub struct Server {
+    pub child: Option<Child>,
+    pub urls: Vec<String>,
+    pub lines: mpsc::Receiver<String>,
+}
+
+impl Server {
+    pub fn start(args: &[&str]) -> Server {
+        let mut child = Command::new(BIN)
+            .arg("serve")
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let (tx, lines) = mpsc::channel();
+        let err = child.stderr.take().unwrap();
+        std::thread::spawn(move || {
+            for line in BufReader::new(err).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut urls = Vec::new();
+        loop {
+            let line = lines
+                .recv_timeout(HANG)
+                .expect("serve never said it was serving");
+            if let Some(url) = line.strip_prefix("streamkit: listening on ") {
+                urls.push(url.to_owned());
+            }
+            if line.starts_with("streamkit: serving as") {
+                break;
+            }
+        }
+        Server {
+            child: Some(child),
+            urls,
+            lines,
+        }
+    }
+
+    pub fn url(&self) -> &str {
+        &self.urls[0]
+    }
+
+    pub fn signal(&self, sig: &str) {
+        let pid = self.child.as_ref().unwrap().id();
+        assert!(
+            Command::new("kill")
+                .arg(format!("-{sig}"))
+                .arg(pid.to_string())
+                .status()
+                .unwrap()
+                .success()
+        );
+    }
+
+    /// Waits for a server that was already signalled; its exit status and the rest of stderr.
+    pub fn wait_exit(mut self) -> (std::process::ExitStatus, String) {
+        let child = self.child.take().unwrap();
+        let out = wait_with_timeout(child);
+        let mut rest = String::new();
+        while let Ok(l) = self.lines.recv_timeout(Duration::from_millis(200)) {
+            rest.push_str(&l);
+            rest.push('\n');
+        }
+        (out.status, rest)
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+pub fn pattern(len: usize) -> Vec<u8> {
+    let mut x: u32 = 0x1234_5678;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            x as u8
+        })
+        .collect()
+}
