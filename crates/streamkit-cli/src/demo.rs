@@ -36,6 +36,8 @@ fn peer(
     }
     let mut options = Options::default();
     options.services = services;
+    // A short wait for absent peers keeps the tour quick (the default is 5 s).
+    options.open_wait = Duration::from_millis(200);
     Ok(Peer::new(
         PeerConfig::new(name, id.clone(), trust).with_options(options),
     )?)

@@ -115,6 +115,8 @@ pub async fn run(args: Args) -> anyhow::Result<u8> {
         .unwrap_or_else(|| "streamkit".to_owned());
     let mut options = Options::default();
     options.services = Services::none();
+    // A command fails at once rather than waiting for a server that is down.
+    options.reconnect = streamkit::Reconnect::never();
     let mut config = PeerConfig::new(name, identity, trust).with_options(options);
     if let Some(token) = &args.token {
         config = config.with_token(token.clone());

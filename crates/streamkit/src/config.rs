@@ -174,6 +174,76 @@ pub struct Options {
     /// Largest SSH packet accepted per channel message, in bytes. Default 256 KiB
     /// (the most russh accepts). Applies to new connections.
     pub max_packet_size: u32,
+    /// Most connections (established or in their handshake) from one remote IP
+    /// address. Default 256. Applies to new connections; the one over the limit is
+    /// told why in an SSH authentication banner and refused.
+    pub max_connections_per_address: usize,
+    /// How a peer connected with [`Peer::connect`](crate::Peer::connect) re-dials.
+    /// Applies to the next attempt.
+    pub reconnect: Reconnect,
+    /// How long [`Peer::open`](crate::Peer::open) waits for a peer that is not
+    /// connected (yet, or again) before failing with "no connected peer has that
+    /// name". Default 5 s; zero fails at once.
+    pub open_wait: Duration,
+    /// Keepalive: after this long without hearing from the remote, ask it for a
+    /// reply. Default 15 s; `None` disables keepalives. Applies to new connections.
+    pub keepalive_interval: Option<Duration>,
+    /// Keepalive: a remote silent for `keepalive_interval` × `keepalive_misses` is
+    /// declared gone: its channels fail and it leaves `peers()`. Default 3 (at least 1).
+    pub keepalive_misses: u32,
+    /// A read on a channel that waits longer than this fails with
+    /// [`ChannelError::TimedOut`](crate::ChannelError::TimedOut); the channel stays
+    /// usable. Default `None`. Applies to new channels (see also `Channel::set_read_timeout`).
+    pub read_timeout: Option<Duration>,
+    /// The same for writes that wait (for the send buffer or the peer's window).
+    pub write_timeout: Option<Duration>,
+}
+
+/// Re-dialling policy for endpoints given to [`Peer::connect`](crate::Peer::connect).
+///
+/// Delays grow from `first_delay`, doubling up to `max_delay`, each with ±20% random
+/// jitter, like ZeroMQ's `ZMQ_RECONNECT_IVL`/`ZMQ_RECONNECT_IVL_MAX`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Reconnect {
+    /// Delay before the first retry. Default 100 ms.
+    pub first_delay: Duration,
+    /// Longest delay between attempts. Default 10 s.
+    pub max_delay: Duration,
+    /// Attempts after which a lost endpoint is given up (and forgotten). Default
+    /// `None`: keep trying until `disconnect`.
+    pub max_attempts: Option<u32>,
+    /// Whether `connect` itself retries while the endpoint cannot be reached
+    /// (refused, unreachable, handshake timed out). Default `true`. Trust and
+    /// authentication failures are never retried by `connect`: they need a fix.
+    pub retry_first_connect: bool,
+    /// Whether a lost connection is re-dialled at all. Default `true`.
+    pub enabled: bool,
+}
+
+impl Default for Reconnect {
+    fn default() -> Reconnect {
+        Reconnect {
+            first_delay: Duration::from_millis(100),
+            max_delay: Duration::from_secs(10),
+            max_attempts: None,
+            retry_first_connect: true,
+            enabled: true,
+        }
+    }
+}
+
+impl Reconnect {
+    /// No re-dialling: `connect` tries once and a lost connection stays lost.
+    pub fn never() -> Reconnect {
+        Reconnect { retry_first_connect: false, enabled: false, ..Reconnect::default() }
+    }
+
+    /// The delay before attempt `n` (1-based), without jitter.
+    pub fn delay(&self, attempt: u32) -> Duration {
+        let factor = 2u32.saturating_pow(attempt.saturating_sub(1).min(30));
+        self.first_delay.saturating_mul(factor).min(self.max_delay)
+    }
 }
 
 impl Default for Options {
@@ -191,6 +261,13 @@ impl Default for Options {
             close_timeout: Duration::from_secs(10),
             max_auth_attempts: 6,
             max_packet_size: 256 * 1024,
+            max_connections_per_address: 256,
+            reconnect: Reconnect::default(),
+            open_wait: Duration::from_secs(5),
+            keepalive_interval: Some(Duration::from_secs(15)),
+            keepalive_misses: 3,
+            read_timeout: None,
+            write_timeout: None,
         }
     }
 }
@@ -228,6 +305,18 @@ impl Options {
         }
         if self.max_auth_attempts == 0 {
             return bad("max_auth_attempts", "must not be zero".into());
+        }
+        if self.max_connections_per_address == 0 {
+            return bad("max_connections_per_address", "must not be zero".into());
+        }
+        if self.keepalive_misses == 0 {
+            return bad("keepalive_misses", "must be at least 1".into());
+        }
+        if self.keepalive_interval.is_some_and(|d| d.is_zero()) {
+            return bad("keepalive_interval", "must not be zero (use None to disable)".into());
+        }
+        if self.reconnect.first_delay.is_zero() || self.reconnect.max_delay < self.reconnect.first_delay {
+            return bad("reconnect", "need 0 < first_delay <= max_delay".into());
         }
         Ok(())
     }

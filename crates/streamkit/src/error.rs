@@ -61,6 +61,10 @@ pub enum ChannelError {
     /// The local peer shut down and the close timeout ran out.
     #[error("peer shut down")]
     Shutdown,
+    /// A read or write waited longer than the channel's timeout; the channel is
+    /// still usable.
+    #[error("timed out after {0:?}")]
+    TimedOut(std::time::Duration),
 }
 
 impl From<ChannelError> for io::Error {
@@ -76,6 +80,7 @@ impl From<ChannelError> for io::Error {
             | ChannelError::TrailersTooLarge { .. }
             | ChannelError::Protocol(_) => io::ErrorKind::InvalidData,
             ChannelError::TruncatedFrame => io::ErrorKind::UnexpectedEof,
+            ChannelError::TimedOut(_) => io::ErrorKind::TimedOut,
         };
         io::Error::new(kind, e)
     }
@@ -110,9 +115,9 @@ pub enum OpenErrorKind {
     /// The remote refused the open.
     #[error("{}", .0.description())]
     Refused(OpenRefusal),
-    /// No connected peer has that name.
-    #[error("no connected peer has that name")]
-    NoSuchPeer,
+    /// No peer of that name was connected, or came within the open wait.
+    #[error("no connected peer has that name{}", if .0.is_zero() { String::new() } else { format!(" (waited {:?})", .0) })]
+    NoSuchPeer(std::time::Duration),
     /// The service name or headers could not be encoded.
     #[error("invalid request: {0}")]
     InvalidRequest(String),

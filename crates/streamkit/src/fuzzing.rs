@@ -27,6 +27,8 @@ pub fn channel_state(input: &[u8]) {
         max_frame: 32 * 1024,
         send_buffer: 16 * 1024,
         max_trailer_bytes: 1024,
+        read_timeout: None,
+        write_timeout: None,
     });
     let _ = s.open_window();
     let mut rest = input;

@@ -61,7 +61,7 @@ pub mod fuzzing;
 
 pub use bytes::Bytes;
 pub use channel::{Channel, ChannelMeta, Headers, JoinError, JoinStats, ReadHalf, WriteHalf};
-pub use config::{AccessRequest, Authorize, MAX_HEADER_BYTES_LIMIT, Options, PeerConfig, Services};
+pub use config::{AccessRequest, Authorize, MAX_HEADER_BYTES_LIMIT, Options, PeerConfig, Reconnect, Services};
 pub use endpoint::Endpoint;
 pub use error::{
     BindError, ChannelError, ConfigError, ConnectError, KeyError, OpenError, OpenErrorKind,

@@ -228,7 +228,7 @@ async fn unbind_disconnect_and_drop(kind: Kind) {
         p.bob.unbind(&p.url).await,
         Err(BindError::NotBound(_))
     ));
-    let late = peer(&who("alice"), &[]);
+    let late = peer_with(&who("alice"), &[], no_retry());
     assert!(within(late.connect(&p.url)).await.is_err());
     let mut ch = within(p.alice.open("bob", "echo", ())).await.unwrap();
     ch.write_frame(b"x").await.unwrap();
@@ -244,7 +244,9 @@ async fn unbind_disconnect_and_drop(kind: Kind) {
     let carol_who = who("carol");
     let carol = {
         let trust = Trust::new().danger_accept_any_host_key();
-        Peer::new(PeerConfig::new("carol", carol_who.id.clone(), trust)).unwrap()
+        let mut opts = Options::default();
+        opts.open_wait = Duration::ZERO;
+        Peer::new(PeerConfig::new("carol", carol_who.id.clone(), trust).with_options(opts)).unwrap()
     };
     p.bob
         .set_trust(Trust::new().with_key(carol_who.id.public_key()));
@@ -265,7 +267,7 @@ async fn unbind_disconnect_and_drop(kind: Kind) {
     assert!(carol.peers().is_empty());
     assert!(!within(carol.drop_peer("bob")).await);
     let err = within(carol.open("bob", "echo", ())).await.unwrap_err();
-    assert_eq!(err.kind, OpenErrorKind::NoSuchPeer);
+    assert!(matches!(err.kind, OpenErrorKind::NoSuchPeer(_)), "{err}");
 }
 
 async fn authorizer_decides_per_service(kind: Kind) {
@@ -334,7 +336,9 @@ async fn limits_refuse_cleanly(kind: Kind) {
 }
 
 async fn graceful_shutdown_lets_channels_finish(kind: Kind) {
-    let p = pair(kind).await;
+    let mut alice_opts = Options::default();
+    alice_opts.open_wait = Duration::ZERO;
+    let p = pair_with(kind, alice_opts, Options::default()).await;
     serve_echo(&p.bob);
     let mut tasks = Vec::new();
     for i in 0..5u64 {
@@ -363,7 +367,7 @@ async fn graceful_shutdown_lets_channels_finish(kind: Kind) {
     ));
     let err = within(p.alice.open("bob", "echo", ())).await;
     assert!(err.is_err());
-    let again = peer(&who("alice"), &[]);
+    let again = peer_with(&who("alice"), &[], no_retry());
     assert!(within(again.connect(&p.url)).await.is_err());
 }
 

@@ -9,6 +9,7 @@ pub(crate) mod buffer;
 mod headers;
 pub(crate) mod shared;
 pub(crate) mod state;
+mod timer;
 
 use std::future::poll_fn;
 use std::io;
@@ -21,7 +22,8 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 pub use headers::Headers;
 use shared::ChannelShared;
-use state::Step;
+use state::{ChannelState, Step, Wake};
+use timer::Timer;
 
 use crate::error::ChannelError;
 
@@ -87,6 +89,7 @@ pub struct Channel {
 pub struct ReadHalf {
     shared: Arc<ChannelShared>,
     meta: ChannelMeta,
+    timer: Timer,
 }
 
 /// The writing half of a [`Channel`], from [`Channel::split`].
@@ -95,19 +98,37 @@ pub struct ReadHalf {
 #[derive(Debug)]
 pub struct WriteHalf {
     shared: Arc<ChannelShared>,
+    timer: Timer,
 }
 
 impl Channel {
     pub(crate) fn new(shared: Arc<ChannelShared>) -> Channel {
+        let (read_timeout, write_timeout) = shared.peek(|s| s.timeouts());
         Channel {
             read: ReadHalf {
                 meta: ChannelMeta {
                     shared: shared.clone(),
                 },
                 shared: shared.clone(),
+                timer: Timer::new(read_timeout),
             },
-            write: WriteHalf { shared },
+            write: WriteHalf {
+                shared,
+                timer: Timer::new(write_timeout),
+            },
         }
+    }
+
+    /// Makes reads that wait longer than `timeout` fail with
+    /// [`ChannelError::TimedOut`] (the channel stays usable); `None` waits forever.
+    pub fn set_read_timeout(&mut self, timeout: Option<std::time::Duration>) {
+        self.read.set_timeout(timeout);
+    }
+
+    /// The same for writes (waiting for buffer space, or for `close_write`'s
+    /// acknowledgement).
+    pub fn set_write_timeout(&mut self, timeout: Option<std::time::Duration>) {
+        self.write.set_timeout(timeout);
     }
 
     /// The channel's description.
@@ -155,8 +176,7 @@ impl Channel {
     /// sending, it is told to stop: its further writes fail with
     /// [`ChannelError::ClosedByPeer`]. Reads after `close` fail.
     pub async fn close(&mut self) -> Result<(), ChannelError> {
-        let shared = self.write.shared.clone();
-        poll_fn(|cx| shared.poll_write_op(cx, |s| s.close())).await
+        self.write.op(|s| s.close()).await
     }
 
     /// Aborts the channel: unsent data is dropped and the remote's reads and writes
@@ -255,6 +275,25 @@ pub enum JoinError {
 }
 
 impl ReadHalf {
+    fn poll_op<T>(
+        &mut self,
+        cx: &mut Context<'_>,
+        f: impl FnOnce(&mut ChannelState) -> (Step<T>, Wake),
+    ) -> Poll<Result<T, ChannelError>> {
+        let r = self.shared.poll_read_op(cx, f);
+        self.timer.check(cx, r)
+    }
+
+    async fn op<T>(&mut self, mut f: impl FnMut(&mut ChannelState) -> (Step<T>, Wake)) -> Result<T, ChannelError> {
+        self.timer.restart();
+        poll_fn(|cx| self.poll_op(cx, &mut f)).await
+    }
+
+    /// See [`Channel::set_read_timeout`].
+    pub fn set_timeout(&mut self, timeout: Option<std::time::Duration>) {
+        self.timer.set(timeout);
+    }
+
     /// The channel's description.
     pub fn meta(&self) -> &ChannelMeta {
         &self.meta
@@ -267,8 +306,7 @@ impl ReadHalf {
     /// (and resets it) without allocating its length. Cancel-safe: a partly read
     /// frame stays buffered. Do not mix with byte reads in the middle of a frame.
     pub async fn read_frame(&mut self) -> Result<Option<Bytes>, ChannelError> {
-        let shared = &self.shared;
-        poll_fn(|cx| shared.poll_read_op(cx, |s| s.read_frame())).await
+        self.op(|s| s.read_frame()).await
     }
 
     /// Reads one error frame, waiting for one if none is buffered.
@@ -277,8 +315,7 @@ impl ReadHalf {
     /// error frame written before the end of stream is returned first. Error frames
     /// received before a reset or a lost connection are returned before that error.
     pub async fn read_error(&mut self) -> Result<Option<Bytes>, ChannelError> {
-        let shared = &self.shared;
-        poll_fn(|cx| shared.poll_read_op(cx, |s| s.read_error())).await
+        self.op(|s| s.read_error()).await
     }
 
     /// Polls for one frame; the poll form of [`read_frame`](Self::read_frame).
@@ -286,7 +323,7 @@ impl ReadHalf {
         &mut self,
         cx: &mut Context<'_>,
     ) -> Poll<Result<Option<Bytes>, ChannelError>> {
-        self.shared.poll_read_op(cx, |s| s.read_frame())
+        self.poll_op(cx, |s| s.read_frame())
     }
 
     /// Polls for one error frame; the poll form of [`read_error`](Self::read_error).
@@ -297,7 +334,7 @@ impl ReadHalf {
         &mut self,
         cx: &mut Context<'_>,
     ) -> Poll<Result<Option<Bytes>, ChannelError>> {
-        self.shared.poll_read_op(cx, |s| s.read_error())
+        self.poll_op(cx, |s| s.read_error())
     }
 
     /// See [`Channel::buffered`].
@@ -307,20 +344,37 @@ impl ReadHalf {
 }
 
 impl WriteHalf {
+    fn poll_op<T>(
+        &mut self,
+        cx: &mut Context<'_>,
+        f: impl FnOnce(&mut ChannelState) -> (Step<T>, Wake),
+    ) -> Poll<Result<T, ChannelError>> {
+        let r = self.shared.poll_write_op(cx, f);
+        self.timer.check(cx, r)
+    }
+
+    async fn op<T>(&mut self, mut f: impl FnMut(&mut ChannelState) -> (Step<T>, Wake)) -> Result<T, ChannelError> {
+        self.timer.restart();
+        poll_fn(|cx| self.poll_op(cx, &mut f)).await
+    }
+
+    /// See [`Channel::set_write_timeout`].
+    pub fn set_timeout(&mut self, timeout: Option<std::time::Duration>) {
+        self.timer.set(timeout);
+    }
+
     /// Writes one frame: a `u32` big-endian length then the payload.
     ///
     /// Returns once the frame is queued for sending; waits while the send buffer is
     /// full. A frame over the frame-size limit is refused with
     /// [`ChannelError::FrameTooLarge`] and nothing is sent.
     pub async fn write_frame(&mut self, frame: &[u8]) -> Result<(), ChannelError> {
-        let shared = &self.shared;
-        poll_fn(|cx| shared.poll_write_op(cx, |s| s.write_frame(frame, false))).await
+        self.op(|s| s.write_frame(frame, false)).await
     }
 
     /// Writes one error frame on the error stream (SSH extended data, type 1).
     pub async fn write_error(&mut self, frame: &[u8]) -> Result<(), ChannelError> {
-        let shared = &self.shared;
-        poll_fn(|cx| shared.poll_write_op(cx, |s| s.write_frame(frame, true))).await
+        self.op(|s| s.write_frame(frame, true)).await
     }
 
     /// Sends trailers after everything written so far; the remote sees them
@@ -330,13 +384,8 @@ impl WriteHalf {
         &mut self,
         trailers: impl Into<Headers>,
     ) -> Result<(), ChannelError> {
-        let list: Vec<String> = trailers.into().into();
-        let shared = &self.shared;
-        let mut list = Some(list);
-        poll_fn(|cx| {
-            shared.poll_write_op(cx, |s| s.write_trailers(list.take().unwrap_or_default()))
-        })
-        .await
+        let mut list = Some(Vec::<String>::from(trailers.into()));
+        self.op(|s| s.write_trailers(list.take().unwrap_or_default())).await
     }
 
     /// Ends the stream in this direction; the other direction keeps working.
@@ -344,8 +393,7 @@ impl WriteHalf {
     /// Returns once the remote confirmed it received everything written before:
     /// `Ok` means nothing was lost. An error means the data may not have arrived.
     pub async fn close_write(&mut self) -> Result<(), ChannelError> {
-        let shared = &self.shared;
-        poll_fn(|cx| shared.poll_write_op(cx, |s| s.close_write())).await
+        self.op(|s| s.close_write()).await
     }
 
     /// Aborts the channel (see [`Channel::reset`]).
@@ -373,13 +421,12 @@ impl Drop for WriteHalf {
 
 impl AsyncRead for ReadHalf {
     fn poll_read(
-        self: Pin<&mut Self>,
+        mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        let shared = &self.shared;
         let dst = buf.initialize_unfilled();
-        match shared.poll_read_op(cx, |s| s.read(dst)) {
+        match self.poll_op(cx, |s| s.read(dst)) {
             Poll::Ready(Ok(n)) => {
                 buf.advance(n);
                 Poll::Ready(Ok(()))
@@ -392,19 +439,16 @@ impl AsyncRead for ReadHalf {
 
 impl AsyncWrite for WriteHalf {
     fn poll_write(
-        self: Pin<&mut Self>,
+        mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         data: &[u8],
     ) -> Poll<io::Result<usize>> {
-        self.shared
-            .poll_write_op(cx, |s| s.write(data))
-            .map_err(Into::into)
+        self.poll_op(cx, |s| s.write(data)).map_err(Into::into)
     }
 
     /// Waits until everything written has been handed to the connection.
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        self.shared
-            .poll_write_op(cx, |s| {
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.poll_op(cx, |s| {
                 let step = match (s.send_failure(), s.send_buffered()) {
                     (Some(e), _) => Step::Failed(e),
                     (None, 0) => Step::Ready(()),
@@ -416,10 +460,8 @@ impl AsyncWrite for WriteHalf {
     }
 
     /// Ends the stream: [`close_write`](WriteHalf::close_write).
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        self.shared
-            .poll_write_op(cx, |s| s.close_write())
-            .map_err(Into::into)
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.poll_op(cx, |s| s.close_write()).map_err(Into::into)
     }
 }
 

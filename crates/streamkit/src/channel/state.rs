@@ -54,6 +54,10 @@ pub(crate) struct StateConfig {
     pub send_buffer: usize,
     /// Largest encoded trailers.
     pub max_trailer_bytes: usize,
+    /// Initial read timeout of the channel's handles (not used by the state itself).
+    pub read_timeout: Option<std::time::Duration>,
+    /// Initial write timeout of the channel's handles.
+    pub write_timeout: Option<std::time::Duration>,
 }
 
 /// Which waiters a call made ready.
@@ -272,6 +276,11 @@ impl ChannelState {
     /// still queued was dropped.
     pub(crate) fn send_failure(&self) -> Option<ChannelError> {
         self.failure().or(self.lost.as_ref()).cloned()
+    }
+
+    /// The handles' initial read and write timeouts.
+    pub(crate) fn timeouts(&self) -> (Option<std::time::Duration>, Option<std::time::Duration>) {
+        (self.cfg.read_timeout, self.cfg.write_timeout)
     }
 
     /// Bytes written by the application but not yet handed to the transport.

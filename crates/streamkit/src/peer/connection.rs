@@ -6,6 +6,7 @@ use std::sync::{Arc, Mutex, OnceLock, Weak};
 
 use tokio::sync::{Notify, oneshot};
 
+use super::events::Event;
 use super::{AcceptSlot, PeerInner};
 use crate::channel::shared::{ChannelShared, MetaInfo, Pump, lock};
 use crate::channel::state::StateConfig;
@@ -30,11 +31,13 @@ pub(crate) struct Connection {
     pub(crate) remote_name: String,
     /// Where the remote is, for messages (`tcp://addr` or the dialled endpoint).
     pub(crate) remote_addr: String,
+    /// Whether this side dialled.
+    pub(crate) dialed: bool,
     /// Whether the remote speaks the native protocol (a plain SSH client does not).
     #[allow(dead_code)] // used by the standard-SSH-client mapping
     pub(crate) native: bool,
     link: SshLink,
-    peer: Weak<PeerInner>,
+    pub(super) peer: Weak<PeerInner>,
     pub(super) channels: Mutex<HashMap<u32, Arc<ChannelShared>>>,
     /// Channels we opened whose confirmation arrived before the opening task took
     /// them: kept here even if the remote closes them at once, so the opener gets
@@ -69,14 +72,22 @@ pub(crate) struct Accepted {
     shared: Arc<ChannelShared>,
     info: MetaInfo,
     slot: AcceptSlot,
+    peer: Weak<PeerInner>,
 }
 
 impl Accepted {
-    pub(super) fn new(shared: Arc<ChannelShared>, info: MetaInfo, slot: AcceptSlot) -> Accepted {
-        Accepted { shared, info, slot }
+    pub(super) fn new(shared: Arc<ChannelShared>, info: MetaInfo, slot: AcceptSlot, peer: Weak<PeerInner>) -> Accepted {
+        Accepted { shared, info, slot, peer }
     }
 
     pub(crate) fn complete(self, writer: SshWriter) {
+        if let Some(peer) = self.peer.upgrade() {
+            peer.events.emit(|| Event::ChannelOpened {
+                peer: self.info.remote_peer.clone(),
+                service: self.info.service.clone(),
+                local: false,
+            });
+        }
         self.shared.establish(self.info, writer);
         self.slot.push(Channel::new(self.shared));
     }
@@ -98,6 +109,7 @@ impl Connection {
             local_name: peer.name().to_owned(),
             remote_name,
             remote_addr,
+            dialed: matches!(link, SshLink::Client(_)),
             native,
             link,
             peer: Arc::downgrade(peer),
@@ -116,6 +128,8 @@ impl Connection {
                 max_frame: opts.max_frame_size,
                 send_buffer: opts.send_buffer,
                 max_trailer_bytes: opts.max_header_bytes,
+                read_timeout: opts.read_timeout,
+                write_timeout: opts.write_timeout,
             },
         });
         let weak = Arc::downgrade(&conn);
@@ -181,8 +195,33 @@ impl Connection {
 
     /// Stops routing to a channel whose SSH channel is closed.
     pub(crate) fn forget(&self, ssh_id: u32) {
-        lock(&self.channels).remove(&ssh_id);
+        let ch = lock(&self.channels).remove(&ssh_id);
+        if let Some(ch) = ch {
+            self.closed(&ch);
+        }
         self.channels_changed();
+    }
+
+    fn closed(&self, ch: &ChannelShared) {
+        if let (Some(info), Some(peer)) = (ch.info(), self.peer.upgrade()) {
+            peer.events.emit(|| Event::ChannelClosed {
+                peer: info.remote_peer.clone(),
+                service: info.service.clone(),
+            });
+        }
+    }
+
+    /// Waits until the connection is lost.
+    pub(crate) async fn wait_lost(&self) {
+        loop {
+            let gone = self.lost_notify.notified();
+            tokio::pin!(gone);
+            gone.as_mut().enable();
+            if self.lost().is_some() {
+                return;
+            }
+            gone.await;
+        }
     }
 
     fn channels_changed(&self) {
@@ -216,6 +255,7 @@ impl Connection {
         let ch = lock(&self.channels).remove(&ssh_id);
         if let Some(ch) = ch {
             ch.update(|s| ((), s.on_close()));
+            self.closed(&ch);
             self.channels_changed();
         }
     }
@@ -242,11 +282,7 @@ impl Connection {
         let slot = self.admit(&peer, &opts, &req.service, &headers)?;
         let shared = self.new_channel(ssh_id);
         map.insert(ssh_id, shared.clone());
-        Ok(Accepted {
-            shared,
-            info: self.meta(req.service, headers),
-            slot,
-        })
+        Ok(Accepted::new(shared, self.meta(req.service, headers), slot, self.peer.clone()))
     }
 
     /// The peer and its options, if it still takes channels.
@@ -348,6 +384,13 @@ impl Connection {
             let res = match res {
                 Ok((ssh_id, writer)) => {
                     let shared = conn.claim(ssh_id);
+                    if let Some(peer) = conn.peer.upgrade() {
+                        peer.events.emit(|| Event::ChannelOpened {
+                            peer: info.remote_peer.clone(),
+                            service: info.service.clone(),
+                            local: true,
+                        });
+                    }
                     shared.establish(info, writer);
                     Ok(Channel::new(shared))
                 }
@@ -391,6 +434,14 @@ impl Connection {
         let channels: Vec<_> = lock(&self.channels).drain().map(|(_, c)| c).collect();
         for ch in channels {
             ch.update(|s| ((), s.on_connection_lost(&reason)));
+            self.closed(&ch);
+        }
+        if let Some(peer) = &peer {
+            peer.events.emit(|| Event::Disconnected {
+                peer: self.remote_name.clone(),
+                endpoint: self.remote_addr.clone(),
+                reason: reason.to_string(),
+            });
         }
         self.pump.close();
         self.kill.kill();

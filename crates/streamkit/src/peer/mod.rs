@@ -3,6 +3,8 @@
 
 mod compat;
 pub(crate) mod connection;
+mod dialer;
+pub(crate) mod events;
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -18,7 +20,7 @@ use crate::endpoint::Endpoint;
 use crate::error::{BindError, ConfigError, ConnectError, OpenError, OpenErrorKind};
 use crate::keys::{Identity, PublicKey};
 use crate::transport::Listener;
-use crate::transport::ssh::{client, server};
+use crate::transport::ssh::server;
 use crate::trust::Trust;
 use crate::wire::ident::validate_peer_name;
 use connection::Connection;
@@ -61,7 +63,10 @@ pub(crate) struct PeerInner {
     settings: RwLock<Settings>,
     listeners: Mutex<Vec<Bound>>,
     conns: Mutex<BTreeMap<u64, Arc<Connection>>>,
-    dialed: Mutex<HashMap<Endpoint, u64>>,
+    dialers: Mutex<HashMap<Endpoint, Arc<dialer::Dialer>>>,
+    /// Connections (established or in their handshake) per remote IP address.
+    per_address: Mutex<HashMap<std::net::IpAddr, usize>>,
+    pub(crate) events: events::Emitter,
     accept: Arc<AcceptQueue>,
     round_robin: AtomicUsize,
     shutting_down: AtomicBool,
@@ -131,14 +136,73 @@ impl PeerInner {
             return;
         }
         tracing::debug!(peer = %conn.remote_name, addr = %conn.remote_addr, "connected");
+        self.events.emit(|| events::Event::Connected {
+            peer: conn.remote_name.clone(),
+            endpoint: conn.remote_addr.clone(),
+            dialed: conn.dialed,
+        });
         lock(&self.conns).insert(conn.id, conn);
         self.changed.notify_waiters();
     }
 
     pub(crate) fn unregister(&self, id: u64) {
         lock(&self.conns).remove(&id);
-        lock(&self.dialed).retain(|_, c| *c != id);
         self.changed.notify_waiters();
+    }
+
+    /// Stops keeping an endpoint connected (after its last attempt).
+    pub(crate) fn forget_dialer(&self, d: &Arc<dialer::Dialer>) {
+        let mut dialers = lock(&self.dialers);
+        if dialers.get(&d.endpoint).is_some_and(|x| Arc::ptr_eq(x, d)) {
+            dialers.remove(&d.endpoint);
+        }
+    }
+
+    /// Counts a connection from `ip`; `false` if that is over the limit (it is
+    /// counted anyway: release it with `release_address`).
+    pub(crate) fn admit_address(&self, ip: std::net::IpAddr) -> bool {
+        let max = self.options().max_connections_per_address;
+        let mut per = lock(&self.per_address);
+        let n = per.entry(ip).or_insert(0);
+        *n += 1;
+        *n <= max
+    }
+
+    pub(crate) fn release_address(&self, ip: std::net::IpAddr) {
+        let mut per = lock(&self.per_address);
+        if let Some(n) = per.get_mut(&ip) {
+            *n -= 1;
+            if *n == 0 {
+                per.remove(&ip);
+            }
+        }
+    }
+
+    /// Waits until a live connection to `name` exists, for at most `wait`.
+    async fn connection_to(&self, name: &str, wait: std::time::Duration) -> Option<Arc<Connection>> {
+        let find = || {
+            lock(&self.conns)
+                .values()
+                .rev()
+                .find(|c| c.remote_name == name && c.lost().is_none())
+                .cloned()
+        };
+        let waiting = async {
+            loop {
+                let changed = self.changed.notified();
+                tokio::pin!(changed);
+                changed.as_mut().enable();
+                if let Some(c) = find() {
+                    return c;
+                }
+                changed.await;
+            }
+        };
+        match find() {
+            Some(c) => Some(c),
+            None if wait.is_zero() => None,
+            None => tokio::time::timeout(wait, waiting).await.ok(),
+        }
     }
 
     pub(crate) fn channels_changed(&self) {
@@ -172,6 +236,9 @@ impl PeerInner {
 
 impl Drop for PeerInner {
     fn drop(&mut self) {
+        for d in lock(&self.dialers).drain().map(|(_, d)| d) {
+            d.stop();
+        }
         for b in lock(&self.listeners).drain(..) {
             b.task.abort();
             b.listener.cleanup();
@@ -199,7 +266,9 @@ impl Peer {
                 }),
                 listeners: Mutex::new(Vec::new()),
                 conns: Mutex::new(BTreeMap::new()),
-                dialed: Mutex::new(HashMap::new()),
+                dialers: Mutex::new(HashMap::new()),
+                per_address: Mutex::new(HashMap::new()),
+                events: events::Emitter::default(),
                 accept: Arc::new(AcceptQueue::default()),
                 round_robin: AtomicUsize::new(0),
                 shutting_down: AtomicBool::new(false),
@@ -294,35 +363,59 @@ impl Peer {
 
     /// Connects to a bound peer and completes the handshake; returns the remote's name.
     ///
-    /// Either side can open channels once connected.
+    /// Either side can open channels once connected. The endpoint is kept: if the
+    /// connection is lost it is dialled again in the background (see
+    /// [`Options::reconnect`](crate::Options)) until [`disconnect`](Peer::disconnect).
+    /// While the endpoint cannot be reached `connect` itself retries too, unless
+    /// `reconnect.retry_first_connect` is off; trust and authentication failures
+    /// are returned at once. Dropping the future gives up.
     pub async fn connect(&self, url: &str) -> Result<String, ConnectError> {
         if self.inner.is_shutting_down() {
             return Err(ConnectError::ShutDown);
         }
         let ep = Endpoint::parse(url)?;
-        if lock(&self.inner.dialed).contains_key(&ep) {
-            return Err(ConnectError::AlreadyConnected(ep.to_string()));
+        let d = {
+            let mut dialers = lock(&self.inner.dialers);
+            if dialers.contains_key(&ep) {
+                return Err(ConnectError::AlreadyConnected(ep.to_string()));
+            }
+            let d = dialer::Dialer::new(ep.clone());
+            dialers.insert(ep, d.clone());
+            d
+        };
+        // Forget the endpoint if this future is dropped or fails.
+        struct Pending<'a>(&'a PeerInner, Option<Arc<dialer::Dialer>>);
+        impl Drop for Pending<'_> {
+            fn drop(&mut self) {
+                if let Some(d) = self.1.take() {
+                    d.stop();
+                    self.0.forget_dialer(&d);
+                }
+            }
         }
-        let conn = client::dial(&self.inner, &ep).await?;
-        lock(&self.inner.dialed).insert(ep.clone(), conn.id);
-        // Lost in between? Then `unregister` ran before the insert: undo it.
-        if conn.lost().is_some() {
-            lock(&self.inner.dialed).remove(&ep);
-        }
+        let mut pending = Pending(&self.inner, Some(d.clone()));
+        let conn = dialer::first_connect(&self.inner, &d).await?;
+        pending.1 = None;
+        tokio::spawn(dialer::supervise(Arc::downgrade(&self.inner), d));
         Ok(conn.remote_name.clone())
     }
 
-    /// Closes the connection made by `connect(url)`.
+    /// Closes the connection made by `connect(url)` and stops re-dialling it.
     pub async fn disconnect(&self, url: &str) -> Result<(), ConnectError> {
         let ep = Endpoint::parse(url)?;
-        let id = lock(&self.inner.dialed)
+        let d = lock(&self.inner.dialers)
             .remove(&ep)
             .ok_or_else(|| ConnectError::NotConnected(url.to_owned()))?;
-        let conn = lock(&self.inner.conns).get(&id).cloned();
-        if let Some(conn) = conn {
+        if let Some(conn) = d.stop() {
             conn.close("disconnected").await;
         }
         Ok(())
+    }
+
+    /// Subscribes to events: connections made and lost, re-dial attempts, channels
+    /// opened and closed. See [`Event`](crate::Event).
+    pub fn events(&self) -> events::Events {
+        self.inner.events.subscribe()
     }
 
     /// Names of the connected remote peers, in the order they connected.
@@ -336,7 +429,9 @@ impl Peer {
         names
     }
 
-    /// Closes every connection to the named peer; `false` if none was connected.
+    /// Closes every connection to the named peer, and stops re-dialling the
+    /// endpoints they came from (`connect` again to resume); `false` if none was
+    /// connected.
     pub async fn drop_peer(&self, name: &str) -> bool {
         let conns: Vec<_> = self
             .inner
@@ -344,6 +439,13 @@ impl Peer {
             .into_iter()
             .filter(|c| c.remote_name == name)
             .collect();
+        lock(&self.inner.dialers).retain(|_, d| {
+            let ours = d.current().is_some_and(|c| conns.iter().any(|x| Arc::ptr_eq(x, &c)));
+            if ours {
+                d.stop();
+            }
+            !ours
+        });
         for c in &conns {
             c.close("dropped").await;
         }
@@ -375,14 +477,13 @@ impl Peer {
         if self.inner.is_shutting_down() {
             return Err(err(OpenErrorKind::ShuttingDown));
         }
-        // The most recent live connection to that name.
-        let conn = lock(&self.inner.conns)
-            .values()
-            .rev()
-            .find(|c| c.remote_name == peer && c.lost().is_none())
-            .cloned()
-            .ok_or_else(|| err(OpenErrorKind::NoSuchPeer))?;
         let opts = self.inner.options();
+        // The most recent live connection to that name, waiting for one a while.
+        let conn = self
+            .inner
+            .connection_to(peer, opts.open_wait)
+            .await
+            .ok_or_else(|| err(OpenErrorKind::NoSuchPeer(opts.open_wait)))?;
         conn.open(
             service,
             headers.into(),
@@ -415,6 +516,9 @@ impl Peer {
     pub async fn shutdown(&self) -> usize {
         let inner = &self.inner;
         inner.shutting_down.store(true, Ordering::SeqCst);
+        for d in lock(&inner.dialers).drain().map(|(_, d)| d) {
+            d.stop();
+        }
         for b in lock(&inner.listeners).drain(..) {
             b.task.abort();
             b.listener.cleanup();
@@ -435,7 +539,6 @@ impl Peer {
         }
         let conns = inner.connections();
         futures::future::join_all(conns.iter().map(|c| c.close("peer shut down"))).await;
-        lock(&inner.dialed).clear();
         reset
     }
 }
@@ -443,12 +546,12 @@ impl Peer {
 async fn accept_loop(peer: Weak<PeerInner>, listener: Arc<Listener>) {
     loop {
         match listener.accept().await {
-            Ok((socket, addr)) => {
+            Ok((socket, addr, ip)) => {
                 let Some(peer) = peer.upgrade() else { return };
                 if peer.is_shutting_down() {
                     continue;
                 }
-                tokio::spawn(server::serve(peer, socket, addr));
+                tokio::spawn(server::serve(peer, socket, addr, ip));
             }
             Err(e) => {
                 // Out of descriptors and the like: wait a little rather than spin.

@@ -401,16 +401,17 @@ impl Listener {
         }
     }
 
-    pub(crate) async fn accept(&self) -> io::Result<(Socket, String)> {
+    /// The next connection, where it came from, and its IP address for TCP.
+    pub(crate) async fn accept(&self) -> io::Result<(Socket, String, Option<std::net::IpAddr>)> {
         match self {
             Listener::Tcp(l) => {
                 let (s, addr) = l.accept().await?;
                 s.set_nodelay(true)?;
-                Ok((Socket::Tcp(s), format!("tcp://{addr}")))
+                Ok((Socket::Tcp(s), format!("tcp://{addr}"), Some(addr.ip())))
             }
             Listener::Unix(l, path) => {
                 let (s, _) = l.accept().await?;
-                Ok((Socket::Unix(s), format!("unix://{}", path.display())))
+                Ok((Socket::Unix(s), format!("unix://{}", path.display()), None))
             }
         }
     }

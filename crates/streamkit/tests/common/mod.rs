@@ -75,6 +75,13 @@ pub fn peer_with(me: &Who, trusted: &[&Who], options: Options) -> Peer {
         .expect("valid config")
 }
 
+/// Options for a peer whose `connect` fails at once when nobody listens.
+pub fn no_retry() -> Options {
+    let mut o = Options::default();
+    o.reconnect = streamkit::Reconnect::never();
+    o
+}
+
 /// "bob" bound, "alice" connected to him.
 pub struct Pair {
     pub alice: Peer,

@@ -11,6 +11,8 @@ fn cfg() -> StateConfig {
         max_frame: 1024 * 1024,
         send_buffer: 128 * 1024,
         max_trailer_bytes: 1024,
+        read_timeout: None,
+        write_timeout: None,
     }
 }
 

@@ -26,7 +26,8 @@ fn config(peer: &PeerInner) -> Arc<russh::client::Config> {
         window_size: ssh_window(&opts),
         maximum_packet_size: opts.max_packet_size,
         inactivity_timeout: None,
-        keepalive_interval: None,
+        keepalive_interval: super::server::keepalive(&opts).0,
+        keepalive_max: super::server::keepalive(&opts).1,
         nodelay: true,
         preferred: preferred(),
         ..Default::default()
@@ -39,6 +40,7 @@ struct Handshake {
     host_key: Option<PublicKey>,
     server_name: Option<String>,
     refusal: Option<ConnectError>,
+    banner: Option<String>,
 }
 
 /// Connects to `ep`, runs the SSH handshake and authentication, and returns the
@@ -113,7 +115,10 @@ pub(crate) async fn dial(
                     peer.name()
                 )),
             };
-            if let Some(why) = why {
+            if let Some(mut why) = why {
+                if let Some(banner) = lock(&hs).banner.take() {
+                    why = format!("{why}; the server says: {}", banner.trim());
+                }
                 return Err(ConnectError::AuthRejected {
                     endpoint: endpoint.clone(),
                     why,
@@ -259,6 +264,14 @@ impl russh::client::Handler for ClientHandler {
                 fingerprint: key.fingerprint(),
             })),
         }
+    }
+
+    async fn auth_banner(&mut self, banner: &str, _session: &mut Session) -> Result<(), Self::Error> {
+        // Shown with an authentication failure (for example a connection limit).
+        let mut text: String = banner.chars().filter(|c| !c.is_control()).take(512).collect();
+        text.truncate(512);
+        lock(&self.hs).banner = Some(text);
+        Ok(())
     }
 
     async fn disconnected(

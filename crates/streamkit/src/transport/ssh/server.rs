@@ -1,5 +1,6 @@
 //! The bound side: an SSH server per accepted socket.
 
+use std::net::IpAddr;
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
@@ -35,9 +36,11 @@ pub(crate) fn config(peer: &PeerInner) -> Arc<russh::server::Config> {
         window_size: ssh_window(&opts),
         maximum_packet_size: opts.max_packet_size,
         max_auth_attempts: opts.max_auth_attempts,
-        // Idle connections are never cut by the SSH layer (keepalive is ours to run).
+        // Idle connections are never cut by the SSH layer; dead ones are found by
+        // keepalives (see `keepalive`).
         inactivity_timeout: None,
-        keepalive_interval: None,
+        keepalive_interval: keepalive(&opts).0,
+        keepalive_max: keepalive(&opts).1,
         nodelay: true,
         event_buffer_size: 64,
         preferred: preferred(),
@@ -45,9 +48,39 @@ pub(crate) fn config(peer: &PeerInner) -> Arc<russh::server::Config> {
     })
 }
 
+/// russh's keepalive settings for our interval × misses bound.
+///
+/// russh declares a peer gone once `max + 1` timer periods pass without hearing from
+/// it; with half the interval and `2 × misses − 1` as the maximum, that is exactly
+/// `interval × misses` (and a single miss remains expressible).
+pub(crate) fn keepalive(opts: &crate::config::Options) -> (Option<Duration>, usize) {
+    match opts.keepalive_interval {
+        Some(d) => (Some(d / 2), (2 * opts.keepalive_misses as usize).saturating_sub(1).max(1)),
+        None => (None, 0),
+    }
+}
+
 /// Runs one accepted socket until its connection ends.
-pub(crate) async fn serve(peer: Arc<PeerInner>, socket: Socket, remote_addr: String) {
+pub(crate) async fn serve(peer: Arc<PeerInner>, socket: Socket, remote_addr: String, ip: Option<IpAddr>) {
     let opts = peer.options();
+    // Counted from accept to the end of the connection, handshakes included.
+    struct Counted(Weak<PeerInner>, IpAddr);
+    impl Drop for Counted {
+        fn drop(&mut self) {
+            if let Some(p) = self.0.upgrade() {
+                p.release_address(self.1);
+            }
+        }
+    }
+    let mut over_limit = None;
+    let _counted = ip.map(|ip| {
+        if !peer.admit_address(ip) {
+            let max = opts.max_connections_per_address;
+            tracing::info!(%ip, max, "refusing a connection over the per-address limit");
+            over_limit = Some(format!("too many connections from {ip} (limit {max})"));
+        }
+        Counted(Arc::downgrade(&peer), ip)
+    });
     let (stream, kill, out) = SshStream::new(socket);
     let slot = Arc::new(ConnSlot::default());
     let handler = ServerHandler {
@@ -58,6 +91,7 @@ pub(crate) async fn serve(peer: Arc<PeerInner>, socket: Socket, remote_addr: Str
         kill: kill.clone(),
         out,
         user: None,
+        over_limit,
     };
     // A client that has not authenticated within the handshake timeout is dropped,
     // whatever it is doing (garbage, a truncated handshake, silence).
@@ -109,6 +143,8 @@ pub(crate) struct ServerHandler {
     out: Arc<Outbound>,
     /// The user name that authenticated (the client's peer name).
     user: Option<String>,
+    /// Why this client is refused before it authenticates (shown as the banner).
+    over_limit: Option<String>,
 }
 
 impl ServerHandler {
@@ -120,7 +156,7 @@ impl ServerHandler {
     }
 
     fn check_key(&self, user: &str, key: &ssh_key::PublicKey) -> bool {
-        if ident::validate_peer_name(user).is_err() {
+        if self.over_limit.is_some() || ident::validate_peer_name(user).is_err() {
             return false;
         }
         self.trust
@@ -170,8 +206,12 @@ impl russh::server::Handler for ServerHandler {
         }
     }
 
+    async fn authentication_banner(&mut self) -> Result<Option<String>, Self::Error> {
+        Ok(self.over_limit.as_ref().map(|m| format!("{m}\r\n")))
+    }
+
     async fn auth_password(&mut self, user: &str, password: &str) -> Result<Auth, Self::Error> {
-        if ident::validate_peer_name(user).is_ok() && self.trust.check_token(password) {
+        if self.over_limit.is_none() && ident::validate_peer_name(user).is_ok() && self.trust.check_token(password) {
             self.user = Some(user.to_owned());
             Ok(Auth::Accept)
         } else {

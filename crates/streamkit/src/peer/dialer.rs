@@ -1,0 +1,167 @@
+//! Endpoints given to `connect` are kept: a dialer re-dials them when their
+//! connection is lost, with exponential backoff and jitter.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
+
+use tokio::sync::Notify;
+
+use super::PeerInner;
+use super::connection::Connection;
+use super::events::Event;
+use crate::channel::shared::lock;
+use crate::endpoint::Endpoint;
+use crate::error::ConnectError;
+use crate::transport::ssh::client;
+
+/// One endpoint being kept connected.
+pub(crate) struct Dialer {
+    pub(crate) endpoint: Endpoint,
+    stopped: AtomicBool,
+    stop: Notify,
+    conn: Mutex<Option<Arc<Connection>>>,
+}
+
+impl Dialer {
+    pub(crate) fn new(endpoint: Endpoint) -> Arc<Dialer> {
+        Arc::new(Dialer { endpoint, stopped: AtomicBool::new(false), stop: Notify::new(), conn: Mutex::new(None) })
+    }
+
+    /// Stops re-dialling; returns the current connection, if any.
+    pub(crate) fn stop(&self) -> Option<Arc<Connection>> {
+        self.stopped.store(true, Ordering::SeqCst);
+        self.stop.notify_waiters();
+        lock(&self.conn).take()
+    }
+
+    fn is_stopped(&self) -> bool {
+        self.stopped.load(Ordering::SeqCst)
+    }
+
+    pub(crate) fn current(&self) -> Option<Arc<Connection>> {
+        lock(&self.conn).clone()
+    }
+
+    /// Sleeps `d`; `false` if stopped meanwhile.
+    async fn pause(&self, d: Duration) -> bool {
+        let stopped = self.stop.notified();
+        tokio::pin!(stopped);
+        stopped.as_mut().enable();
+        if self.is_stopped() {
+            return false;
+        }
+        tokio::select! {
+            () = tokio::time::sleep(d) => !self.is_stopped(),
+            () = stopped => false,
+        }
+    }
+}
+
+/// Whether dialling again could help (the remote may come back), as opposed to a
+/// refusal that needs a fix on one side (keys, trust, address).
+pub(crate) fn is_retryable(e: &ConnectError) -> bool {
+    matches!(e, ConnectError::Io { .. } | ConnectError::Timeout { .. } | ConnectError::Handshake { .. })
+}
+
+/// ±20% of `d`, so that many clients do not re-dial in lockstep.
+fn jitter(d: Duration) -> Duration {
+    let r = getrandom::u32().unwrap_or(0);
+    let frac = f64::from(r) / f64::from(u32::MAX); // 0..1
+    d.mul_f64(0.8 + 0.4 * frac)
+}
+
+/// The first connection: retried while the endpoint cannot be reached, if the
+/// policy says so. Dropping the future stops it.
+pub(crate) async fn first_connect(peer: &Arc<PeerInner>, dialer: &Dialer) -> Result<Arc<Connection>, ConnectError> {
+    let mut attempt = 0u32;
+    loop {
+        match client::dial(peer, &dialer.endpoint).await {
+            Ok(conn) => {
+                *lock(&dialer.conn) = Some(conn.clone());
+                return Ok(conn);
+            }
+            Err(e) => {
+                let policy = peer.options().reconnect.clone();
+                attempt += 1;
+                let exhausted = policy.max_attempts.is_some_and(|m| attempt >= m);
+                if !policy.retry_first_connect || !is_retryable(&e) || exhausted || peer.is_shutting_down() {
+                    return Err(e);
+                }
+                let delay = jitter(policy.delay(attempt));
+                tracing::debug!(endpoint = %dialer.endpoint, attempt, ?delay, error = %e, "connect failed, retrying");
+                peer.events.emit(|| Event::Reconnecting {
+                    endpoint: dialer.endpoint.to_string(),
+                    attempt,
+                    delay,
+                    error: e.to_string(),
+                });
+                if !dialer.pause(delay).await {
+                    return Err(e);
+                }
+            }
+        }
+    }
+}
+
+/// Keeps the endpoint connected until the dialer is stopped, the peer goes away,
+/// or the attempt limit is reached.
+pub(crate) async fn supervise(peer: Weak<PeerInner>, dialer: Arc<Dialer>) {
+    loop {
+        // Wait for the current connection to end.
+        let Some(conn) = dialer.current() else { return };
+        conn.wait_lost().await;
+        let reason = conn.lost().map(|r| r.to_string()).unwrap_or_default();
+        let mut attempt = 0u32;
+        let mut error = reason;
+        loop {
+            let Some(p) = peer.upgrade() else { return };
+            let policy = p.options().reconnect.clone();
+            if dialer.is_stopped() || p.is_shutting_down() {
+                return;
+            }
+            if !policy.enabled {
+                p.forget_dialer(&dialer);
+                return;
+            }
+            attempt += 1;
+            if policy.max_attempts.is_some_and(|m| attempt > m) {
+                tracing::info!(endpoint = %dialer.endpoint, attempts = attempt - 1, "giving up re-dialling");
+                p.events.emit(|| Event::GaveUp {
+                    endpoint: dialer.endpoint.to_string(),
+                    attempts: attempt - 1,
+                    error: error.clone(),
+                });
+                p.forget_dialer(&dialer);
+                return;
+            }
+            let delay = jitter(policy.delay(attempt));
+            p.events.emit(|| Event::Reconnecting {
+                endpoint: dialer.endpoint.to_string(),
+                attempt,
+                delay,
+                error: error.clone(),
+            });
+            drop(p);
+            if !dialer.pause(delay).await {
+                return;
+            }
+            let Some(p) = peer.upgrade() else { return };
+            match client::dial(&p, &dialer.endpoint).await {
+                Ok(conn) => {
+                    if dialer.is_stopped() {
+                        conn.close("disconnected").await;
+                        return;
+                    }
+                    tracing::info!(endpoint = %dialer.endpoint, peer = %conn.remote_name, attempt, "reconnected");
+                    *lock(&dialer.conn) = Some(conn);
+                    break;
+                }
+                Err(e) => {
+                    tracing::debug!(endpoint = %dialer.endpoint, attempt, error = %e, "re-dial failed");
+                    error = e.to_string();
+                }
+            }
+        }
+    }
+}
