@@ -236,7 +236,11 @@ impl Default for Reconnect {
 impl Reconnect {
     /// No re-dialling: `connect` tries once and a lost connection stays lost.
     pub fn never() -> Reconnect {
-        Reconnect { retry_first_connect: false, enabled: false, ..Reconnect::default() }
+        Reconnect {
+            retry_first_connect: false,
+            enabled: false,
+            ..Reconnect::default()
+        }
     }
 
     /// The delay before attempt `n` (1-based), without jitter.
@@ -313,9 +317,14 @@ impl Options {
             return bad("keepalive_misses", "must be at least 1".into());
         }
         if self.keepalive_interval.is_some_and(|d| d.is_zero()) {
-            return bad("keepalive_interval", "must not be zero (use None to disable)".into());
+            return bad(
+                "keepalive_interval",
+                "must not be zero (use None to disable)".into(),
+            );
         }
-        if self.reconnect.first_delay.is_zero() || self.reconnect.max_delay < self.reconnect.first_delay {
+        if self.reconnect.first_delay.is_zero()
+            || self.reconnect.max_delay < self.reconnect.first_delay
+        {
             return bad("reconnect", "need 0 < first_delay <= max_delay".into());
         }
         Ok(())

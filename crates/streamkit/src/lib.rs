@@ -61,12 +61,15 @@ pub mod fuzzing;
 
 pub use bytes::Bytes;
 pub use channel::{Channel, ChannelMeta, Headers, JoinError, JoinStats, ReadHalf, WriteHalf};
-pub use config::{AccessRequest, Authorize, MAX_HEADER_BYTES_LIMIT, Options, PeerConfig, Reconnect, Services};
+pub use config::{
+    AccessRequest, Authorize, MAX_HEADER_BYTES_LIMIT, Options, PeerConfig, Reconnect, Services,
+};
 pub use endpoint::Endpoint;
 pub use error::{
     BindError, ChannelError, ConfigError, ConnectError, KeyError, OpenError, OpenErrorKind,
 };
 pub use keys::{Identity, PublicKey};
+pub use peer::events::{Event, Events};
 pub use peer::{AcceptError, Peer};
 pub use trust::Trust;
 pub use wire::reason::{OpenRefusal, ResetCode};

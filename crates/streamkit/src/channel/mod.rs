@@ -284,7 +284,10 @@ impl ReadHalf {
         self.timer.check(cx, r)
     }
 
-    async fn op<T>(&mut self, mut f: impl FnMut(&mut ChannelState) -> (Step<T>, Wake)) -> Result<T, ChannelError> {
+    async fn op<T>(
+        &mut self,
+        mut f: impl FnMut(&mut ChannelState) -> (Step<T>, Wake),
+    ) -> Result<T, ChannelError> {
         self.timer.restart();
         poll_fn(|cx| self.poll_op(cx, &mut f)).await
     }
@@ -353,7 +356,10 @@ impl WriteHalf {
         self.timer.check(cx, r)
     }
 
-    async fn op<T>(&mut self, mut f: impl FnMut(&mut ChannelState) -> (Step<T>, Wake)) -> Result<T, ChannelError> {
+    async fn op<T>(
+        &mut self,
+        mut f: impl FnMut(&mut ChannelState) -> (Step<T>, Wake),
+    ) -> Result<T, ChannelError> {
         self.timer.restart();
         poll_fn(|cx| self.poll_op(cx, &mut f)).await
     }
@@ -385,7 +391,8 @@ impl WriteHalf {
         trailers: impl Into<Headers>,
     ) -> Result<(), ChannelError> {
         let mut list = Some(Vec::<String>::from(trailers.into()));
-        self.op(|s| s.write_trailers(list.take().unwrap_or_default())).await
+        self.op(|s| s.write_trailers(list.take().unwrap_or_default()))
+            .await
     }
 
     /// Ends the stream in this direction; the other direction keeps working.
@@ -449,14 +456,14 @@ impl AsyncWrite for WriteHalf {
     /// Waits until everything written has been handed to the connection.
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         self.poll_op(cx, |s| {
-                let step = match (s.send_failure(), s.send_buffered()) {
-                    (Some(e), _) => Step::Failed(e),
-                    (None, 0) => Step::Ready(()),
-                    (None, _) => Step::Pending,
-                };
-                (step, Default::default())
-            })
-            .map_err(Into::into)
+            let step = match (s.send_failure(), s.send_buffered()) {
+                (Some(e), _) => Step::Failed(e),
+                (None, 0) => Step::Ready(()),
+                (None, _) => Step::Pending,
+            };
+            (step, Default::default())
+        })
+        .map_err(Into::into)
     }
 
     /// Ends the stream: [`close_write`](WriteHalf::close_write).

@@ -16,7 +16,10 @@ pub(crate) struct Timer {
 
 impl Timer {
     pub(crate) fn new(timeout: Option<Duration>) -> Timer {
-        Timer { timeout, sleep: None }
+        Timer {
+            timeout,
+            sleep: None,
+        }
     }
 
     pub(crate) fn set(&mut self, timeout: Option<Duration>) {
@@ -31,13 +34,21 @@ impl Timer {
 
     /// Passes a result through; a pending one turns into `TimedOut` once it has
     /// been pending for the timeout. The clock starts at the first pending poll.
-    pub(crate) fn check<T>(&mut self, cx: &mut Context<'_>, r: Poll<Result<T, ChannelError>>) -> Poll<Result<T, ChannelError>> {
+    pub(crate) fn check<T>(
+        &mut self,
+        cx: &mut Context<'_>,
+        r: Poll<Result<T, ChannelError>>,
+    ) -> Poll<Result<T, ChannelError>> {
         if r.is_ready() {
             self.sleep = None;
             return r;
         }
-        let Some(d) = self.timeout else { return Poll::Pending };
-        let sleep = self.sleep.get_or_insert_with(|| Box::pin(tokio::time::sleep(d)));
+        let Some(d) = self.timeout else {
+            return Poll::Pending;
+        };
+        let sleep = self
+            .sleep
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(d)));
         if sleep.as_mut().poll(cx).is_ready() {
             self.sleep = None;
             return Poll::Ready(Err(ChannelError::TimedOut(d)));

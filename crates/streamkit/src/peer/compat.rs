@@ -51,7 +51,12 @@ impl Connection {
         let slot = self.admit(&peer, &opts, host, &headers)?;
         let shared = self.new_compat_channel(ssh_id, false);
         map.insert(ssh_id, shared.clone());
-        Ok(Accepted::new(shared, self.meta(host.to_owned(), headers), slot, self.peer.clone()))
+        Ok(Accepted::new(
+            shared,
+            self.meta(host.to_owned(), headers),
+            slot,
+            self.peer.clone(),
+        ))
     }
 
     /// A `session` channel opened: it becomes a service channel at `exec`/`subsystem`.
@@ -123,7 +128,8 @@ impl Connection {
             self.admit(&peer, &opts, service, &headers)
         });
         match outcome {
-            Ok(slot) => Accepted::new(pending.shared, info, slot, self.peer.clone()).complete(pending.writer),
+            Ok(slot) => Accepted::new(pending.shared, info, slot, self.peer.clone())
+                .complete(pending.writer),
             Err(refusal) => {
                 tracing::info!(peer = %self.remote_name, service, "refused: {}", refusal.description());
                 let status = if refusal == OpenRefusal::ServiceNotFound {

@@ -76,8 +76,18 @@ pub(crate) struct Accepted {
 }
 
 impl Accepted {
-    pub(super) fn new(shared: Arc<ChannelShared>, info: MetaInfo, slot: AcceptSlot, peer: Weak<PeerInner>) -> Accepted {
-        Accepted { shared, info, slot, peer }
+    pub(super) fn new(
+        shared: Arc<ChannelShared>,
+        info: MetaInfo,
+        slot: AcceptSlot,
+        peer: Weak<PeerInner>,
+    ) -> Accepted {
+        Accepted {
+            shared,
+            info,
+            slot,
+            peer,
+        }
     }
 
     pub(crate) fn complete(self, writer: SshWriter) {
@@ -282,7 +292,12 @@ impl Connection {
         let slot = self.admit(&peer, &opts, &req.service, &headers)?;
         let shared = self.new_channel(ssh_id);
         map.insert(ssh_id, shared.clone());
-        Ok(Accepted::new(shared, self.meta(req.service, headers), slot, self.peer.clone()))
+        Ok(Accepted::new(
+            shared,
+            self.meta(req.service, headers),
+            slot,
+            self.peer.clone(),
+        ))
     }
 
     /// The peer and its options, if it still takes channels.

@@ -25,7 +25,12 @@ pub(crate) struct Dialer {
 
 impl Dialer {
     pub(crate) fn new(endpoint: Endpoint) -> Arc<Dialer> {
-        Arc::new(Dialer { endpoint, stopped: AtomicBool::new(false), stop: Notify::new(), conn: Mutex::new(None) })
+        Arc::new(Dialer {
+            endpoint,
+            stopped: AtomicBool::new(false),
+            stop: Notify::new(),
+            conn: Mutex::new(None),
+        })
     }
 
     /// Stops re-dialling; returns the current connection, if any.
@@ -61,7 +66,10 @@ impl Dialer {
 /// Whether dialling again could help (the remote may come back), as opposed to a
 /// refusal that needs a fix on one side (keys, trust, address).
 pub(crate) fn is_retryable(e: &ConnectError) -> bool {
-    matches!(e, ConnectError::Io { .. } | ConnectError::Timeout { .. } | ConnectError::Handshake { .. })
+    matches!(
+        e,
+        ConnectError::Io { .. } | ConnectError::Timeout { .. } | ConnectError::Handshake { .. }
+    )
 }
 
 /// ±20% of `d`, so that many clients do not re-dial in lockstep.
@@ -73,7 +81,10 @@ fn jitter(d: Duration) -> Duration {
 
 /// The first connection: retried while the endpoint cannot be reached, if the
 /// policy says so. Dropping the future stops it.
-pub(crate) async fn first_connect(peer: &Arc<PeerInner>, dialer: &Dialer) -> Result<Arc<Connection>, ConnectError> {
+pub(crate) async fn first_connect(
+    peer: &Arc<PeerInner>,
+    dialer: &Dialer,
+) -> Result<Arc<Connection>, ConnectError> {
     let mut attempt = 0u32;
     loop {
         match client::dial(peer, &dialer.endpoint).await {
@@ -85,7 +96,11 @@ pub(crate) async fn first_connect(peer: &Arc<PeerInner>, dialer: &Dialer) -> Res
                 let policy = peer.options().reconnect.clone();
                 attempt += 1;
                 let exhausted = policy.max_attempts.is_some_and(|m| attempt >= m);
-                if !policy.retry_first_connect || !is_retryable(&e) || exhausted || peer.is_shutting_down() {
+                if !policy.retry_first_connect
+                    || !is_retryable(&e)
+                    || exhausted
+                    || peer.is_shutting_down()
+                {
                     return Err(e);
                 }
                 let delay = jitter(policy.delay(attempt));
@@ -127,12 +142,12 @@ pub(crate) async fn supervise(peer: Weak<PeerInner>, dialer: Arc<Dialer>) {
             attempt += 1;
             if policy.max_attempts.is_some_and(|m| attempt > m) {
                 tracing::info!(endpoint = %dialer.endpoint, attempts = attempt - 1, "giving up re-dialling");
+                p.forget_dialer(&dialer);
                 p.events.emit(|| Event::GaveUp {
                     endpoint: dialer.endpoint.to_string(),
                     attempts: attempt - 1,
                     error: error.clone(),
                 });
-                p.forget_dialer(&dialer);
                 return;
             }
             let delay = jitter(policy.delay(attempt));

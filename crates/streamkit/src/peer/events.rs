@@ -101,7 +101,9 @@ pub(crate) struct Emitter {
 
 impl Default for Emitter {
     fn default() -> Emitter {
-        Emitter { tx: broadcast::Sender::new(CAPACITY) }
+        Emitter {
+            tx: broadcast::Sender::new(CAPACITY),
+        }
     }
 }
 

@@ -4,7 +4,7 @@
 mod compat;
 pub(crate) mod connection;
 mod dialer;
-pub(crate) mod events;
+pub mod events;
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -136,13 +136,15 @@ impl PeerInner {
             return;
         }
         tracing::debug!(peer = %conn.remote_name, addr = %conn.remote_addr, "connected");
-        self.events.emit(|| events::Event::Connected {
+        let event = events::Event::Connected {
             peer: conn.remote_name.clone(),
             endpoint: conn.remote_addr.clone(),
             dialed: conn.dialed,
-        });
+        };
         lock(&self.conns).insert(conn.id, conn);
         self.changed.notify_waiters();
+        // After the connection is visible, so that a subscriber sees it in `peers()`.
+        self.events.emit(|| event);
     }
 
     pub(crate) fn unregister(&self, id: u64) {
@@ -179,7 +181,11 @@ impl PeerInner {
     }
 
     /// Waits until a live connection to `name` exists, for at most `wait`.
-    async fn connection_to(&self, name: &str, wait: std::time::Duration) -> Option<Arc<Connection>> {
+    async fn connection_to(
+        &self,
+        name: &str,
+        wait: std::time::Duration,
+    ) -> Option<Arc<Connection>> {
         let find = || {
             lock(&self.conns)
                 .values()
@@ -440,7 +446,9 @@ impl Peer {
             .filter(|c| c.remote_name == name)
             .collect();
         lock(&self.inner.dialers).retain(|_, d| {
-            let ours = d.current().is_some_and(|c| conns.iter().any(|x| Arc::ptr_eq(x, &c)));
+            let ours = d
+                .current()
+                .is_some_and(|c| conns.iter().any(|x| Arc::ptr_eq(x, &c)));
             if ours {
                 d.stop();
             }

@@ -2,6 +2,8 @@
 //! other, over TCP or Unix sockets, and a timeout that only catches hangs.
 #![allow(dead_code)]
 
+pub mod proxy;
+
 use std::future::Future;
 use std::time::Duration;
 

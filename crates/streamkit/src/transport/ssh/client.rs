@@ -266,9 +266,17 @@ impl russh::client::Handler for ClientHandler {
         }
     }
 
-    async fn auth_banner(&mut self, banner: &str, _session: &mut Session) -> Result<(), Self::Error> {
+    async fn auth_banner(
+        &mut self,
+        banner: &str,
+        _session: &mut Session,
+    ) -> Result<(), Self::Error> {
         // Shown with an authentication failure (for example a connection limit).
-        let mut text: String = banner.chars().filter(|c| !c.is_control()).take(512).collect();
+        let mut text: String = banner
+            .chars()
+            .filter(|c| !c.is_control())
+            .take(512)
+            .collect();
         text.truncate(512);
         lock(&self.hs).banner = Some(text);
         Ok(())

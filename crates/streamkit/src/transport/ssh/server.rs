@@ -55,13 +55,23 @@ pub(crate) fn config(peer: &PeerInner) -> Arc<russh::server::Config> {
 /// `interval × misses` (and a single miss remains expressible).
 pub(crate) fn keepalive(opts: &crate::config::Options) -> (Option<Duration>, usize) {
     match opts.keepalive_interval {
-        Some(d) => (Some(d / 2), (2 * opts.keepalive_misses as usize).saturating_sub(1).max(1)),
+        Some(d) => (
+            Some(d / 2),
+            (2 * opts.keepalive_misses as usize)
+                .saturating_sub(1)
+                .max(1),
+        ),
         None => (None, 0),
     }
 }
 
 /// Runs one accepted socket until its connection ends.
-pub(crate) async fn serve(peer: Arc<PeerInner>, socket: Socket, remote_addr: String, ip: Option<IpAddr>) {
+pub(crate) async fn serve(
+    peer: Arc<PeerInner>,
+    socket: Socket,
+    remote_addr: String,
+    ip: Option<IpAddr>,
+) {
     let opts = peer.options();
     // Counted from accept to the end of the connection, handshakes included.
     struct Counted(Weak<PeerInner>, IpAddr);
@@ -211,7 +221,10 @@ impl russh::server::Handler for ServerHandler {
     }
 
     async fn auth_password(&mut self, user: &str, password: &str) -> Result<Auth, Self::Error> {
-        if self.over_limit.is_none() && ident::validate_peer_name(user).is_ok() && self.trust.check_token(password) {
+        if self.over_limit.is_none()
+            && ident::validate_peer_name(user).is_ok()
+            && self.trust.check_token(password)
+        {
             self.user = Some(user.to_owned());
             Ok(Auth::Accept)
         } else {

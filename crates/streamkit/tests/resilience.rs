@@ -1,0 +1,446 @@
+//! Resilience under injected faults: a TCP proxy that cuts, stalls and drops bytes
+//! between real peers; keepalive, reconnect, limits, shutdown and churn.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::proxy::Proxy;
+use common::*;
+use streamkit::{ChannelError, ConnectError, Event, Events, OpenErrorKind, Options, Reconnect};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// Waits for the first event `pred` accepts (a hang is caught by `within`).
+async fn wait_for(events: &mut Events, mut pred: impl FnMut(&Event) -> bool) -> Event {
+    within(async {
+        loop {
+            let e = events.next().await.expect("peer gone");
+            if pred(&e) {
+                return e;
+            }
+        }
+    })
+    .await
+}
+
+fn fast_reconnect() -> Reconnect {
+    let mut r = Reconnect::default();
+    r.first_delay = Duration::from_millis(50);
+    r.max_delay = Duration::from_millis(400);
+    r
+}
+
+/// bob listens; alice connects to him through a fault proxy.
+async fn proxied(alice_opts: Options, bob_opts: Options) -> (Pair, Proxy) {
+    let (a, b) = (who("alice"), who("bob"));
+    let alice = peer_with(&a, &[&b], alice_opts);
+    let bob = peer_with(&b, &[&a], bob_opts);
+    let scratch = Scratch::new();
+    let url = bob.bind("tcp://127.0.0.1:0").await.unwrap().to_string();
+    let proxy = Proxy::start(url.trim_start_matches("tcp://")).await;
+    within(alice.connect(&proxy.url)).await.unwrap();
+    (
+        Pair {
+            alice,
+            bob,
+            url: proxy.url.clone(),
+            scratch,
+        },
+        proxy,
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keepalive_detects_a_stalled_connection_within_its_bound() {
+    let mut opts = Options::default();
+    opts.keepalive_interval = Some(Duration::from_millis(200));
+    opts.keepalive_misses = 3;
+    opts.reconnect = Reconnect::never();
+    let (p, proxy) = proxied(opts.clone(), opts).await;
+    serve_echo(&p.bob);
+    let mut ch = within(p.alice.open("bob", "echo", ())).await.unwrap();
+    ch.write_frame(b"before").await.unwrap();
+    within(ch.read_frame()).await.unwrap();
+    let mut events = p.alice.events();
+    // The proxy stops forwarding: packets are neither delivered nor refused.
+    proxy.stall();
+    let stalled = Instant::now();
+    let e = wait_for(&mut events, |e| matches!(e, Event::Disconnected { .. })).await;
+    let took = stalled.elapsed();
+    let Event::Disconnected { peer, reason, .. } = e else {
+        unreachable!()
+    };
+    assert_eq!(peer, "bob");
+    assert!(
+        reason.contains("keepalive") || reason.contains("Keepalive"),
+        "{reason}"
+    );
+    // Declared gone within interval × misses (600 ms) of the last word from bob;
+    // scheduling on a loaded 2-core machine gets a generous margin.
+    assert!(
+        took < Duration::from_millis(600) + Duration::from_secs(2),
+        "took {took:?}"
+    );
+    assert!(p.alice.peers().is_empty());
+    assert!(matches!(
+        within(ch.read_frame()).await,
+        Err(ChannelError::ConnectionLost(_))
+    ));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_healthy_connection_is_never_cut() {
+    let mut opts = Options::default();
+    opts.keepalive_interval = Some(Duration::from_millis(100));
+    opts.keepalive_misses = 2;
+    let p = pair_with(Kind::Tcp, opts.clone(), opts).await;
+    serve_echo(&p.bob);
+    let mut events = p.alice.events();
+    let mut ch = within(p.alice.open("bob", "echo", ())).await.unwrap();
+    // Idle for ten times the keepalive bound: the scenario is the waiting itself.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    ch.write_frame(b"still here").await.unwrap();
+    assert_eq!(
+        &within(ch.read_frame()).await.unwrap().unwrap()[..],
+        b"still here"
+    );
+    assert_eq!(p.alice.peers(), ["bob"]);
+    while let Ok(Some(e)) = tokio::time::timeout(Duration::ZERO, events.next()).await {
+        assert!(!matches!(e, Event::Disconnected { .. }), "{e:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cut_connection_comes_back_and_old_channels_fail_clearly() {
+    let mut opts = Options::default();
+    opts.reconnect = fast_reconnect();
+    let (p, proxy) = proxied(opts, Options::default()).await;
+    serve_echo(&p.bob);
+    let mut events = p.alice.events();
+    let mut old = within(p.alice.open("bob", "echo", ())).await.unwrap();
+    proxy.cut();
+    let e = wait_for(&mut events, |e| matches!(e, Event::Disconnected { .. })).await;
+    assert!(
+        matches!(e, Event::Disconnected { ref peer, .. } if peer == "bob"),
+        "{e:?}"
+    );
+    let e = wait_for(&mut events, |e| matches!(e, Event::Reconnecting { .. })).await;
+    assert!(matches!(e, Event::Reconnecting { attempt: 1, .. }), "{e:?}");
+    wait_for(&mut events, |e| matches!(e, Event::Connected { .. })).await;
+    assert_eq!(p.alice.peers(), ["bob"]);
+    // The channel of the lost connection failed with a clear error...
+    let err = within(old.read_frame()).await.unwrap_err();
+    assert!(matches!(err, ChannelError::ConnectionLost(_)), "{err}");
+    assert!(err.to_string().starts_with("connection lost"), "{err}");
+    // ...and new channels work.
+    let mut ch = within(p.alice.open("bob", "echo", ())).await.unwrap();
+    ch.write_frame(b"again").await.unwrap();
+    assert_eq!(
+        &within(ch.read_frame()).await.unwrap().unwrap()[..],
+        b"again"
+    );
+    // disconnect stops the re-dialling: after another cut nothing comes back.
+    within(p.alice.disconnect(&proxy.url)).await.unwrap();
+    proxy.cut();
+    assert!(p.alice.peers().is_empty());
+    within(p.alice.connect(&proxy.url)).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn open_waits_for_a_peer_that_is_coming_back() {
+    let mut opts = Options::default();
+    opts.reconnect = fast_reconnect();
+    opts.open_wait = Duration::from_secs(30);
+    let (p, proxy) = proxied(opts, Options::default()).await;
+    serve_echo(&p.bob);
+    let mut events = p.alice.events();
+    proxy.cut();
+    wait_for(&mut events, |e| matches!(e, Event::Disconnected { .. })).await;
+    // bob is away; the open waits for the reconnect instead of failing.
+    let mut ch = within(p.alice.open("bob", "echo", ())).await.unwrap();
+    ch.write_frame(b"after the gap").await.unwrap();
+    assert_eq!(
+        &within(ch.read_frame()).await.unwrap().unwrap()[..],
+        b"after the gap"
+    );
+    // A peer that never comes: a clear error once the wait is over.
+    let mut short = p.alice.options();
+    short.open_wait = Duration::from_millis(100);
+    p.alice.set_options(short).unwrap();
+    let err = within(p.alice.open("nobody", "echo", ()))
+        .await
+        .unwrap_err();
+    assert!(matches!(err.kind, OpenErrorKind::NoSuchPeer(_)), "{err}");
+    assert!(err.to_string().contains("waited 100ms"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn first_connect_retries_until_the_server_appears() {
+    let (a, b) = (who("alice"), who("bob"));
+    // A port nobody listens on yet.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let url = format!("tcp://127.0.0.1:{port}");
+    let mut opts = Options::default();
+    opts.reconnect = fast_reconnect();
+    let alice = peer_with(&a, &[&b], opts);
+    let mut events = alice.events();
+    let connecting = {
+        let (alice, url) = (alice.clone(), url.clone());
+        tokio::spawn(async move { alice.connect(&url).await })
+    };
+    // It is retrying...
+    wait_for(&mut events, |e| {
+        matches!(e, Event::Reconnecting { attempt: 2, .. })
+    })
+    .await;
+    // ...until bob shows up.
+    let bob = peer(&b, &[&a]);
+    bob.bind(&url).await.unwrap();
+    assert_eq!(within(connecting).await.unwrap().unwrap(), "bob");
+    // Asked not to retry, connect fails at once; trust failures are never retried.
+    let nobody = format!(
+        "tcp://127.0.0.1:{}",
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port()
+    );
+    let once = peer_with(&a, &[&b], no_retry());
+    assert!(matches!(
+        within(once.connect(&nobody)).await,
+        Err(ConnectError::Io { .. })
+    ));
+    let stranger = peer(&who("alice"), &[&b]);
+    assert!(matches!(
+        within(stranger.connect(&url)).await,
+        Err(ConnectError::AuthRejected { .. })
+    ));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_attempt_limit_gives_up() {
+    let mut opts = Options::default();
+    let mut r = fast_reconnect();
+    r.max_attempts = Some(3);
+    opts.reconnect = r;
+    let (a, b) = (who("alice"), who("bob"));
+    let alice = peer_with(&a, &[&b], opts);
+    let bob = peer(&b, &[&a]);
+    let url = bob.bind("tcp://127.0.0.1:0").await.unwrap().to_string();
+    within(alice.connect(&url)).await.unwrap();
+    let mut events = alice.events();
+    // bob goes away for good.
+    drop(bob);
+    let e = wait_for(&mut events, |e| matches!(e, Event::GaveUp { .. })).await;
+    assert!(matches!(e, Event::GaveUp { attempts: 3, .. }), "{e:?}");
+    // The endpoint is forgotten: connecting again is allowed (and fails, nobody listens).
+    let mut once = alice.options();
+    once.reconnect = Reconnect::never();
+    alice.set_options(once).unwrap();
+    assert!(matches!(
+        within(alice.connect(&url)).await,
+        Err(ConnectError::Io { .. })
+    ));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bytes_dropped_one_way_are_detected_by_keepalive() {
+    let mut opts = Options::default();
+    opts.keepalive_interval = Some(Duration::from_millis(200));
+    opts.keepalive_misses = 3;
+    opts.reconnect = Reconnect::never();
+    let (p, proxy) = proxied(opts.clone(), opts).await;
+    let mut events = p.bob.events();
+    // alice's packets vanish on the way to bob: bob hears nothing and gives up on her.
+    proxy.drop_upstream();
+    let e = wait_for(&mut events, |e| matches!(e, Event::Disconnected { .. })).await;
+    assert!(
+        matches!(e, Event::Disconnected { ref peer, .. } if peer == "alice"),
+        "{e:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn read_and_write_timeouts_leave_the_channel_usable() {
+    let p = pair(Kind::Tcp).await;
+    let bob = p.bob.clone();
+    let (go_tx, go_rx) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(async move {
+        let (_, mut ch) = bob.accept().await.unwrap();
+        go_rx.await.unwrap();
+        ch.write_frame(b"late").await.unwrap();
+        ch.close().await.unwrap();
+    });
+    let mut ch = within(p.alice.open("bob", "slow", ())).await.unwrap();
+    ch.set_read_timeout(Some(Duration::from_millis(100)));
+    let err = within(ch.read_frame()).await.unwrap_err();
+    assert_eq!(err, ChannelError::TimedOut(Duration::from_millis(100)));
+    assert_eq!(
+        std::io::Error::from(err).kind(),
+        std::io::ErrorKind::TimedOut
+    );
+    go_tx.send(()).unwrap();
+    ch.set_read_timeout(None);
+    assert_eq!(
+        &within(ch.read_frame()).await.unwrap().unwrap()[..],
+        b"late"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_per_address_are_limited_with_a_clear_error() {
+    let mut bob_opts = Options::default();
+    bob_opts.max_connections_per_address = 2;
+    let b = who("bob");
+    let clients: Vec<_> = (0..3).map(|_| who("c")).collect();
+    let refs: Vec<&Who> = clients.iter().collect();
+    let bob = peer_with(&b, &refs, bob_opts);
+    let url = bob.bind("tcp://127.0.0.1:0").await.unwrap().to_string();
+    let peers: Vec<_> = clients
+        .iter()
+        .map(|c| peer_with(c, &[&b], no_retry()))
+        .collect();
+    within(peers[0].connect(&url)).await.unwrap();
+    within(peers[1].connect(&url)).await.unwrap();
+    let err = within(peers[2].connect(&url)).await.unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("too many connections from 127.0.0.1 (limit 2)"),
+        "{err}"
+    );
+    // Everything else keeps working, and a freed place can be used.
+    within(peers[0].disconnect(&url)).await.unwrap();
+    within(async {
+        while bob.peers().len() > 1 {
+            tokio::task::yield_now().await;
+        }
+    })
+    .await;
+    within(peers[2].connect(&url)).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_tell_the_story_of_a_connection() {
+    let (a, b) = (who("alice"), who("bob"));
+    let alice = peer_with(&a, &[&b], no_retry());
+    let bob = peer(&b, &[&a]);
+    let url = bob.bind("tcp://127.0.0.1:0").await.unwrap().to_string();
+    serve_echo(&bob);
+    let mut events = alice.events();
+    within(alice.connect(&url)).await.unwrap();
+    let mut ch = within(alice.open("bob", "echo", ())).await.unwrap();
+    ch.write_frame(b"x").await.unwrap();
+    within(ch.read_frame()).await.unwrap();
+    within(ch.close()).await.unwrap();
+    within(alice.disconnect(&url)).await.unwrap();
+    let mut seen = Vec::new();
+    loop {
+        let e = within(events.next()).await.unwrap();
+        let done = matches!(e, Event::Disconnected { .. });
+        seen.push(e);
+        if done {
+            break;
+        }
+    }
+    assert!(
+        matches!(&seen[0], Event::Connected { peer, dialed: true, .. } if peer == "bob"),
+        "{seen:?}"
+    );
+    assert!(
+        seen.iter().any(
+            |e| matches!(e, Event::ChannelOpened { service, local: true, .. } if service == "echo")
+        ),
+        "{seen:?}"
+    );
+    assert!(
+        seen.iter()
+            .any(|e| matches!(e, Event::ChannelClosed { service, .. } if service == "echo")),
+        "{seen:?}"
+    );
+}
+
+/// 50 channels mid-transfer when the server shuts down: all finish byte for byte
+/// within the close timeout; with a close timeout too short, they are reset and
+/// their writers see errors.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn graceful_shutdown_with_fifty_channels() {
+    for too_short in [false, true] {
+        let mut bob_opts = Options::default();
+        bob_opts.close_timeout = if too_short {
+            Duration::from_millis(1)
+        } else {
+            Duration::from_secs(60)
+        };
+        let p = pair_with(Kind::Tcp, no_retry(), bob_opts).await;
+        let bob = p.bob.clone();
+        // An echo that answers slowly, so that transfers are still running at shutdown.
+        tokio::spawn(async move {
+            while let Ok((_, ch)) = bob.accept().await {
+                tokio::spawn(async move {
+                    let (mut r, mut w) = ch.split();
+                    let mut buf = vec![0u8; 16 * 1024];
+                    loop {
+                        let n = match r.read(&mut buf).await {
+                            Ok(0) | Err(_) => break,
+                            Ok(n) => n,
+                        };
+                        if w.write_all(&buf[..n]).await.is_err() {
+                            return;
+                        }
+                        tokio::task::yield_now().await;
+                    }
+                    let _ = w.close_write().await;
+                });
+            }
+        });
+        let mut started = Vec::new();
+        let mut tasks = Vec::new();
+        for i in 0..50u64 {
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            let alice = p.alice.clone();
+            started.push(rx);
+            tasks.push(tokio::spawn(async move {
+                let ch = alice.open("bob", "echo", ()).await.unwrap();
+                let (mut r, mut w) = ch.split();
+                // Too short a timeout: enough data that no writer can be done by then.
+                let data = pattern(if too_short { 4 << 20 } else { 256 * 1024 }, i);
+                let sent = data.clone();
+                let writer = tokio::spawn(async move {
+                    w.write_all(&sent[..4096]).await?;
+                    let _ = tx.send(());
+                    w.write_all(&sent[4096..]).await?;
+                    w.close_write().await.map_err(std::io::Error::from)
+                });
+                let mut back = Vec::new();
+                let read = r.read_to_end(&mut back).await;
+                let wrote = writer.await.unwrap();
+                (data == back && read.is_ok(), wrote.is_ok())
+            }));
+        }
+        for rx in started {
+            within(rx).await.unwrap();
+        }
+        let reset = within(p.bob.shutdown()).await;
+        let mut complete = 0;
+        let mut writer_errors = 0;
+        for t in tasks {
+            let (same, wrote) = within(t).await.unwrap();
+            complete += usize::from(same);
+            writer_errors += usize::from(!wrote);
+        }
+        if too_short {
+            assert_eq!(reset, 50, "every channel was still open and was reset");
+            assert_eq!(complete, 0);
+            assert_eq!(writer_errors, 50, "every writer saw an error");
+        } else {
+            assert_eq!(reset, 0);
+            assert_eq!(complete, 50, "every channel finished byte for byte");
+        }
+    }
+}
