@@ -171,8 +171,10 @@ pub struct Options {
     pub close_timeout: Duration,
     /// Authentication attempts a client gets per connection. Default 6. Applies to new connections.
     pub max_auth_attempts: usize,
-    /// Largest SSH packet accepted per channel message, in bytes. Default 256 KiB
-    /// (the most russh accepts). Applies to new connections.
+    /// Largest SSH packet accepted per channel message, in bytes. Default 64 KiB:
+    /// measured faster over TCP than 256 KiB (the most russh accepts), whose buffers
+    /// exceed the allocator's mmap threshold and churn pages. Applies to new
+    /// connections.
     pub max_packet_size: u32,
     /// Most connections (established or in their handshake) from one remote IP
     /// address. Default 256. Applies to new connections; the one over the limit is
@@ -264,7 +266,7 @@ impl Default for Options {
             open_timeout: Duration::from_secs(30),
             close_timeout: Duration::from_secs(10),
             max_auth_attempts: 6,
-            max_packet_size: 256 * 1024,
+            max_packet_size: 64 * 1024,
             max_connections_per_address: 256,
             reconnect: Reconnect::default(),
             open_wait: Duration::from_secs(5),

@@ -1,0 +1,57 @@
+//! Pushes bytes through one channel between two peers in this process and prints
+//! the rate: `cargo run --release --example bulk -- [tcp|unix] [MiB]`.
+
+use std::time::Instant;
+
+use streamkit::{Identity, Peer, PeerConfig, Trust};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+#[tokio::main]
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let mut args = std::env::args().skip(1);
+    let kind = args.next().unwrap_or_else(|| "tcp".into());
+    let mib: usize = args.next().map_or(Ok(512), |s| s.parse())?;
+    let (a, b) = (Identity::generate(), Identity::generate());
+    let mut opts = streamkit::Options::default();
+    if let Ok(p) = std::env::var("SK_PACKET") {
+        opts.max_packet_size = p.parse()?;
+    }
+    if let Ok(w) = std::env::var("SK_WINDOW") {
+        opts.channel_window = w.parse()?;
+    }
+    let bob = Peer::new(PeerConfig::new("bob", b.clone(), Trust::new().with_key(a.public_key())).with_options(opts.clone()))?;
+    let alice = Peer::new(PeerConfig::new("alice", a, Trust::new().with_key(b.public_key())).with_options(opts))?;
+    let dir = std::env::temp_dir().join(format!("sk-bulk-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let url = match kind.as_str() {
+        "unix" => format!("unix://{}", dir.join("b.sock").display()),
+        _ => "tcp://127.0.0.1:0".to_owned(),
+    };
+    let at = bob.bind(&url).await?;
+    alice.connect(&at.to_string()).await?;
+    let sink = tokio::spawn(async move {
+        let (_, mut ch) = bob.accept().await.expect("a channel");
+        let mut buf = vec![0u8; 256 * 1024];
+        let mut n = 0usize;
+        loop {
+            let k = ch.read(&mut buf).await.expect("read");
+            if k == 0 {
+                break;
+            }
+            n += k;
+        }
+        n
+    });
+    let mut ch = alice.open("bob", "sink", ()).await?;
+    let chunk = vec![0x5Au8; 256 * 1024];
+    let t = Instant::now();
+    for _ in 0..(mib * 4) {
+        ch.write_all(&chunk).await?;
+    }
+    ch.close_write().await?;
+    let got = sink.await?;
+    let secs = t.elapsed().as_secs_f64();
+    println!("{kind}: {} MiB in {secs:.2} s = {:.0} MB/s", got >> 20, got as f64 / secs / 1e6);
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(())
+}
