@@ -19,8 +19,13 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     if let Ok(w) = std::env::var("SK_WINDOW") {
         opts.channel_window = w.parse()?;
     }
-    let bob = Peer::new(PeerConfig::new("bob", b.clone(), Trust::new().with_key(a.public_key())).with_options(opts.clone()))?;
-    let alice = Peer::new(PeerConfig::new("alice", a, Trust::new().with_key(b.public_key())).with_options(opts))?;
+    let bob = Peer::new(
+        PeerConfig::new("bob", b.clone(), Trust::new().with_key(a.public_key()))
+            .with_options(opts.clone()),
+    )?;
+    let alice = Peer::new(
+        PeerConfig::new("alice", a, Trust::new().with_key(b.public_key())).with_options(opts),
+    )?;
     let dir = std::env::temp_dir().join(format!("sk-bulk-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
     let url = match kind.as_str() {
@@ -51,7 +56,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     ch.close_write().await?;
     let got = sink.await?;
     let secs = t.elapsed().as_secs_f64();
-    println!("{kind}: {} MiB in {secs:.2} s = {:.0} MB/s", got >> 20, got as f64 / secs / 1e6);
+    println!(
+        "{kind}: {} MiB in {secs:.2} s = {:.0} MB/s",
+        got >> 20,
+        got as f64 / secs / 1e6
+    );
     let _ = std::fs::remove_dir_all(&dir);
     Ok(())
 }

@@ -187,15 +187,19 @@ pub struct Options {
     /// connected (yet, or again) before failing with "no connected peer has that
     /// name". Default 5 s; zero fails at once.
     pub open_wait: Duration,
-    /// Keepalive: after this long without hearing from the remote, ask it for a
-    /// reply. Default 15 s; `None` disables keepalives. Applies to new connections.
+    /// Keepalive: a remote is asked for a sign of life after half this long without
+    /// hearing from it, and declared gone after `keepalive_misses` times this long.
+    /// Default 15 s; `None` disables keepalives. Applies to new connections.
     pub keepalive_interval: Option<Duration>,
     /// Keepalive: a remote silent for `keepalive_interval` × `keepalive_misses` is
     /// declared gone: its channels fail and it leaves `peers()`. Default 3 (at least 1).
     pub keepalive_misses: u32,
     /// A read on a channel that waits longer than this fails with
     /// [`ChannelError::TimedOut`](crate::ChannelError::TimedOut); the channel stays
-    /// usable. Default `None`. Applies to new channels (see also `Channel::set_read_timeout`).
+    /// usable. The async methods (`read_frame`, ...) time each call; the
+    /// `AsyncRead` and `poll_*` forms time from the first wait since the last read
+    /// completed, so they act as an idle timeout. Default `None`. Applies to new
+    /// channels (see also `Channel::set_read_timeout`).
     pub read_timeout: Option<Duration>,
     /// The same for writes that wait (for the send buffer or the peer's window).
     pub write_timeout: Option<Duration>,

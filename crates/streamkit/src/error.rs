@@ -233,6 +233,10 @@ pub enum ConnectError {
     /// The endpoint is already connected.
     #[error("{0} is already connected")]
     AlreadyConnected(String),
+    /// `disconnect` (or `drop_peer`, or `shutdown`) stopped this `connect` before it
+    /// succeeded.
+    #[error("connect {0}: cancelled by disconnect")]
+    Cancelled(String),
     /// `disconnect` of an endpoint that is not connected.
     #[error("{0} is not connected")]
     NotConnected(String),

@@ -315,6 +315,8 @@ async fn limits_refuse_cleanly(kind: Kind) {
     let (_, _k2) = within(p.bob.accept()).await.unwrap();
     let _c3 = within(p.alice.open("bob", "s", ())).await.unwrap();
     let _c4 = within(p.alice.open("bob", "s", ())).await.unwrap();
+    let (_, _k3) = within(p.bob.accept()).await.unwrap();
+    let (_, _k4) = within(p.bob.accept()).await.unwrap();
     let err = within(p.alice.open("bob", "s", ())).await.unwrap_err();
     assert_eq!(
         err.kind,

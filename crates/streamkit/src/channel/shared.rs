@@ -44,6 +44,7 @@ pub(crate) struct ChannelShared {
     queued: AtomicBool,
     reader_alive: AtomicBool,
     writer_alive: AtomicBool,
+    announced: AtomicBool,
     /// The SSH channel number on this side.
     pub(crate) ssh_id: u32,
 }
@@ -79,6 +80,7 @@ impl ChannelShared {
             queued: AtomicBool::new(false),
             reader_alive: AtomicBool::new(true),
             writer_alive: AtomicBool::new(true),
+            announced: AtomicBool::new(false),
             ssh_id,
         })
     }
@@ -89,10 +91,29 @@ impl ChannelShared {
 
     /// Completes the channel: its description and the way to send on it.
     pub(crate) fn establish(self: &Arc<Self>, info: MetaInfo, writer: SshWriter) {
-        let _ = self.info.set(info);
+        self.attach(writer);
+        self.describe(info);
+    }
+
+    /// Gives the channel its way to send (it can close before it is described).
+    pub(crate) fn attach(&self, writer: SshWriter) {
         let _ = self.writer.set(writer);
+    }
+
+    /// Describes the channel and opens its receive window.
+    pub(crate) fn describe(self: &Arc<Self>, info: MetaInfo) {
+        let _ = self.info.set(info);
         self.update(|s| ((), s.open_window()));
         self.schedule();
+    }
+
+    /// Records that `ChannelOpened` was announced, so that `ChannelClosed` follows.
+    pub(crate) fn announce(&self) {
+        self.announced.store(true, Ordering::SeqCst);
+    }
+
+    pub(crate) fn announced(&self) -> bool {
+        self.announced.load(Ordering::SeqCst)
     }
 
     /// Runs `f` on the state, then wakes whoever it made ready.

@@ -1003,7 +1003,8 @@ impl ChannelState {
         }
         if self.reset_sent || self.remote_reset.is_some() {
             self.close_sent = true;
-            let eof = !(self.compat.is_some() && self.fin_sent);
+            // A reset is not an end of stream: a standard client must not see EOF.
+            let eof = self.compat.is_none();
             return (Some(Transmit::Close { eof }), Wake::all());
         }
         let mut wake = Wake::default();

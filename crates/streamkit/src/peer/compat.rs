@@ -15,7 +15,6 @@ use crate::wire::reason::OpenRefusal;
 /// A `session` channel waiting for its `exec` or `subsystem` request.
 pub(crate) struct PendingSession {
     shared: Arc<ChannelShared>,
-    writer: SshWriter,
     headers: Vec<String>,
     header_bytes: usize,
 }
@@ -44,11 +43,12 @@ impl Connection {
         let (peer, opts) = self.admitting()?;
         validate_service(host).map_err(|_| OpenRefusal::BadRequest)?;
         let headers = Headers::new();
+        // The authoriser is the application's code: never run it under our locks.
+        let slot = self.admit(&peer, &opts, host, &headers)?;
         let mut map = lock(&self.channels);
         if map.len() >= opts.max_channels_per_connection {
             return Err(OpenRefusal::TooManyChannels);
         }
-        let slot = self.admit(&peer, &opts, host, &headers)?;
         let shared = self.new_compat_channel(ssh_id, false);
         map.insert(ssh_id, shared.clone());
         Ok(Accepted::new(
@@ -67,12 +67,13 @@ impl Connection {
             return Err(OpenRefusal::TooManyChannels);
         }
         let shared = self.new_compat_channel(ssh_id, true);
+        // Attached now, so that a shutdown can close a session that never says `exec`.
+        shared.attach(writer);
         map.insert(ssh_id, shared.clone());
         lock(&self.sessions).insert(
             ssh_id,
             PendingSession {
                 shared,
-                writer,
                 headers: Vec::new(),
                 header_bytes: 0,
             },
@@ -109,9 +110,8 @@ impl Connection {
         let Some(pending) = lock(&self.sessions).remove(&ssh_id) else {
             return false;
         };
-        let Ok(command) = std::str::from_utf8(command) else {
-            return false;
-        };
+        // Not UTF-8 cannot name a service: it is reported as not found.
+        let command = String::from_utf8_lossy(command);
         let command = command.trim();
         let (service, args) = match command.split_once(char::is_whitespace) {
             Some((s, rest)) => (s, rest.trim_start()),
@@ -128,8 +128,7 @@ impl Connection {
             self.admit(&peer, &opts, service, &headers)
         });
         match outcome {
-            Ok(slot) => Accepted::new(pending.shared, info, slot, self.peer.clone())
-                .complete(pending.writer),
+            Ok(slot) => Accepted::new(pending.shared, info, slot, self.peer.clone()).complete(None),
             Err(refusal) => {
                 tracing::info!(peer = %self.remote_name, service, "refused: {}", refusal.description());
                 let status = if refusal == OpenRefusal::ServiceNotFound {
@@ -139,7 +138,7 @@ impl Connection {
                 };
                 let message = format!("streamkit: {service}: {}\n", refusal.description());
                 let shared = pending.shared;
-                shared.establish(info, pending.writer);
+                shared.describe(info);
                 shared.update(|s| {
                     let (_, w1) = s.write_frame(message.as_bytes(), true);
                     let (_, w2) = s.write_trailers(vec![format!("exit-status={status}")]);

@@ -90,7 +90,9 @@ impl Accepted {
         }
     }
 
-    pub(crate) fn complete(self, writer: SshWriter) {
+    /// Finishes the open; `writer` is `None` when the channel already has one.
+    pub(crate) fn complete(self, writer: Option<SshWriter>) {
+        self.shared.announce();
         if let Some(peer) = self.peer.upgrade() {
             peer.events.emit(|| Event::ChannelOpened {
                 peer: self.info.remote_peer.clone(),
@@ -98,7 +100,10 @@ impl Accepted {
                 local: false,
             });
         }
-        self.shared.establish(self.info, writer);
+        if let Some(w) = writer {
+            self.shared.attach(w);
+        }
+        self.shared.describe(self.info);
         self.slot.push(Channel::new(self.shared));
     }
 }
@@ -213,6 +218,9 @@ impl Connection {
     }
 
     fn closed(&self, ch: &ChannelShared) {
+        if !ch.announced() {
+            return;
+        }
         if let (Some(info), Some(peer)) = (ch.info(), self.peer.upgrade()) {
             peer.events.emit(|| Event::ChannelClosed {
                 peer: info.remote_peer.clone(),
@@ -285,11 +293,12 @@ impl Connection {
             return Err(OpenRefusal::ParentNotFound);
         }
         let headers = Headers::from(req.headers);
+        // The authoriser is the application's code: never run it under our locks.
+        let slot = self.admit(&peer, &opts, &req.service, &headers)?;
         let mut map = lock(&self.channels);
         if map.len() >= opts.max_channels_per_connection {
             return Err(OpenRefusal::TooManyChannels);
         }
-        let slot = self.admit(&peer, &opts, &req.service, &headers)?;
         let shared = self.new_channel(ssh_id);
         map.insert(ssh_id, shared.clone());
         Ok(Accepted::new(
@@ -399,6 +408,7 @@ impl Connection {
             let res = match res {
                 Ok((ssh_id, writer)) => {
                     let shared = conn.claim(ssh_id);
+                    shared.announce();
                     if let Some(peer) = conn.peer.upgrade() {
                         peer.events.emit(|| Event::ChannelOpened {
                             peer: info.remote_peer.clone(),
@@ -441,9 +451,7 @@ impl Connection {
         // Forget the connection first, so that whoever wakes up below already sees
         // the peer gone.
         let peer = self.peer.upgrade();
-        if let Some(peer) = &peer {
-            peer.unregister(self.id);
-        }
+        let was_registered = peer.as_ref().is_some_and(|p| p.unregister(self.id));
         lock(&self.unclaimed).clear();
         lock(&self.sessions).clear();
         let channels: Vec<_> = lock(&self.channels).drain().map(|(_, c)| c).collect();
@@ -451,7 +459,7 @@ impl Connection {
             ch.update(|s| ((), s.on_connection_lost(&reason)));
             self.closed(&ch);
         }
-        if let Some(peer) = &peer {
+        if let Some(peer) = peer.as_ref().filter(|_| was_registered) {
             peer.events.emit(|| Event::Disconnected {
                 peer: self.remote_name.clone(),
                 endpoint: self.remote_addr.clone(),

@@ -35,9 +35,34 @@ impl Dialer {
 
     /// Stops re-dialling; returns the current connection, if any.
     pub(crate) fn stop(&self) -> Option<Arc<Connection>> {
-        self.stopped.store(true, Ordering::SeqCst);
+        // Under the lock that `store` takes: a dial finishing now either sees the
+        // stop or is handed back here.
+        let conn = {
+            let mut conn = lock(&self.conn);
+            self.stopped.store(true, Ordering::SeqCst);
+            conn.take()
+        };
         self.stop.notify_waiters();
-        lock(&self.conn).take()
+        conn
+    }
+
+    /// Makes `conn` the endpoint's connection; `false` (and the connection closed)
+    /// if the dialer was stopped meanwhile.
+    async fn store(&self, conn: Arc<Connection>) -> bool {
+        {
+            let mut slot = lock(&self.conn);
+            if !self.is_stopped() {
+                *slot = Some(conn);
+                return true;
+            }
+        }
+        conn.close("disconnected").await;
+        false
+    }
+
+    /// The name of the peer at this endpoint, when it was last connected.
+    pub(crate) fn peer_name(&self) -> Option<String> {
+        lock(&self.conn).as_ref().map(|c| c.remote_name.clone())
     }
 
     fn is_stopped(&self) -> bool {
@@ -87,9 +112,14 @@ pub(crate) async fn first_connect(
 ) -> Result<Arc<Connection>, ConnectError> {
     let mut attempt = 0u32;
     loop {
+        if dialer.is_stopped() {
+            return Err(ConnectError::Cancelled(dialer.endpoint.to_string()));
+        }
         match client::dial(peer, &dialer.endpoint).await {
             Ok(conn) => {
-                *lock(&dialer.conn) = Some(conn.clone());
+                if !dialer.store(conn.clone()).await {
+                    return Err(ConnectError::Cancelled(dialer.endpoint.to_string()));
+                }
                 return Ok(conn);
             }
             Err(e) => {
@@ -112,7 +142,7 @@ pub(crate) async fn first_connect(
                     error: e.to_string(),
                 });
                 if !dialer.pause(delay).await {
-                    return Err(e);
+                    return Err(ConnectError::Cancelled(dialer.endpoint.to_string()));
                 }
             }
         }
@@ -122,12 +152,20 @@ pub(crate) async fn first_connect(
 /// Keeps the endpoint connected until the dialer is stopped, the peer goes away,
 /// or the attempt limit is reached.
 pub(crate) async fn supervise(peer: Weak<PeerInner>, dialer: Arc<Dialer>) {
+    // Attempts since the endpoint was last stably connected: a server that accepts
+    // and drops us at once must not reset the backoff (or the attempt limit).
+    let mut attempt = 0u32;
     loop {
         // Wait for the current connection to end.
         let Some(conn) = dialer.current() else { return };
+        let up = tokio::time::Instant::now();
         conn.wait_lost().await;
+        if let Some(p) = peer.upgrade()
+            && up.elapsed() >= p.options().reconnect.max_delay
+        {
+            attempt = 0;
+        }
         let reason = conn.lost().map(|r| r.to_string()).unwrap_or_default();
-        let mut attempt = 0u32;
         let mut error = reason;
         loop {
             let Some(p) = peer.upgrade() else { return };
@@ -164,12 +202,10 @@ pub(crate) async fn supervise(peer: Weak<PeerInner>, dialer: Arc<Dialer>) {
             let Some(p) = peer.upgrade() else { return };
             match client::dial(&p, &dialer.endpoint).await {
                 Ok(conn) => {
-                    if dialer.is_stopped() {
-                        conn.close("disconnected").await;
+                    tracing::info!(endpoint = %dialer.endpoint, peer = %conn.remote_name, attempt, "reconnected");
+                    if !dialer.store(conn).await {
                         return;
                     }
-                    tracing::info!(endpoint = %dialer.endpoint, peer = %conn.remote_name, attempt, "reconnected");
-                    *lock(&dialer.conn) = Some(conn);
                     break;
                 }
                 Err(e) => {

@@ -127,9 +127,6 @@ impl PeerInner {
     }
 
     pub(crate) fn register(&self, conn: Arc<Connection>) {
-        if conn.lost().is_some() {
-            return;
-        }
         if self.is_shutting_down() {
             // A handshake that finished after shutdown began.
             tokio::spawn(async move { conn.close("peer shut down").await });
@@ -141,15 +138,25 @@ impl PeerInner {
             endpoint: conn.remote_addr.clone(),
             dialed: conn.dialed,
         };
-        lock(&self.conns).insert(conn.id, conn);
+        {
+            // Checked and inserted under the lock `lose` takes to unregister: a
+            // connection lost meanwhile is never left registered, and its
+            // Disconnected event cannot come before this Connected one.
+            let mut conns = lock(&self.conns);
+            if conn.lost().is_some() {
+                return;
+            }
+            conns.insert(conn.id, conn);
+            self.events.emit(|| event);
+        }
         self.changed.notify_waiters();
-        // After the connection is visible, so that a subscriber sees it in `peers()`.
-        self.events.emit(|| event);
     }
 
-    pub(crate) fn unregister(&self, id: u64) {
-        lock(&self.conns).remove(&id);
+    /// Forgets a connection; `true` if it was registered.
+    pub(crate) fn unregister(&self, id: u64) -> bool {
+        let was = lock(&self.conns).remove(&id).is_some();
         self.changed.notify_waiters();
+        was
     }
 
     /// Stops keeping an endpoint connected (after its last attempt).
@@ -402,6 +409,13 @@ impl Peer {
         let mut pending = Pending(&self.inner, Some(d.clone()));
         let conn = dialer::first_connect(&self.inner, &d).await?;
         pending.1 = None;
+        if self.inner.is_shutting_down() {
+            // Shutdown began during the handshake; its sweep may have missed us.
+            d.stop();
+            self.inner.forget_dialer(&d);
+            conn.close("peer shut down").await;
+            return Err(ConnectError::ShutDown);
+        }
         tokio::spawn(dialer::supervise(Arc::downgrade(&self.inner), d));
         Ok(conn.remote_name.clone())
     }
@@ -445,19 +459,20 @@ impl Peer {
             .into_iter()
             .filter(|c| c.remote_name == name)
             .collect();
+        // Also the dialers waiting to bring this peer back (between attempts).
+        let mut stopped = false;
         lock(&self.inner.dialers).retain(|_, d| {
-            let ours = d
-                .current()
-                .is_some_and(|c| conns.iter().any(|x| Arc::ptr_eq(x, &c)));
+            let ours = d.peer_name().is_some_and(|n| n == name);
             if ours {
                 d.stop();
+                stopped = true;
             }
             !ours
         });
         for c in &conns {
             c.close("dropped").await;
         }
-        !conns.is_empty()
+        !conns.is_empty() || stopped
     }
 
     /// The next connected peer, round-robin, starting with the first to connect.

@@ -1515,16 +1515,16 @@ impl Session {
     /// > characters and the minus sign (-).
     ///
     /// So it usually is fine to convert it to a [`String`] using [`String::from_utf8_lossy`]
+    pub fn remote_sshid(&self) -> &[u8] {
+        &self.common.remote_sshid
+    }
+
     /// streamkit patch: in manual window mode incoming data does not re-open channel
     /// windows; grant window with `ChannelWriteHalf::adjust_window` as data is consumed.
     pub fn set_manual_window(&mut self, on: bool) {
         if let Some(ref mut enc) = self.common.encrypted {
             enc.manual_window = on;
         }
-    }
-
-    pub fn remote_sshid(&self) -> &[u8] {
-        &self.common.remote_sshid
     }
 
     pub(crate) fn maybe_send_ext_info(&mut self) -> Result<(), Error> {

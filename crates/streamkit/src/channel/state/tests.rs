@@ -560,5 +560,9 @@ fn compat_flow_control_is_the_ssh_window() {
         s.read(&mut [0u8; 8]).0,
         Step::Failed(ChannelError::Protocol(_))
     ));
-    assert_eq!(s.poll_transmit(1024).0, Some(Transmit::Close { eof: true }));
+    // Closed without an EOF: the client must not take it for a clean end.
+    assert_eq!(
+        s.poll_transmit(1024).0,
+        Some(Transmit::Close { eof: false })
+    );
 }

@@ -150,7 +150,15 @@ pub(crate) async fn dial(
         out,
         true,
     );
-    slot.set(conn.clone());
+    if !slot.set(conn.clone()) {
+        // The session ended between authentication and now: nobody else will
+        // notice, so report it here.
+        conn.lose("connection closed during the handshake");
+        return Err(ConnectError::Handshake {
+            endpoint: ep.to_string(),
+            why: "connection closed during the handshake".into(),
+        });
+    }
     peer.register(conn.clone());
     Ok(conn)
 }
@@ -184,7 +192,7 @@ impl ClientHandler {
 impl Drop for ClientHandler {
     fn drop(&mut self) {
         // The session task ends by dropping its handler: the connection is gone.
-        if let Some(conn) = self.slot.get() {
+        if let Some(conn) = self.slot.end() {
             let reason = self
                 .disconnect
                 .take()
@@ -272,12 +280,11 @@ impl russh::client::Handler for ClientHandler {
         _session: &mut Session,
     ) -> Result<(), Self::Error> {
         // Shown with an authentication failure (for example a connection limit).
-        let mut text: String = banner
+        let text: String = banner
             .chars()
             .filter(|c| !c.is_control())
             .take(512)
             .collect();
-        text.truncate(512);
         lock(&self.hs).banner = Some(text);
         Ok(())
     }
@@ -316,7 +323,7 @@ impl russh::client::Handler for ClientHandler {
         match conn.incoming_open(id, socket_path) {
             Ok(accepted) => {
                 reply.accept().await;
-                accepted.complete(SshWriter::Client(write));
+                accepted.complete(Some(SshWriter::Client(write)));
             }
             Err(refusal) => reply.reject(failure(refusal)).await,
         }

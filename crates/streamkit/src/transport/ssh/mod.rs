@@ -185,12 +185,22 @@ impl SshLink {
 pub(crate) struct ConnSlot {
     conn: OnceLock<Arc<Connection>>,
     ready: Notify,
+    ended: std::sync::atomic::AtomicBool,
 }
 
 impl ConnSlot {
-    pub(crate) fn set(&self, conn: Arc<Connection>) {
+    /// Hands the connection to the handler; `false` if the session already ended
+    /// (the caller must then treat the connection as lost).
+    pub(crate) fn set(&self, conn: Arc<Connection>) -> bool {
         let _ = self.conn.set(conn);
         self.ready.notify_waiters();
+        !self.ended.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// The session ended; returns the connection, if it was set.
+    pub(crate) fn end(&self) -> Option<&Arc<Connection>> {
+        self.ended.store(true, std::sync::atomic::Ordering::SeqCst);
+        self.conn.get()
     }
 
     pub(crate) fn get(&self) -> Option<&Arc<Connection>> {

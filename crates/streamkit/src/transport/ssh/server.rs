@@ -256,7 +256,8 @@ impl russh::server::Handler for ServerHandler {
             self.out.clone(),
             native,
         );
-        self.slot.set(conn.clone());
+        // The session runs this callback, so it cannot have ended yet.
+        let _ = self.slot.set(conn.clone());
         peer.register(conn);
         Ok(())
     }
@@ -279,7 +280,7 @@ impl russh::server::Handler for ServerHandler {
         match conn.incoming_open(id, socket_path) {
             Ok(accepted) => {
                 reply.accept().await;
-                accepted.complete(SshWriter::Server(write));
+                accepted.complete(Some(SshWriter::Server(write)));
             }
             Err(refusal) => reply.reject(failure(refusal)).await,
         }
@@ -334,7 +335,7 @@ impl russh::server::Handler for ServerHandler {
         match conn.incoming_direct_tcpip(id, host_to_connect) {
             Ok(accepted) => {
                 reply.accept().await;
-                accepted.complete(SshWriter::Server(write));
+                accepted.complete(Some(SshWriter::Server(write)));
             }
             Err(refusal) => reply.reject(failure(refusal)).await,
         }
