@@ -132,6 +132,7 @@ fn server_restarted_five_times() {
                 }
             }
         });
+        eprintln!("restart {restart}: client back {back:?} after the server started");
         // Back within the backoff cap (plus a handshake on a busy machine).
         assert!(
             back < reconnect.max_delay + Duration::from_secs(5),
@@ -147,6 +148,11 @@ fn server_restarted_five_times() {
     assert_eq!(d.len(), delivered.len(), "a frame was delivered twice");
     assert!(d.is_disjoint(&f), "a frame both delivered and failed");
     let total = delivered.len() + failed.len();
+    eprintln!(
+        "{} frames delivered, {} reported failed, none lost or duplicated",
+        delivered.len(),
+        failed.len()
+    );
     assert_eq!(
         d.union(&f).copied().collect::<Vec<_>>(),
         (0..total as u64).collect::<Vec<_>>(),

@@ -187,8 +187,9 @@ pub struct Options {
     /// connected (yet, or again) before failing with "no connected peer has that
     /// name". Default 5 s; zero fails at once.
     pub open_wait: Duration,
-    /// Keepalive: a remote is asked for a sign of life after half this long without
-    /// hearing from it, and declared gone after `keepalive_misses` times this long.
+    /// Keepalive: a remote is asked for a sign of life after 0.45 × this long without
+    /// hearing from it, and declared gone within `keepalive_misses` times this long
+    /// (after 0.9 × that of silence).
     /// Default 15 s; `None` disables keepalives. Applies to new connections.
     pub keepalive_interval: Option<Duration>,
     /// Keepalive: a remote silent for `keepalive_interval` × `keepalive_misses` is

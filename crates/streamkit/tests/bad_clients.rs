@@ -81,6 +81,7 @@ async fn a_thousand_bad_clients_do_not_disturb_a_good_one() {
         within(attack(batch)).await;
     }
     let grown = rss_kib().saturating_sub(before);
+    eprintln!("800 bad connections after warm-up: server RSS +{grown} KiB");
     assert!(
         !busy.is_finished(),
         "the good client failed: {:?}",

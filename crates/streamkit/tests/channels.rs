@@ -214,7 +214,7 @@ async fn reset_is_an_error_not_eof(kind: Kind) {
 async fn errors_before_the_end_are_never_missed(kind: Kind) {
     let p = pair(kind).await;
     let bob = p.bob.clone();
-    tokio::spawn(async move {
+    let served = tokio::spawn(async move {
         let (_, mut ch) = bob.accept().await.unwrap();
         for i in 0..50u32 {
             ch.write_frame(format!("item {i}").as_bytes())
@@ -244,6 +244,8 @@ async fn errors_before_the_end_are_never_missed(kind: Kind) {
     assert_eq!(errors.len(), 6);
     assert_eq!(errors[0], "warning 9");
     assert_eq!(errors[5], "fatal: out of items");
+    within(ch.close()).await.unwrap();
+    within(served).await.unwrap();
 }
 
 async fn unknown_service_keeps_the_connection(kind: Kind) {
@@ -496,7 +498,7 @@ async fn error_frames_larger_than_the_window(kind: Kind) {
     let bob = p.bob.clone();
     let big = pattern(3 << 20, 4);
     let sent = big.clone();
-    tokio::spawn(async move {
+    let served = tokio::spawn(async move {
         let (_, mut ch) = bob.accept().await.unwrap();
         ch.write_frame(b"before").await.unwrap();
         ch.write_error(&sent).await.unwrap();
@@ -515,4 +517,6 @@ async fn error_frames_larger_than_the_window(kind: Kind) {
     assert_eq!(within(ch.read_frame()).await.unwrap(), None);
     let e = within(ch.read_error()).await.unwrap().unwrap();
     assert!(e[..] == big[..], "the 3 MiB error frame arrived whole");
+    within(ch.close()).await.unwrap();
+    within(served).await.unwrap();
 }

@@ -56,6 +56,7 @@ async fn channels_on_one_connection() {
     })
     .await;
     let grown = rss_kib().saturating_sub(before);
+    eprintln!("4,000 channels on one connection: RSS +{grown} KiB");
     assert!(
         grown < 4 * 1024,
         "resident memory grew by {grown} KiB over 4,000 channels"
@@ -118,6 +119,11 @@ async fn connections() {
     assert!(metrics.num_alive_tasks() <= tasks0);
     assert!(open_fds() <= fds0);
     let grown = rss_kib().saturating_sub(rss0);
+    eprintln!(
+        "2,000 connections: tasks {tasks0} -> {}, fds {fds0} -> {}, RSS +{grown} KiB",
+        metrics.num_alive_tasks(),
+        open_fds()
+    );
     assert!(
         grown < 8 * 1024,
         "resident memory grew by {grown} KiB over 2,000 connections"

@@ -68,6 +68,7 @@ async fn keepalive_detects_a_stalled_connection_within_its_bound() {
     let stalled = Instant::now();
     let e = wait_for(&mut events, |e| matches!(e, Event::Disconnected { .. })).await;
     let took = stalled.elapsed();
+    eprintln!("keepalive: stalled connection declared gone after {took:?} (bound 600ms)");
     let Event::Disconnected { peer, reason, .. } = e else {
         unreachable!()
     };
@@ -82,6 +83,9 @@ async fn keepalive_detects_a_stalled_connection_within_its_bound() {
         took < Duration::from_millis(600) + Duration::from_secs(2),
         "took {took:?}"
     );
+    // And not cut early: 0.9 × the bound of silence is needed (bob's last word came
+    // just before the stall).
+    assert!(took > Duration::from_millis(400), "took {took:?}");
     assert!(p.alice.peers().is_empty());
     assert!(matches!(
         within(ch.read_frame()).await,
@@ -271,7 +275,7 @@ async fn read_and_write_timeouts_leave_the_channel_usable() {
     let p = pair(Kind::Tcp).await;
     let bob = p.bob.clone();
     let (go_tx, go_rx) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(async move {
+    let served = tokio::spawn(async move {
         let (_, mut ch) = bob.accept().await.unwrap();
         go_rx.await.unwrap();
         ch.write_frame(b"late").await.unwrap();
@@ -291,6 +295,9 @@ async fn read_and_write_timeouts_leave_the_channel_usable() {
         &within(ch.read_frame()).await.unwrap().unwrap()[..],
         b"late"
     );
+    assert!(within(ch.read_frame()).await.unwrap().is_none());
+    within(ch.close()).await.unwrap();
+    within(served).await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -298,7 +305,7 @@ async fn connections_per_address_are_limited_with_a_clear_error() {
     let mut bob_opts = Options::default();
     bob_opts.max_connections_per_address = 2;
     let b = who("bob");
-    let clients: Vec<_> = (0..3).map(|_| who("c")).collect();
+    let clients: Vec<_> = ["c0", "c1", "c2"].into_iter().map(who).collect();
     let refs: Vec<&Who> = clients.iter().collect();
     let bob = peer_with(&b, &refs, bob_opts);
     let url = bob.bind("tcp://127.0.0.1:0").await.unwrap().to_string();

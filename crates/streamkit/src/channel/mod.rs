@@ -175,6 +175,10 @@ impl Channel {
     /// remote confirmed it received everything. If the remote has not finished
     /// sending, it is told to stop: its further writes fail with
     /// [`ChannelError::ClosedByPeer`]. Reads after `close` fail.
+    ///
+    /// When the remote closed first, `close` still succeeds if this side never wrote
+    /// anything (nothing can have been lost); otherwise it fails with
+    /// [`ChannelError::ClosedByPeer`], since what was written may not have been read.
     pub async fn close(&mut self) -> Result<(), ChannelError> {
         self.write.op(|s| s.close()).await
     }

@@ -165,6 +165,9 @@ pub(crate) struct ChannelState {
     // ---- sending ----
     tx: VecDeque<Queued>,
     tx_queued: usize,
+    /// Whether anything (data, error frames, trailers) was ever queued to send: if
+    /// not, the peer closing first cannot have lost anything of ours.
+    tx_wrote: bool,
     tx_credit: u64,
     fin_queued: bool,
     fin_sent: bool,
@@ -208,6 +211,7 @@ impl ChannelState {
             reader_gone: false,
             tx: VecDeque::new(),
             tx_queued: 0,
+            tx_wrote: false,
             tx_credit: u64::from(INITIAL_CREDIT),
             fin_queued: false,
             fin_sent: false,
@@ -806,6 +810,7 @@ impl ChannelState {
             tail.extend_from_slice(bytes);
         }
         self.tx_queued += len;
+        self.tx_wrote = true;
     }
 
     /// Writes bytes to the byte stream, as many as fit in the send buffer.
@@ -881,6 +886,7 @@ impl ChannelState {
             );
         }
         self.trailer_bytes = len;
+        self.tx_wrote = true;
         if let Some(compat) = &mut self.compat {
             // SSH has no trailers; `exit-status=N` becomes the exit status.
             for t in &trailers {
@@ -918,6 +924,10 @@ impl ChannelState {
 
     fn poll_fin_acked(&self) -> Step<()> {
         if self.fin_acked {
+            return Step::Ready(());
+        }
+        if !self.tx_wrote && self.failure() == Some(&ChannelError::ClosedByPeer) {
+            // Both ends closing at once, and we never sent anything: nothing was lost.
             return Step::Ready(());
         }
         if let Some(e) = self.failure().or(self.lost.as_ref()) {

@@ -366,6 +366,33 @@ fn close_with_unfinished_peer_stops_its_writes_but_keeps_its_reads() {
 }
 
 #[test]
+fn peer_closing_first_is_clean_for_a_side_that_never_wrote() {
+    let mut p = Pair::new();
+    write_all(&mut p, Side::A, b"reply");
+    let (step, _) = p.a.close();
+    assert_eq!(step, Step::Pending);
+    p.settle();
+    assert_eq!(p.a.close().0, Step::Ready(()));
+    assert_eq!(read_all(&mut p.b), b"reply");
+    // B wrote nothing, so A stopping it lost nothing: B's own close is clean.
+    assert_eq!(p.b.close().0, Step::Ready(()));
+    p.settle();
+    assert!(p.a.is_closed() && p.b.is_closed());
+}
+
+#[test]
+fn peer_closing_first_fails_the_close_of_a_side_that_wrote() {
+    let mut p = Pair::new();
+    write_all(&mut p, Side::B, b"unread");
+    let (step, _) = p.a.close();
+    assert_eq!(step, Step::Pending);
+    p.settle();
+    assert_eq!(p.a.close().0, Step::Ready(()));
+    // A closed without reading what B sent: B cannot know it arrived.
+    assert_eq!(p.b.close().0, Step::Failed(ChannelError::ClosedByPeer));
+}
+
+#[test]
 fn dropped_reader_keeps_crediting() {
     let mut p = Pair::new();
     let _ = p.b.reader_dropped();

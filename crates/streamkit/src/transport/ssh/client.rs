@@ -116,8 +116,10 @@ pub(crate) async fn dial(
                 )),
             };
             if let Some(mut why) = why {
+                // A server that refuses for a reason of its own (a limit) says why in
+                // its banner: that reason comes first, not a guess about our key.
                 if let Some(banner) = lock(&hs).banner.take() {
-                    why = format!("{why}; the server says: {}", banner.trim());
+                    why = format!("the server says: {} ({why})", banner.trim());
                 }
                 return Err(ConnectError::AuthRejected {
                     endpoint: endpoint.clone(),

@@ -51,12 +51,13 @@ pub(crate) fn config(peer: &PeerInner) -> Arc<russh::server::Config> {
 /// russh's keepalive settings for our interval × misses bound.
 ///
 /// russh declares a peer gone once `max + 1` timer periods pass without hearing from
-/// it; with half the interval and `2 × misses − 1` as the maximum, that is exactly
-/// `interval × misses` (and a single miss remains expressible).
+/// it; with `2 × misses − 1` as the maximum and a period of 0.45 × the interval,
+/// that is 0.9 × `interval × misses`: the bound holds with a tenth to spare for
+/// noticing and tearing down (and a single miss remains expressible).
 pub(crate) fn keepalive(opts: &crate::config::Options) -> (Option<Duration>, usize) {
     match opts.keepalive_interval {
         Some(d) => (
-            Some(d / 2),
+            Some(d * 9 / 20),
             (2 * opts.keepalive_misses as usize)
                 .saturating_sub(1)
                 .max(1),
@@ -83,7 +84,7 @@ pub(crate) async fn serve(
         }
     }
     let mut over_limit = None;
-    let _counted = ip.map(|ip| {
+    let counted = ip.map(|ip| {
         if !peer.admit_address(ip) {
             let max = opts.max_connections_per_address;
             tracing::info!(%ip, max, "refusing a connection over the per-address limit");
@@ -128,6 +129,9 @@ pub(crate) async fn serve(
         Err(e) if kill.is_killed() => format!("connection closed locally ({e})"),
         Err(e) => describe(e),
     };
+    // Free the address's place before the peer leaves `peers()`, so that whoever sees
+    // it gone can connect again at once.
+    drop(counted);
     match slot.get() {
         Some(conn) => conn.lose(&reason),
         None => tracing::debug!(remote = %remote_addr, %reason, "handshake ended"),
