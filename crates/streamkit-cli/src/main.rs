@@ -1,7 +1,8 @@
-//! `streamkit`: keys, a server for named services, a client, and a demo.
+//! `streamkit`: keys, a server for named services, a client, a demo and a benchmark.
 
 #![forbid(unsafe_code)]
 
+mod bench;
 mod demo;
 mod keygen;
 mod open;
@@ -40,6 +41,8 @@ enum Command {
     Open(open::Args),
     /// Two peers on loopback, a tour of every capability, with measured figures.
     Demo(demo::Args),
+    /// Measure Streamkit beside raw sockets and plain russh, in one run, as ratios.
+    Bench(bench::Args),
 }
 
 fn init_logging(verbose: u8) {
@@ -78,6 +81,7 @@ fn main() -> ExitCode {
             Command::Serve(args) => serve::run(args).await.map(|()| 0),
             Command::Open(args) => open::run(args).await,
             Command::Demo(args) => demo::run(args).await.map(|()| 0),
+            Command::Bench(args) => bench::run(args).await.map(|()| 0),
         }
     });
     // Do not wait for connections' background tasks on the way out.
