@@ -351,6 +351,28 @@ pub async fn plain_open_once(conn: &PlainConn) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Round trips of 64 bytes through a plain russh channel echoed by the server.
+pub async fn plain_echo(conn: &PlainConn, n: usize) -> anyhow::Result<Vec<Duration>> {
+    let mut ch = conn.channel_open_session().await?;
+    let msg = bytes::Bytes::from_static(&[3u8; 64]);
+    let mut rtts = Vec::with_capacity(n);
+    for _ in 0..n {
+        let t = Instant::now();
+        ch.data_bytes(msg.clone()).await?;
+        let mut got = 0;
+        while got < msg.len() {
+            match ch.wait().await {
+                Some(ChannelMsg::Data { data }) => got += data.len(),
+                Some(_) => {}
+                None => bail!("plain russh: channel closed during the echo"),
+            }
+        }
+        rtts.push(t.elapsed());
+    }
+    ch.close().await?;
+    Ok(rtts)
+}
+
 /// Opens `n` idle plain russh channels and keeps them.
 pub async fn plain_idle_channels(
     conn: &PlainConn,

@@ -457,8 +457,10 @@ async fn measure(s: &Sizes, dir: &std::path::Path) -> anyhow::Result<Vec<Row>> {
     let mut ours = sk_echo(&tcp, s.round_trips).await?;
     let (c, sv) = baseline::tcp_pair().await?;
     let mut theirs = baseline::raw_echo(c, sv, s.round_trips).await?;
+    let mut plain_rtts = baseline::plain_echo(&plain_conn, s.round_trips).await?;
     ours.sort();
     theirs.sort();
+    plain_rtts.sort();
     for (label, p) in [("p50", 0.5), ("p99", 0.99), ("p999", 0.999)] {
         rows.push(Row {
             name: format!("echo 64 B round trip {label}"),
@@ -468,6 +470,13 @@ async fn measure(s: &Sizes, dir: &std::path::Path) -> anyhow::Result<Vec<Row>> {
             theirs: Some(micros(percentile(&theirs, p))),
         });
     }
+    rows.push(Row {
+        name: "echo 64 B round trip p50".into(),
+        unit: "µs",
+        ours: micros(percentile(&ours, 0.5)),
+        baseline: "plain russh channel",
+        theirs: Some(micros(percentile(&plain_rtts, 0.5))),
+    });
 
     // ---- bulk
     let ours = best(runs, || sk_bulk(&tcp, 1, s.bulk)).await?;
