@@ -12,7 +12,7 @@ use streamkit::{
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-over_both! {
+over_all! {
     unknown_client_key_is_refused => unknown_client_key_is_refused;
     host_keys_are_checked => host_keys_are_checked;
     token_authentication => token_authentication;
@@ -61,7 +61,7 @@ async fn host_keys_are_checked(kind: Kind) {
     let host = match &ep {
         streamkit::Endpoint::Tcp { host, port } => format!("[{host}]:{port}"),
         streamkit::Endpoint::Unix(p) => p.display().to_string(),
-        other => panic!("{other}"),
+        streamkit::Endpoint::Inproc(n) => n.clone(),
     };
     let connect_with = |trust: Trust| {
         let alice = Peer::new(PeerConfig::new("alice", a.id.clone(), trust)).unwrap();

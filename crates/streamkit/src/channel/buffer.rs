@@ -39,6 +39,20 @@ impl ByteQueue {
         self.chunks.push_back(BytesMut::from(data));
     }
 
+    /// Appends `data`, without a copy when it is large and not shared.
+    pub(crate) fn push_bytes(&mut self, data: Bytes) {
+        if data.len() < MERGE_BELOW {
+            return self.push_slice(&data);
+        }
+        match data.try_into_mut() {
+            Ok(owned) => {
+                self.len += owned.len();
+                self.chunks.push_back(owned);
+            }
+            Err(shared) => self.push_slice(&shared),
+        }
+    }
+
     pub(crate) fn clear(&mut self) {
         self.chunks = VecDeque::new();
         self.len = 0;

@@ -11,7 +11,7 @@ use tokio::sync::Notify;
 use super::state::{ChannelState, StateConfig, Step, Transmit, Wake};
 use crate::Headers;
 use crate::error::ChannelError;
-use crate::transport::ssh::SshWriter;
+use crate::transport::Writer;
 use crate::transport::{HIGH_WATER, Outbound};
 
 /// Locks a mutex, ignoring poisoning: every critical section here leaves the data
@@ -39,7 +39,7 @@ struct Inner {
 pub(crate) struct ChannelShared {
     inner: Mutex<Inner>,
     info: OnceLock<MetaInfo>,
-    writer: OnceLock<SshWriter>,
+    writer: OnceLock<Writer>,
     pump: Arc<Pump>,
     queued: AtomicBool,
     reader_alive: AtomicBool,
@@ -90,13 +90,13 @@ impl ChannelShared {
     }
 
     /// Completes the channel: its description and the way to send on it.
-    pub(crate) fn establish(self: &Arc<Self>, info: MetaInfo, writer: SshWriter) {
+    pub(crate) fn establish(self: &Arc<Self>, info: MetaInfo, writer: Writer) {
         self.attach(writer);
         self.describe(info);
     }
 
     /// Gives the channel its way to send (it can close before it is described).
-    pub(crate) fn attach(&self, writer: SshWriter) {
+    pub(crate) fn attach(&self, writer: Writer) {
         let _ = self.writer.set(writer);
     }
 
@@ -275,7 +275,7 @@ impl Pump {
     pub(crate) async fn run(
         self: Arc<Self>,
         max_chunk: usize,
-        out: Arc<Outbound>,
+        out: Option<Arc<Outbound>>,
         forget: impl Fn(&Arc<ChannelShared>),
     ) {
         loop {
@@ -295,7 +295,9 @@ impl Pump {
             let mut sent = 0usize;
             loop {
                 // Backpressure from the socket: see `Outbound`.
-                if out.backlog() > HIGH_WATER {
+                if let Some(out) = &out
+                    && out.backlog() > HIGH_WATER
+                {
                     out.wait_drained().await;
                 }
                 // Never more than the remote's SSH window: a standard client that

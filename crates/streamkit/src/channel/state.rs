@@ -347,6 +347,22 @@ impl ChannelState {
         }
     }
 
+    /// Data handed over whole (in-process connections): the same as
+    /// [`on_data`](Self::on_data), without a copy where the bytes are not shared.
+    pub(crate) fn on_data_owned(&mut self, data: Bytes) -> Wake {
+        if self.is_closed() || self.failure().is_some() || self.reader_gone {
+            return self.on_data(&data);
+        }
+        if let Err(e) = self.take_credit(data.len()) {
+            return self.violation(e);
+        }
+        self.rx.push_bytes(data);
+        Wake {
+            read: true,
+            ..Wake::default()
+        }
+    }
+
     /// SSH extended data arrived.
     pub(crate) fn on_extended(&mut self, ext: u32, data: &[u8]) -> Wake {
         if self.is_closed() || self.failure().is_some() {

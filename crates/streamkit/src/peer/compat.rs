@@ -8,7 +8,7 @@ use super::connection::{Accepted, Connection};
 use crate::channel::Headers;
 use crate::channel::shared::{ChannelShared, lock};
 use crate::channel::state::ChannelState;
-use crate::transport::ssh::SshWriter;
+use crate::transport::ssh::Writer;
 use crate::wire::open::validate_service;
 use crate::wire::reason::OpenRefusal;
 
@@ -60,7 +60,7 @@ impl Connection {
     }
 
     /// A `session` channel opened: it becomes a service channel at `exec`/`subsystem`.
-    pub(crate) fn session_opened(&self, ssh_id: u32, writer: SshWriter) -> Result<(), OpenRefusal> {
+    pub(crate) fn session_opened(&self, ssh_id: u32, writer: Writer) -> Result<(), OpenRefusal> {
         let (_, opts) = self.admitting()?;
         let mut map = lock(&self.channels);
         if map.len() >= opts.max_channels_per_connection {

@@ -13,8 +13,10 @@ use crate::channel::state::StateConfig;
 use crate::channel::{Channel, Headers};
 use crate::config::AccessRequest;
 use crate::error::OpenErrorKind;
-use crate::transport::ssh::{OpenFailed, SshLink, SshWriter};
+use crate::transport::inproc::InprocLink;
+use crate::transport::ssh::OpenFailed;
 use crate::transport::{KillSwitch, Outbound};
+use crate::transport::{Link, Writer};
 use crate::wire::open::OpenRequest;
 use crate::wire::reason::OpenRefusal;
 
@@ -36,7 +38,7 @@ pub(crate) struct Connection {
     /// Whether the remote speaks the native protocol (a plain SSH client does not).
     #[allow(dead_code)] // used by the standard-SSH-client mapping
     pub(crate) native: bool,
-    link: SshLink,
+    link: Link,
     pub(super) peer: Weak<PeerInner>,
     pub(super) channels: Mutex<HashMap<u32, Arc<ChannelShared>>>,
     /// Channels we opened whose confirmation arrived before the opening task took
@@ -91,7 +93,7 @@ impl Accepted {
     }
 
     /// Finishes the open; `writer` is `None` when the channel already has one.
-    pub(crate) fn complete(self, writer: Option<SshWriter>) {
+    pub(crate) fn complete(self, writer: Option<Writer>) {
         self.shared.announce();
         if let Some(peer) = self.peer.upgrade() {
             peer.events.emit(|| Event::ChannelOpened {
@@ -113,9 +115,9 @@ impl Connection {
         peer: &Arc<PeerInner>,
         remote_name: String,
         remote_addr: String,
-        link: SshLink,
+        link: Link,
         kill: Arc<KillSwitch>,
-        out: Arc<Outbound>,
+        out: Option<Arc<Outbound>>,
         native: bool,
     ) -> Arc<Connection> {
         let opts = peer.options();
@@ -124,7 +126,11 @@ impl Connection {
             local_name: peer.name().to_owned(),
             remote_name,
             remote_addr,
-            dialed: matches!(link, SshLink::Client(_)),
+            dialed: match &link {
+                Link::Client(_) => true,
+                Link::Server(_) => false,
+                Link::Inproc(l) => l.dialed(),
+            },
             native,
             link,
             peer: Arc::downgrade(peer),
@@ -154,6 +160,14 @@ impl Connection {
             }
         }));
         conn
+    }
+
+    /// The in-process link, for an `inproc://` connection.
+    pub(crate) fn inproc_link(&self) -> Option<&Arc<InprocLink>> {
+        match &self.link {
+            Link::Inproc(l) => Some(l),
+            _ => None,
+        }
     }
 
     /// The reason the connection was lost, if it was.
@@ -253,6 +267,14 @@ impl Connection {
     pub(crate) fn on_data(&self, ssh_id: u32, data: &[u8]) {
         if let Some(ch) = self.get(ssh_id) {
             ch.update(|s| ((), s.on_data(data)));
+        }
+    }
+
+    /// Data handed over whole (in-process connections): kept without a copy where
+    /// the channel can.
+    pub(crate) fn on_data_owned(&self, ssh_id: u32, data: bytes::Bytes) {
+        if let Some(ch) = self.get(ssh_id) {
+            ch.update(|s| ((), s.on_data_owned(data)));
         }
     }
 
@@ -468,6 +490,9 @@ impl Connection {
         }
         self.pump.close();
         self.kill.kill();
+        if let Some(l) = self.inproc_link() {
+            l.lost();
+        }
         self.lost_notify.notify_waiters();
         if let Some(peer) = &peer {
             peer.channels_changed();

@@ -13,7 +13,6 @@ use super::events::Event;
 use crate::channel::shared::lock;
 use crate::endpoint::Endpoint;
 use crate::error::ConnectError;
-use crate::transport::ssh::client;
 
 /// One endpoint being kept connected.
 pub(crate) struct Dialer {
@@ -115,7 +114,7 @@ pub(crate) async fn first_connect(
         if dialer.is_stopped() {
             return Err(ConnectError::Cancelled(dialer.endpoint.to_string()));
         }
-        match client::dial(peer, &dialer.endpoint).await {
+        match crate::transport::connect(peer, &dialer.endpoint).await {
             Ok(conn) => {
                 if !dialer.store(conn.clone()).await {
                     return Err(ConnectError::Cancelled(dialer.endpoint.to_string()));
@@ -200,7 +199,7 @@ pub(crate) async fn supervise(peer: Weak<PeerInner>, dialer: Arc<Dialer>) {
                 return;
             }
             let Some(p) = peer.upgrade() else { return };
-            match client::dial(&p, &dialer.endpoint).await {
+            match crate::transport::connect(&p, &dialer.endpoint).await {
                 Ok(conn) => {
                     tracing::info!(endpoint = %dialer.endpoint, peer = %conn.remote_name, attempt, "reconnected");
                     if !dialer.store(conn).await {

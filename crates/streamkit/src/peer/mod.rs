@@ -326,19 +326,30 @@ impl Peer {
             .trust = trust;
     }
 
-    /// Listens on an endpoint (`tcp://host:port`, `unix:///path`). Returns the
-    /// endpoint as bound: `tcp://127.0.0.1:0` comes back with its port.
+    /// Listens on an endpoint (`tcp://host:port`, `unix:///path`, `inproc://name`).
+    /// Returns the endpoint as bound: `tcp://127.0.0.1:0` comes back with its port.
     ///
     /// A Unix socket file left by a dead process is replaced; one that a live
-    /// process listens on is [`BindError::InUse`].
+    /// process listens on is [`BindError::InUse`], as is an `inproc://` name that
+    /// another live peer of this process holds. `inproc://` names are shared by the
+    /// whole process; connections to them skip SSH and encryption but keep every
+    /// channel semantic, limit and trust check.
     pub async fn bind(&self, url: &str) -> Result<Endpoint, BindError> {
         if self.inner.is_shutting_down() {
             return Err(BindError::ShutDown);
         }
         let ep = Endpoint::parse(url)?;
-        let (listener, bound) = Listener::bind(&ep).await?;
-        let listener = Arc::new(listener);
-        let task = tokio::spawn(accept_loop(Arc::downgrade(&self.inner), listener.clone()));
+        let (listener, bound, task) = if let Endpoint::Inproc(name) = &ep {
+            crate::transport::inproc::bind(&self.inner, name)?;
+            let listener = Listener::Inproc(name.clone(), Arc::downgrade(&self.inner));
+            // Nothing to accept: connecting peers build both ends of the connection.
+            (Arc::new(listener), ep.clone(), tokio::spawn(async {}))
+        } else {
+            let (listener, bound) = Listener::bind(&ep).await?;
+            let listener = Arc::new(listener);
+            let task = tokio::spawn(accept_loop(Arc::downgrade(&self.inner), listener.clone()));
+            (listener, bound, task)
+        };
         tracing::debug!(peer = %self.inner.name, endpoint = %bound, "bound");
         lock(&self.inner.listeners).push(Bound {
             requested: url.to_owned(),

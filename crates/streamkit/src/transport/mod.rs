@@ -1,6 +1,9 @@
 //! Sockets under the SSH layer: dialling, listening, and a kill switch.
 
+pub(crate) mod inproc;
 pub(crate) mod ssh;
+
+pub(crate) use ssh::{Link, Writer};
 
 use std::io;
 use std::path::{Path, PathBuf};
@@ -346,6 +349,17 @@ impl AsyncWrite for SshStream {
     }
 }
 
+/// Connects `peer` to `ep` (any transport) and returns the registered connection.
+pub(crate) async fn connect(
+    peer: &Arc<crate::peer::PeerInner>,
+    ep: &Endpoint,
+) -> Result<Arc<crate::peer::connection::Connection>, crate::error::ConnectError> {
+    match ep {
+        Endpoint::Inproc(name) => inproc::dial(peer, name),
+        _ => ssh::client::dial(peer, ep).await,
+    }
+}
+
 /// Dials a TCP or Unix endpoint.
 pub(crate) async fn dial(ep: &Endpoint) -> io::Result<Socket> {
     match ep {
@@ -368,6 +382,8 @@ pub(crate) async fn dial(ep: &Endpoint) -> io::Result<Socket> {
 pub(crate) enum Listener {
     Tcp(TcpListener),
     Unix(UnixListener, PathBuf),
+    /// An `inproc://` name: connections are made by the dialling side.
+    Inproc(String, std::sync::Weak<crate::peer::PeerInner>),
 }
 
 impl Listener {
@@ -413,13 +429,18 @@ impl Listener {
                 let (s, _) = l.accept().await?;
                 Ok((Socket::Unix(s), format!("unix://{}", path.display()), None))
             }
+            Listener::Inproc(..) => std::future::pending().await,
         }
     }
 
     /// Removes the socket file of a Unix listener.
     pub(crate) fn cleanup(&self) {
-        if let Listener::Unix(_, path) = self {
-            let _ = std::fs::remove_file(path);
+        match self {
+            Listener::Unix(_, path) => {
+                let _ = std::fs::remove_file(path);
+            }
+            Listener::Inproc(name, peer) => inproc::unbind(peer.as_ptr(), name),
+            Listener::Tcp(_) => {}
         }
     }
 }

@@ -1,5 +1,6 @@
 //! Shared set-up for the scenario tests: peers with fresh keys that trust each
-//! other, over TCP or Unix sockets, and a timeout that only catches hangs.
+//! other, over any transport (TCP, Unix sockets, in-process), and a timeout that
+//! only catches hangs.
 #![allow(dead_code)]
 
 pub mod proxy;
@@ -10,11 +11,22 @@ use std::time::Duration;
 use streamkit::{Channel, Identity, Options, Peer, PeerConfig, Trust};
 use tokio::io::AsyncWriteExt;
 
-/// Which socket the SSH connection runs over.
+/// Which transport the connection runs over.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Kind {
+    /// SSH over TCP on loopback.
     Tcp,
+    /// SSH over a Unix socket.
     Unix,
+    /// In-process, without SSH.
+    Inproc,
+}
+
+impl Kind {
+    /// Whether connections of this kind run over a socket (and SSH).
+    pub fn has_socket(self) -> bool {
+        self != Kind::Inproc
+    }
 }
 
 /// Fails the test if `f` takes longer than a generous bound: it catches hangs, it
@@ -45,6 +57,15 @@ impl Scratch {
             Kind::Unix => format!(
                 "unix://{}",
                 self.dir.path().join(format!("{name}.sock")).display()
+            ),
+            // Names are shared by the whole process (and tests run in parallel).
+            Kind::Inproc => format!(
+                "inproc://{name}-{}",
+                self.dir
+                    .path()
+                    .file_name()
+                    .unwrap_or_default()
+                    .to_string_lossy()
             ),
         }
     }
@@ -152,9 +173,35 @@ pub fn pattern(len: usize, seed: u64) -> Vec<u8> {
         .collect()
 }
 
-/// Runs a scenario over TCP and over Unix sockets.
+/// Runs a scenario over every transport: TCP, Unix sockets and in-process. A new
+/// transport added to [`Kind`] and here gets every scenario that uses this.
 #[macro_export]
-macro_rules! over_both {
+macro_rules! over_all {
+    ($($name:ident => $body:path;)*) => {
+        $(
+            mod $name {
+                use super::*;
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn tcp() {
+                    $body(Kind::Tcp).await
+                }
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn unix() {
+                    $body(Kind::Unix).await
+                }
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn inproc() {
+                    $body(Kind::Inproc).await
+                }
+            }
+        )*
+    };
+}
+
+/// Runs a scenario over the SSH transports only (TCP and Unix sockets): for what
+/// only a socket has (a proxy in between, a handshake to break).
+#[macro_export]
+macro_rules! over_sockets {
     ($($name:ident => $body:path;)*) => {
         $(
             mod $name {

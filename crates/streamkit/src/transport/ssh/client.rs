@@ -7,7 +7,7 @@ use russh::keys::{PrivateKeyWithHashAlg, PublicKeyOrCertificate};
 use russh::{Channel, ChannelId, ChannelOpenFailure, SshId};
 
 use super::server::{describe, failure};
-use super::{ConnSlot, SshLink, SshWriter, preferred, ssh_window};
+use super::{ConnSlot, Link, Writer, preferred, ssh_window};
 use crate::channel::shared::lock;
 use crate::endpoint::Endpoint;
 use crate::error::ConnectError;
@@ -147,9 +147,9 @@ pub(crate) async fn dial(
         peer,
         name,
         endpoint,
-        SshLink::Client(handle),
+        Link::Client(handle),
         kill,
-        out,
+        Some(out),
         true,
     );
     if !slot.set(conn.clone()) {
@@ -325,7 +325,7 @@ impl russh::client::Handler for ClientHandler {
         match conn.incoming_open(id, socket_path) {
             Ok(accepted) => {
                 reply.accept().await;
-                accepted.complete(Some(SshWriter::Client(write)));
+                accepted.complete(Some(Writer::Client(write)));
             }
             Err(refusal) => reply.reject(failure(refusal)).await,
         }

@@ -19,6 +19,7 @@ use tokio::sync::Notify;
 use crate::channel::state::Transmit;
 use crate::config::Options;
 use crate::peer::connection::Connection;
+use crate::transport::inproc::{InprocLink, InprocOpenFailed, InprocWriter};
 use crate::wire::{EXT_CONTROL, EXT_ERROR};
 
 /// SSH-level window per channel. Between Streamkit peers our own credit (at most
@@ -71,22 +72,26 @@ fn has_aes_instructions() -> bool {
 }
 
 /// How a channel sends: russh's write half for its side of the connection.
-pub(crate) enum SshWriter {
+pub(crate) enum Writer {
     Client(ChannelWriteHalf<russh::client::Msg>),
     Server(ChannelWriteHalf<russh::server::Msg>),
+    /// No SSH at all: see [`inproc`](crate::transport::inproc).
+    Inproc(InprocWriter),
 }
 
 /// The session is gone; nothing more can be sent.
 #[derive(Debug)]
 pub(crate) struct SendFailed;
 
-impl SshWriter {
+impl Writer {
     /// Bytes of data this channel may send now: the remote's SSH window, at most one
     /// packet. Zero means waiting for the remote to open its window.
     pub(crate) async fn room(&self) -> usize {
         match self {
-            SshWriter::Client(w) => w.writable_packet_size().await,
-            SshWriter::Server(w) => w.writable_packet_size().await,
+            Writer::Client(w) => w.writable_packet_size().await,
+            Writer::Server(w) => w.writable_packet_size().await,
+            // Our own credit is the only window.
+            Writer::Inproc(_) => usize::MAX,
         }
     }
 
@@ -113,17 +118,20 @@ impl SshWriter {
             };
         }
         let r = match self {
-            SshWriter::Client(w) => go!(w),
-            SshWriter::Server(w) => go!(w),
+            Writer::Client(w) => go!(w),
+            Writer::Server(w) => go!(w),
+            Writer::Inproc(w) => return w.send(t).map_err(|()| SendFailed),
         };
         r.map_err(|_| SendFailed)
     }
 }
 
 /// The session a connection runs on.
-pub(crate) enum SshLink {
+pub(crate) enum Link {
     Client(russh::client::Handle<client::ClientHandler>),
     Server(russh::server::Handle),
+    /// No SSH at all: see [`inproc`](crate::transport::inproc).
+    Inproc(Arc<InprocLink>),
 }
 
 /// Why an outgoing open failed at the SSH level.
@@ -132,42 +140,44 @@ pub(crate) enum OpenFailed {
     Gone,
 }
 
-impl SshLink {
+impl Link {
     /// Opens a `direct-streamlocal@openssh.com` channel carrying `path`.
-    pub(crate) async fn open_streamlocal(
-        &self,
-        path: String,
-    ) -> Result<(u32, SshWriter), OpenFailed> {
+    pub(crate) async fn open_streamlocal(&self, path: String) -> Result<(u32, Writer), OpenFailed> {
         let map = |e: russh::Error| match e {
             russh::Error::ChannelOpenFailure(r) => OpenFailed::Refused(r.code()),
             _ => OpenFailed::Gone,
         };
         match self {
-            SshLink::Client(h) => {
+            Link::Client(h) => {
                 let ch = h.channel_open_direct_streamlocal(path).await.map_err(map)?;
                 let id = ch.id().number();
                 // The read half is dropped: incoming traffic comes through the handler.
                 let (_read, write) = ch.split();
-                Ok((id, SshWriter::Client(write)))
+                Ok((id, Writer::Client(write)))
             }
-            SshLink::Server(h) => {
+            Link::Server(h) => {
                 let ch = h.channel_open_direct_streamlocal(path).await.map_err(map)?;
                 let id = ch.id().number();
                 let (_read, write) = ch.split();
-                Ok((id, SshWriter::Server(write)))
+                Ok((id, Writer::Server(write)))
             }
+            Link::Inproc(l) => match l.open(&path) {
+                Ok((id, w)) => Ok((id, Writer::Inproc(w))),
+                Err(InprocOpenFailed::Refused(code)) => Err(OpenFailed::Refused(code)),
+                Err(InprocOpenFailed::Gone) => Err(OpenFailed::Gone),
+            },
         }
     }
 
     /// Sends SSH_MSG_DISCONNECT (best effort).
     pub(crate) async fn disconnect(&self, why: &str) {
         match self {
-            SshLink::Client(h) => {
+            Link::Client(h) => {
                 let _ = h
                     .disconnect(russh::Disconnect::ByApplication, why, "en")
                     .await;
             }
-            SshLink::Server(h) => {
+            Link::Server(h) => {
                 let _ = h
                     .disconnect(
                         russh::Disconnect::ByApplication,
@@ -176,6 +186,7 @@ impl SshLink {
                     )
                     .await;
             }
+            Link::Inproc(l) => l.disconnect(why),
         }
     }
 }

@@ -8,7 +8,7 @@ use russh::keys::ssh_key;
 use russh::server::{Auth, ChannelOpenHandle, Msg, PublicKeyOffer, Session, VerifiedPublicKey};
 use russh::{Channel, ChannelId, ChannelOpenFailure, MethodKind, MethodSet, SshId};
 
-use super::{ConnSlot, SshLink, SshWriter, preferred, ssh_window};
+use super::{ConnSlot, Link, Writer, preferred, ssh_window};
 use crate::keys::PublicKey;
 use crate::peer::PeerInner;
 use crate::peer::connection::Connection;
@@ -255,9 +255,9 @@ impl russh::server::Handler for ServerHandler {
             &peer,
             user,
             self.remote_addr.clone(),
-            SshLink::Server(session.handle()),
+            Link::Server(session.handle()),
             self.kill.clone(),
-            self.out.clone(),
+            Some(self.out.clone()),
             native,
         );
         // The session runs this callback, so it cannot have ended yet.
@@ -284,7 +284,7 @@ impl russh::server::Handler for ServerHandler {
         match conn.incoming_open(id, socket_path) {
             Ok(accepted) => {
                 reply.accept().await;
-                accepted.complete(Some(SshWriter::Server(write)));
+                accepted.complete(Some(Writer::Server(write)));
             }
             Err(refusal) => reply.reject(failure(refusal)).await,
         }
@@ -311,7 +311,7 @@ impl russh::server::Handler for ServerHandler {
         };
         let id = channel.id().number();
         let (_read, write) = channel.split();
-        match conn.session_opened(id, SshWriter::Server(write)) {
+        match conn.session_opened(id, Writer::Server(write)) {
             Ok(()) => reply.accept().await,
             Err(refusal) => reply.reject(failure(refusal)).await,
         }
@@ -339,7 +339,7 @@ impl russh::server::Handler for ServerHandler {
         match conn.incoming_direct_tcpip(id, host_to_connect) {
             Ok(accepted) => {
                 reply.accept().await;
-                accepted.complete(Some(SshWriter::Server(write)));
+                accepted.complete(Some(Writer::Server(write)));
             }
             Err(refusal) => reply.reject(failure(refusal)).await,
         }

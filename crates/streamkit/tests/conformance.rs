@@ -1,4 +1,5 @@
-//! Channel scenarios over real SSH connections, each run over TCP and Unix sockets.
+//! The channel conformance suite: every channel scenario, run over every transport
+//! (TCP, Unix sockets, in-process) from this one place.
 #![allow(clippy::unwrap_used)]
 
 mod common;
@@ -7,7 +8,7 @@ use common::*;
 use streamkit::{ChannelError, Headers, OpenErrorKind, OpenRefusal, ResetCode};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-over_both! {
+over_all! {
     names_are_known_on_both_sides => names_are_known_on_both_sides;
     direction_does_not_matter => direction_does_not_matter;
     headers_survive_any_content => headers_survive_any_content;
