@@ -65,13 +65,18 @@ pub enum ChannelError {
     /// still usable.
     #[error("timed out after {0:?}")]
     TimedOut(std::time::Duration),
+    /// The channel this one was opened in closed, which closes its children.
+    #[error("the parent channel closed")]
+    ParentClosed,
 }
 
 impl From<ChannelError> for io::Error {
     fn from(e: ChannelError) -> io::Error {
         let kind = match &e {
             ChannelError::ResetByPeer { .. } => io::ErrorKind::ConnectionReset,
-            ChannelError::ResetLocally | ChannelError::Shutdown => io::ErrorKind::ConnectionAborted,
+            ChannelError::ResetLocally | ChannelError::Shutdown | ChannelError::ParentClosed => {
+                io::ErrorKind::ConnectionAborted
+            }
             ChannelError::ClosedByPeer | ChannelError::WriteClosed | ChannelError::Closed => {
                 io::ErrorKind::BrokenPipe
             }
@@ -133,6 +138,9 @@ pub enum OpenErrorKind {
     /// This peer is shutting down.
     #[error("local peer is shutting down")]
     ShuttingDown,
+    /// A nested open on a channel that is closed (or closing) on this side.
+    #[error("the parent channel is closed")]
+    ParentClosed,
 }
 
 /// Why [`Peer::bind`](crate::Peer::bind) or [`Peer::unbind`](crate::Peer::unbind) failed.

@@ -60,7 +60,9 @@ pub mod wire;
 pub mod fuzzing;
 
 pub use bytes::Bytes;
-pub use channel::{Channel, ChannelMeta, Headers, JoinError, JoinStats, ReadHalf, WriteHalf};
+pub use channel::{
+    Channel, ChannelMeta, Frames, Headers, JoinError, JoinStats, ReadHalf, WriteHalf,
+};
 pub use config::{
     AccessRequest, Authorize, MAX_HEADER_BYTES_LIMIT, Options, PeerConfig, Reconnect, Services,
 };

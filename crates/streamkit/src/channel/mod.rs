@@ -25,7 +25,7 @@ use shared::ChannelShared;
 use state::{ChannelState, Step, Wake};
 use timer::Timer;
 
-use crate::error::ChannelError;
+use crate::error::{ChannelError, OpenError, OpenErrorKind};
 
 /// What a channel is: its service, headers, trailers and the two peers.
 #[derive(Clone)]
@@ -203,57 +203,220 @@ impl Channel {
         self.write.send_buffered()
     }
 
+    /// Opens a channel inside this one: a new channel on the same connection that
+    /// the remote receives from [`accept`](Self::accept) on its end of this
+    /// channel, never from [`Peer::accept`](crate::Peer::accept).
+    ///
+    /// Children nest to any depth, work in both directions, carry their own
+    /// headers, frames, errors and trailers, and are reset
+    /// ([`ChannelError::ParentClosed`]) when this channel closes. Fails with
+    /// [`OpenErrorKind::ParentClosed`] if this channel is closed or closing here,
+    /// and with "parent channel not found" if the remote closed it already.
+    pub async fn open(
+        &self,
+        service: &str,
+        headers: impl Into<Headers>,
+    ) -> Result<Channel, OpenError> {
+        let shared = &self.read.shared;
+        let err = |kind| OpenError::new(self.meta().remote_peer(), service, kind);
+        let conn = shared.nest.conn.upgrade().ok_or_else(|| {
+            err(OpenErrorKind::ConnectionLost(Arc::from(
+                "connection closed",
+            )))
+        })?;
+        let opts = conn
+            .options()
+            .ok_or_else(|| err(OpenErrorKind::ShuttingDown))?;
+        conn.open(
+            service,
+            headers.into(),
+            Some(shared.clone()),
+            opts.max_channels_per_connection,
+            opts.max_header_bytes,
+            opts.open_timeout,
+        )
+        .await
+        .map_err(err)
+    }
+
+    /// Waits for the next channel the remote opened inside this one.
+    ///
+    /// Cancel-safe. Fails with [`ChannelError::Closed`] once this channel is closed
+    /// (no child can arrive any more); children still waiting then are reset.
+    pub async fn accept(&self) -> Result<(ChannelMeta, Channel), ChannelError> {
+        let ch = self
+            .read
+            .shared
+            .nest
+            .accept_queue()
+            .pop()
+            .await
+            .ok_or(ChannelError::Closed)?;
+        Ok((ch.meta().clone(), ch))
+    }
+
+    /// Channels opened inside this one (either way) and not yet closed.
+    pub fn child_count(&self) -> usize {
+        self.read.shared.nest.child_count()
+    }
+
+    /// Frames as a [`Stream`](futures::Stream) of received frames and a
+    /// [`Sink`](futures::Sink) of frames to send, for composing with `StreamExt`
+    /// and `SinkExt`. Closing the sink ends the stream in this direction
+    /// ([`close_write`](Self::close_write)).
+    pub fn into_frames(self) -> Frames {
+        Frames {
+            ch: self,
+            pending: None,
+        }
+    }
+
     /// Splits the channel into halves that can move to different tasks.
     pub fn split(self) -> (ReadHalf, WriteHalf) {
         (self.read, self.write)
     }
 
     /// Splices the channel to `io` (a TCP or Unix stream, a child's stdio, ...) in
-    /// both directions until both are done.
+    /// both directions until both are done, and reports how many bytes went each
+    /// way.
     ///
     /// The end of the channel's stream shuts down `io`'s write side; the end of
-    /// `io`'s stream ends the channel's ([`close_write`](Self::close_write)). If
-    /// either side fails, the channel is reset and the error returned.
+    /// `io`'s stream ends the channel's ([`close_write`](Self::close_write)), so a
+    /// half-close travels each way. If either side fails, the channel is reset and
+    /// the error returned, with the bytes moved until then.
     pub async fn join<T>(self, io: T) -> Result<JoinStats, JoinError>
     where
         T: AsyncRead + AsyncWrite,
     {
-        use tokio::io::AsyncWriteExt as _;
+        use std::sync::atomic::{AtomicU64, Ordering};
+        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
         let (mut r, mut w) = self.split();
         let (mut io_r, mut io_w) = tokio::io::split(io);
-        let to_io = async {
-            let n = tokio::io::copy(&mut r, &mut io_w)
-                .await
-                .map_err(JoinError::Channel)?;
-            io_w.shutdown().await.map_err(JoinError::Io)?;
-            Ok::<u64, JoinError>(n)
-        };
-        let from_io = async {
-            let mut n = 0u64;
+        let (to_io, from_io) = (AtomicU64::new(0), AtomicU64::new(0));
+        let to_io_side = async {
             let mut buf = vec![0u8; 64 * 1024];
             loop {
-                let k = tokio::io::AsyncReadExt::read(&mut io_r, &mut buf)
-                    .await
-                    .map_err(JoinError::Io)?;
+                let k = r.read(&mut buf).await.map_err(|e| (true, e))?;
                 if k == 0 {
                     break;
                 }
-                w.write_all(&buf[..k]).await.map_err(JoinError::Channel)?;
-                n += k as u64;
+                io_w.write_all(&buf[..k]).await.map_err(|e| (false, e))?;
+                to_io.fetch_add(k as u64, Ordering::Relaxed);
             }
-            w.close_write()
-                .await
-                .map_err(|e| JoinError::Channel(e.into()))?;
-            Ok::<u64, JoinError>(n)
+            io_w.shutdown().await.map_err(|e| (false, e))
         };
-        let res = futures::future::try_join(to_io, from_io).await;
+        let from_io_side = async {
+            let mut buf = vec![0u8; 64 * 1024];
+            loop {
+                let k = io_r.read(&mut buf).await.map_err(|e| (false, e))?;
+                if k == 0 {
+                    break;
+                }
+                w.write_all(&buf[..k]).await.map_err(|e| (true, e))?;
+                from_io.fetch_add(k as u64, Ordering::Relaxed);
+            }
+            w.close_write().await.map_err(|e| (true, e.into()))
+        };
+        let res = futures::future::try_join(to_io_side, from_io_side).await;
+        let stats = JoinStats {
+            to_io: to_io.load(Ordering::Relaxed),
+            from_io: from_io.load(Ordering::Relaxed),
+        };
         match res {
-            Ok((to_io, from_io)) => Ok(JoinStats { to_io, from_io }),
-            Err(e) => {
+            Ok(_) => Ok(stats),
+            Err((on_channel, error)) => {
                 w.reset();
-                Err(e)
+                Err(if on_channel {
+                    JoinError::Channel { error, stats }
+                } else {
+                    JoinError::Io { error, stats }
+                })
             }
         }
+    }
+}
+
+/// A channel's frames as a [`Stream`](futures::Stream) and a [`Sink`](futures::Sink):
+/// see [`Channel::into_frames`].
+#[derive(Debug)]
+pub struct Frames {
+    ch: Channel,
+    pending: Option<Bytes>,
+}
+
+impl Frames {
+    /// The channel back (a frame given to the sink and not yet flushed is dropped).
+    pub fn into_inner(self) -> Channel {
+        self.ch
+    }
+
+    /// The channel's description.
+    pub fn meta(&self) -> &ChannelMeta {
+        self.ch.meta()
+    }
+
+    fn poll_send_pending(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), ChannelError>> {
+        let Some(frame) = &self.pending else {
+            return Poll::Ready(Ok(()));
+        };
+        match self.ch.write.poll_op(cx, |s| s.write_frame(frame, false)) {
+            Poll::Ready(Ok(())) => {
+                self.pending = None;
+                Poll::Ready(Ok(()))
+            }
+            Poll::Ready(Err(e)) => {
+                self.pending = None;
+                Poll::Ready(Err(e))
+            }
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+impl futures::Stream for Frames {
+    type Item = Result<Bytes, ChannelError>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        match self.get_mut().ch.read.poll_read_frame(cx) {
+            Poll::Ready(Ok(Some(frame))) => Poll::Ready(Some(Ok(frame))),
+            Poll::Ready(Ok(None)) => Poll::Ready(None),
+            Poll::Ready(Err(e)) => Poll::Ready(Some(Err(e))),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+impl futures::Sink<Bytes> for Frames {
+    type Error = ChannelError;
+
+    fn poll_ready(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), ChannelError>> {
+        self.get_mut().poll_send_pending(cx)
+    }
+
+    fn start_send(self: Pin<&mut Self>, frame: Bytes) -> Result<(), ChannelError> {
+        let this = self.get_mut();
+        debug_assert!(this.pending.is_none(), "start_send without poll_ready");
+        this.pending = Some(frame);
+        Ok(())
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), ChannelError>> {
+        let this = self.get_mut();
+        std::task::ready!(this.poll_send_pending(cx))?;
+        this.ch.write.poll_op(cx, |s| {
+            let step = match (s.send_failure(), s.send_buffered()) {
+                (Some(e), _) => Step::Failed(e),
+                (None, 0) => Step::Ready(()),
+                (None, _) => Step::Pending,
+            };
+            (step, Wake::default())
+        })
+    }
+
+    fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), ChannelError>> {
+        let this = self.get_mut();
+        std::task::ready!(this.poll_send_pending(cx))?;
+        this.ch.write.poll_op(cx, |s| s.close_write())
     }
 }
 
@@ -266,16 +429,37 @@ pub struct JoinStats {
     pub from_io: u64,
 }
 
-/// Why [`Channel::join`] ended early.
+/// Why [`Channel::join`] ended early, and what it moved until then.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum JoinError {
     /// The channel failed (reset, lost connection, ...).
-    #[error("channel: {0}")]
-    Channel(#[source] io::Error),
+    #[error("channel: {error}")]
+    Channel {
+        /// The channel's error.
+        #[source]
+        error: io::Error,
+        /// Bytes moved before it.
+        stats: JoinStats,
+    },
     /// The joined stream failed; the channel was reset.
-    #[error("joined stream: {0}")]
-    Io(#[source] io::Error),
+    #[error("joined stream: {error}")]
+    Io {
+        /// The stream's error.
+        #[source]
+        error: io::Error,
+        /// Bytes moved before it.
+        stats: JoinStats,
+    },
+}
+
+impl JoinError {
+    /// Bytes moved each way before the failure.
+    pub fn stats(&self) -> JoinStats {
+        match self {
+            JoinError::Channel { stats, .. } | JoinError::Io { stats, .. } => *stats,
+        }
+    }
 }
 
 impl ReadHalf {

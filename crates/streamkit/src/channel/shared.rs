@@ -1,9 +1,9 @@
 //! The state of a channel shared between its handles, the connection's I/O task
 //! (which feeds it what arrives) and the connection's send pump.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError, Weak};
 use std::task::{Context, Poll, Waker};
 
 use tokio::sync::Notify;
@@ -11,6 +11,8 @@ use tokio::sync::Notify;
 use super::state::{ChannelState, StateConfig, Step, Transmit, Wake};
 use crate::Headers;
 use crate::error::ChannelError;
+use crate::peer::AcceptQueue;
+use crate::peer::connection::Connection;
 use crate::transport::Writer;
 use crate::transport::{HIGH_WATER, Outbound};
 
@@ -47,6 +49,42 @@ pub(crate) struct ChannelShared {
     announced: AtomicBool,
     /// The SSH channel number on this side.
     pub(crate) ssh_id: u32,
+    pub(crate) nest: Nest,
+}
+
+/// A channel's place among nested channels.
+#[derive(Default)]
+pub(crate) struct Nest {
+    /// The connection the channel belongs to (to open children on it).
+    pub(crate) conn: Weak<Connection>,
+    /// Which side opened the channel (`true`: this one) and its open id, if it has one.
+    pub(crate) ident: OnceLock<(bool, u64)>,
+    /// The channel this one was opened in.
+    pub(crate) parent: OnceLock<Weak<ChannelShared>>,
+    /// Live children, by SSH channel number.
+    children: Mutex<HashMap<u32, Weak<ChannelShared>>>,
+    /// Children the remote opened, waiting for `accept`.
+    accept: OnceLock<Arc<AcceptQueue>>,
+}
+
+impl Nest {
+    /// The queue of children waiting for `accept`.
+    pub(crate) fn accept_queue(&self) -> &Arc<AcceptQueue> {
+        self.accept.get_or_init(Arc::default)
+    }
+
+    pub(crate) fn add_child(&self, child: &Arc<ChannelShared>) {
+        lock(&self.children).insert(child.ssh_id, Arc::downgrade(child));
+    }
+
+    pub(crate) fn remove_child(&self, ssh_id: u32) {
+        lock(&self.children).remove(&ssh_id);
+    }
+
+    /// Live children (for tests of leaks and for closing them).
+    pub(crate) fn child_count(&self) -> usize {
+        lock(&self.children).len()
+    }
 }
 
 impl std::fmt::Debug for ChannelShared {
@@ -59,14 +97,20 @@ impl std::fmt::Debug for ChannelShared {
 }
 
 impl ChannelShared {
-    pub(crate) fn new(ssh_id: u32, cfg: StateConfig, pump: Arc<Pump>) -> Arc<ChannelShared> {
-        Self::with_state(ssh_id, ChannelState::new(cfg), pump)
+    pub(crate) fn new(
+        ssh_id: u32,
+        cfg: StateConfig,
+        pump: Arc<Pump>,
+        conn: Weak<Connection>,
+    ) -> Arc<ChannelShared> {
+        Self::with_state(ssh_id, ChannelState::new(cfg), pump, conn)
     }
 
     pub(crate) fn with_state(
         ssh_id: u32,
         state: ChannelState,
         pump: Arc<Pump>,
+        conn: Weak<Connection>,
     ) -> Arc<ChannelShared> {
         Arc::new(ChannelShared {
             inner: Mutex::new(Inner {
@@ -82,6 +126,10 @@ impl ChannelShared {
             writer_alive: AtomicBool::new(true),
             announced: AtomicBool::new(false),
             ssh_id,
+            nest: Nest {
+                conn,
+                ..Nest::default()
+            },
         })
     }
 
@@ -105,6 +153,24 @@ impl ChannelShared {
         let _ = self.info.set(info);
         self.update(|s| ((), s.open_window()));
         self.schedule();
+    }
+
+    /// The channel closed (or its connection went): its children are reset, and
+    /// those waiting to be accepted are refused.
+    pub(crate) fn close_children(&self) {
+        if let Some(q) = self.nest.accept.get() {
+            q.close_and_reset();
+        }
+        let children: Vec<_> = lock(&self.nest.children)
+            .drain()
+            .filter_map(|(_, c)| c.upgrade())
+            .collect();
+        for child in children {
+            child.update(|s| ((), s.on_parent_closed()));
+        }
+        if let Some(parent) = self.nest.parent.get().and_then(Weak::upgrade) {
+            parent.nest.remove_child(self.ssh_id);
+        }
     }
 
     /// Records that `ChannelOpened` was announced, so that `ChannelClosed` follows.

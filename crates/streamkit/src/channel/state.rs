@@ -302,6 +302,20 @@ impl ChannelState {
         self.close_sent || self.close_received
     }
 
+    /// Whether channels may still be opened inside this one: it is neither closed,
+    /// closing, nor failed.
+    pub(crate) fn accepts_children(&self) -> bool {
+        !self.is_closed() && !self.close_requested && self.failure().is_none()
+    }
+
+    /// The parent closed: this channel is reset.
+    pub(crate) fn on_parent_closed(&mut self) -> Wake {
+        if self.is_closed() || self.failure().is_some() || self.lost.is_some() {
+            return Wake::default();
+        }
+        self.fail_locally(ChannelError::ParentClosed, ResetCode::Closed)
+    }
+
     fn failure(&self) -> Option<&ChannelError> {
         self.local_failure.as_ref().or(self.remote_reset.as_ref())
     }

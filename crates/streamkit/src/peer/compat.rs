@@ -2,7 +2,7 @@
 //! channels with `exec`/`subsystem` and `env`, and `direct-tcpip`, mapped onto
 //! services. See `docs/PROTOCOL.md`, "Standard SSH clients".
 
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 
 use super::connection::{Accepted, Connection};
 use crate::channel::Headers;
@@ -27,7 +27,7 @@ const EXIT_REFUSED: u32 = 126;
 impl Connection {
     fn new_compat_channel(&self, ssh_id: u32, session: bool) -> Arc<ChannelShared> {
         let state = ChannelState::new_compat(self.cfg.clone(), self.ssh_window, session);
-        let ch = ChannelShared::with_state(ssh_id, state, self.pump.clone());
+        let ch = ChannelShared::with_state(ssh_id, state, self.pump.clone(), Weak::new());
         if let Some(reason) = self.lost() {
             ch.update(|s| ((), s.on_connection_lost(&reason)));
         }

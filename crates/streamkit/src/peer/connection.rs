@@ -1,6 +1,6 @@
 //! One connection between two peers and the channels it carries.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 
@@ -17,7 +17,7 @@ use crate::transport::inproc::InprocLink;
 use crate::transport::ssh::OpenFailed;
 use crate::transport::{KillSwitch, Outbound};
 use crate::transport::{Link, Writer};
-use crate::wire::open::OpenRequest;
+use crate::wire::open::{OpenRequest, ParentRef};
 use crate::wire::reason::OpenRefusal;
 
 /// Most bytes the pump hands russh for one channel message (russh splits further
@@ -56,6 +56,15 @@ pub(crate) struct Connection {
     pub(super) cfg: StateConfig,
     /// The SSH window this side advertises for each channel.
     pub(super) ssh_window: u32,
+    /// This connection, for its channels (to open children).
+    me: Weak<Connection>,
+    /// Channels by who opened them and their open id (`true`: this side), for
+    /// nested opens that name their parent.
+    idents: Mutex<HashMap<(bool, u64), u32>>,
+    /// Ids of our opens in flight: a nested open may name one a moment before the
+    /// opening task has registered it.
+    opening: Mutex<HashSet<u64>>,
+    idents_changed: Notify,
 }
 
 impl std::fmt::Debug for Connection {
@@ -121,7 +130,11 @@ impl Connection {
         native: bool,
     ) -> Arc<Connection> {
         let opts = peer.options();
-        let conn = Arc::new(Connection {
+        let conn = Arc::new_cyclic(|me| Connection {
+            me: me.clone(),
+            idents: Mutex::new(HashMap::new()),
+            opening: Mutex::new(HashSet::new()),
+            idents_changed: Notify::new(),
             id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
             local_name: peer.name().to_owned(),
             remote_name,
@@ -162,6 +175,11 @@ impl Connection {
         conn
     }
 
+    /// The options of the peer, while it exists and is not shutting down.
+    pub(crate) fn options(&self) -> Option<Arc<crate::config::Options>> {
+        self.admitting().ok().map(|(_, o)| o)
+    }
+
     /// The in-process link, for an `inproc://` connection.
     pub(crate) fn inproc_link(&self) -> Option<&Arc<InprocLink>> {
         match &self.link {
@@ -181,7 +199,7 @@ impl Connection {
     }
 
     fn new_channel(&self, ssh_id: u32) -> Arc<ChannelShared> {
-        let ch = ChannelShared::new(ssh_id, self.cfg.clone(), self.pump.clone());
+        let ch = ChannelShared::new(ssh_id, self.cfg.clone(), self.pump.clone(), self.me.clone());
         if let Some(reason) = self.lost() {
             ch.update(|s| ((), s.on_connection_lost(&reason)));
         }
@@ -226,9 +244,67 @@ impl Connection {
     pub(crate) fn forget(&self, ssh_id: u32) {
         let ch = lock(&self.channels).remove(&ssh_id);
         if let Some(ch) = ch {
+            self.retire(&ch);
             self.closed(&ch);
         }
         self.channels_changed();
+    }
+
+    /// A channel removed from the map: its id is forgotten and its children closed.
+    fn retire(&self, ch: &Arc<ChannelShared>) {
+        self.forget_ident(ch);
+        ch.close_children();
+    }
+
+    fn forget_ident(&self, ch: &ChannelShared) {
+        if let Some(key) = ch.nest.ident.get() {
+            let mut idents = lock(&self.idents);
+            if idents.get(key) == Some(&ch.ssh_id) {
+                idents.remove(key);
+            }
+        }
+    }
+
+    /// Records who opened `ch` and its id, if it is still routed to (under the
+    /// map's lock, so that `forget` cannot miss it).
+    fn register_ident(&self, ch: &Arc<ChannelShared>, local: bool, id: u64) {
+        let map = lock(&self.channels);
+        if map.get(&ch.ssh_id).is_some_and(|c| Arc::ptr_eq(c, ch)) {
+            let _ = ch.nest.ident.set((local, id));
+            lock(&self.idents).insert((local, id), ch.ssh_id);
+        }
+    }
+
+    /// The channel a nested open names as its parent. One we opened may be named
+    /// a moment before our opening task registered it: wait for that briefly.
+    async fn find_parent(&self, parent: ParentRef) -> Option<Arc<ChannelShared>> {
+        // As seen by the sender of the request: `Local` is a channel it opened.
+        let key = match parent {
+            ParentRef::Local(id) => (false, id),
+            ParentRef::Remote(id) => (true, id),
+        };
+        let find = || {
+            let ssh_id = *lock(&self.idents).get(&key)?;
+            self.get(ssh_id)
+        };
+        let wait = async {
+            loop {
+                let changed = self.idents_changed.notified();
+                tokio::pin!(changed);
+                changed.as_mut().enable();
+                if let Some(ch) = find() {
+                    return Some(ch);
+                }
+                if !key.0 || !lock(&self.opening).contains(&key.1) {
+                    return None;
+                }
+                changed.await;
+            }
+        };
+        tokio::time::timeout(std::time::Duration::from_secs(10), wait)
+            .await
+            .ok()
+            .flatten()
     }
 
     fn closed(&self, ch: &ChannelShared) {
@@ -295,13 +371,14 @@ impl Connection {
         let ch = lock(&self.channels).remove(&ssh_id);
         if let Some(ch) = ch {
             ch.update(|s| ((), s.on_close()));
+            self.retire(&ch);
             self.closed(&ch);
             self.channels_changed();
         }
     }
 
     /// Decides on an open request from the remote.
-    pub(crate) fn incoming_open(
+    pub(crate) async fn incoming_open(
         self: &Arc<Self>,
         ssh_id: u32,
         path: &str,
@@ -311,18 +388,48 @@ impl Connection {
             tracing::info!(peer = %self.remote_name, error = %e, "refused an open");
             OpenRefusal::BadRequest
         })?;
-        if req.parent.is_some() {
-            return Err(OpenRefusal::ParentNotFound);
-        }
         let headers = Headers::from(req.headers);
-        // The authoriser is the application's code: never run it under our locks.
-        let slot = self.admit(&peer, &opts, &req.service, &headers)?;
+        let (slot, parent) = match req.parent {
+            // The authoriser is the application's code: never run it under our locks.
+            None => (self.admit(&peer, &opts, &req.service, &headers)?, None),
+            // A child goes to its parent's `accept`; the parent is its scope, so
+            // neither the peer's service list nor its authoriser applies.
+            Some(p) => {
+                let parent = self
+                    .find_parent(p)
+                    .await
+                    .ok_or(OpenRefusal::ParentNotFound)?;
+                if !parent.peek(|s| s.accepts_children()) {
+                    return Err(OpenRefusal::ParentNotFound);
+                }
+                let slot = parent
+                    .nest
+                    .accept_queue()
+                    .reserve(opts.max_pending_accepts)
+                    .ok_or(OpenRefusal::AcceptQueueFull)?;
+                (slot, Some(parent))
+            }
+        };
         let mut map = lock(&self.channels);
         if map.len() >= opts.max_channels_per_connection {
             return Err(OpenRefusal::TooManyChannels);
         }
         let shared = self.new_channel(ssh_id);
+        if let Some(parent) = &parent {
+            let _ = shared.nest.parent.set(Arc::downgrade(parent));
+            parent.nest.add_child(&shared);
+            // Closed meanwhile: its children were already closed, without this one.
+            if !parent.peek(|s| s.accepts_children()) {
+                parent.nest.remove_child(ssh_id);
+                return Err(OpenRefusal::ParentNotFound);
+            }
+        }
         map.insert(ssh_id, shared.clone());
+        if let Some(id) = req.id {
+            let _ = shared.nest.ident.set((false, id));
+            lock(&self.idents).insert((false, id), ssh_id);
+        }
+        drop(map);
         Ok(Accepted::new(
             shared,
             self.meta(req.service, headers),
@@ -377,11 +484,13 @@ impl Connection {
         }
     }
 
-    /// Opens a channel to the remote.
+    /// Opens a channel to the remote, inside `parent` if given.
+    #[allow(clippy::too_many_arguments)]
     pub(crate) async fn open(
         self: &Arc<Self>,
         service: &str,
         headers: Headers,
+        parent: Option<Arc<ChannelShared>>,
         max_channels: usize,
         max_header_bytes: usize,
         timeout: std::time::Duration,
@@ -393,11 +502,31 @@ impl Connection {
         if open_now >= max_channels {
             return Err(OpenErrorKind::TooManyChannels(max_channels));
         }
+        let parent_ref = match &parent {
+            None => None,
+            Some(p) => {
+                if !p.peek(|s| s.accepts_children()) {
+                    return Err(OpenErrorKind::ParentClosed);
+                }
+                // As the receiver will see it: `Local` is a channel we (the sender) opened.
+                match p.nest.ident.get() {
+                    Some(&(true, id)) => Some(ParentRef::Local(id)),
+                    Some(&(false, id)) => Some(ParentRef::Remote(id)),
+                    None => {
+                        return Err(OpenErrorKind::InvalidRequest(
+                            "channels cannot be opened inside this channel (the remote gave it no id)"
+                                .into(),
+                        ));
+                    }
+                }
+            }
+        };
+        let open_id = self.next_open_id.fetch_add(1, Ordering::Relaxed);
         let req = OpenRequest {
             service: service.to_owned(),
             headers: headers.as_slice().to_vec(),
-            id: Some(self.next_open_id.fetch_add(1, Ordering::Relaxed)),
-            parent: None,
+            id: Some(open_id),
+            parent: parent_ref,
         };
         let path = req
             .encode(max_header_bytes)
@@ -424,12 +553,23 @@ impl Connection {
             }
         };
         let uncount_in_task = uncount.clone();
+        lock(&self.opening).insert(open_id);
         tokio::spawn(async move {
             let res = conn.link.open_streamlocal(path).await;
             uncount_in_task();
             let res = match res {
                 Ok((ssh_id, writer)) => {
                     let shared = conn.claim(ssh_id);
+                    conn.register_ident(&shared, true, open_id);
+                    if let Some(parent) = &parent {
+                        let _ = shared.nest.parent.set(Arc::downgrade(parent));
+                        parent.nest.add_child(&shared);
+                        if !parent.peek(|s| s.accepts_children()) {
+                            // The parent closed during the open.
+                            parent.nest.remove_child(ssh_id);
+                            shared.update(|s| ((), s.on_parent_closed()));
+                        }
+                    }
                     shared.announce();
                     if let Some(peer) = conn.peer.upgrade() {
                         peer.events.emit(|| Event::ChannelOpened {
@@ -449,6 +589,8 @@ impl Connection {
                         .unwrap_or_else(|| Arc::from("connection closed")),
                 )),
             };
+            lock(&conn.opening).remove(&open_id);
+            conn.idents_changed.notify_waiters();
             // If nobody waits any more, dropping the channel closes it.
             let _ = tx.send(res);
         });
@@ -477,10 +619,16 @@ impl Connection {
         lock(&self.unclaimed).clear();
         lock(&self.sessions).clear();
         let channels: Vec<_> = lock(&self.channels).drain().map(|(_, c)| c).collect();
-        for ch in channels {
+        lock(&self.idents).clear();
+        for ch in &channels {
             ch.update(|s| ((), s.on_connection_lost(&reason)));
+        }
+        for ch in channels {
+            // Every child failed with the connection; only their queues remain.
+            ch.close_children();
             self.closed(&ch);
         }
+        self.idents_changed.notify_waiters();
         if let Some(peer) = peer.as_ref().filter(|_| was_registered) {
             peer.events.emit(|| Event::Disconnected {
                 peer: self.remote_name.clone(),

@@ -521,6 +521,7 @@ impl Peer {
         conn.open(
             service,
             headers.into(),
+            None,
             opts.max_channels_per_connection,
             opts.max_header_bytes,
             opts.open_timeout,
@@ -653,7 +654,7 @@ impl Drop for AcceptSlot {
 }
 
 impl AcceptQueue {
-    fn reserve(self: &Arc<Self>, max: usize) -> Option<AcceptSlot> {
+    pub(crate) fn reserve(self: &Arc<Self>, max: usize) -> Option<AcceptSlot> {
         let mut q = lock(&self.inner);
         if q.closed || q.queue.len() + q.reserved >= max {
             return None;
@@ -671,7 +672,20 @@ impl AcceptQueue {
         self.notify.notify_waiters();
     }
 
-    async fn pop(&self) -> Option<Channel> {
+    /// Admits no more channels and resets those waiting (their parent closed).
+    pub(crate) fn close_and_reset(&self) {
+        let queued = {
+            let mut q = lock(&self.inner);
+            q.closed = true;
+            std::mem::take(&mut q.queue)
+        };
+        for mut ch in queued {
+            ch.reset();
+        }
+        self.notify.notify_waiters();
+    }
+
+    pub(crate) async fn pop(&self) -> Option<Channel> {
         loop {
             let notified = self.notify.notified();
             tokio::pin!(notified);

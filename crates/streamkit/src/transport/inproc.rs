@@ -191,7 +191,7 @@ impl InprocLink {
     }
 
     /// Opens a channel on the other side, as an SSH `CHANNEL_OPEN` would.
-    pub(crate) fn open(&self, path: &str) -> Result<(u32, InprocWriter), InprocOpenFailed> {
+    pub(crate) async fn open(&self, path: &str) -> Result<(u32, InprocWriter), InprocOpenFailed> {
         let (Some(this), Some(other)) = (self.this(), self.other()) else {
             return Err(InprocOpenFailed::Gone);
         };
@@ -205,6 +205,7 @@ impl InprocLink {
         let remote_id = other_link.allocate();
         let accepted = other
             .incoming_open(remote_id, path)
+            .await
             .map_err(|r| InprocOpenFailed::Refused(r.code()))?;
         // Registered here before the other side can send: its data may follow at once.
         this.confirmed(local_id);

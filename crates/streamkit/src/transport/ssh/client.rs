@@ -322,7 +322,7 @@ impl russh::client::Handler for ClientHandler {
         };
         let id = channel.id().number();
         let (_read, write) = channel.split();
-        match conn.incoming_open(id, socket_path) {
+        match conn.incoming_open(id, socket_path).await {
             Ok(accepted) => {
                 reply.accept().await;
                 accepted.complete(Some(Writer::Client(write)));

@@ -161,7 +161,7 @@ impl Link {
                 let (_read, write) = ch.split();
                 Ok((id, Writer::Server(write)))
             }
-            Link::Inproc(l) => match l.open(&path) {
+            Link::Inproc(l) => match l.open(&path).await {
                 Ok((id, w)) => Ok((id, Writer::Inproc(w))),
                 Err(InprocOpenFailed::Refused(code)) => Err(OpenFailed::Refused(code)),
                 Err(InprocOpenFailed::Gone) => Err(OpenFailed::Gone),

@@ -281,7 +281,7 @@ impl russh::server::Handler for ServerHandler {
         };
         let id = channel.id().number();
         let (_read, write) = channel.split();
-        match conn.incoming_open(id, socket_path) {
+        match conn.incoming_open(id, socket_path).await {
             Ok(accepted) => {
                 reply.accept().await;
                 accepted.complete(Some(Writer::Server(write)));
