@@ -25,6 +25,14 @@ over_all! {
     close_without_reading_completes => close_without_reading_completes;
     an_open_reset_at_once_fails_instead_of_hanging => an_open_reset_at_once_fails_instead_of_hanging;
     error_frames_larger_than_the_window => error_frames_larger_than_the_window;
+    // Channels of channels
+    children_nest_both_ways_to_any_depth => children_nest_both_ways_to_any_depth;
+    closing_a_parent_closes_its_children => closing_a_parent_closes_its_children;
+    a_child_of_a_closed_parent_fails_clearly => a_child_of_a_closed_parent_fails_clearly;
+    // Join, and frames as Stream/Sink
+    join_splices_a_socket_both_ways => join_splices_a_socket_both_ways;
+    a_joined_socket_that_resets_resets_the_channel => a_joined_socket_that_resets_resets_the_channel;
+    frames_as_stream_and_sink => frames_as_stream_and_sink;
 }
 
 async fn names_are_known_on_both_sides(kind: Kind) {
@@ -520,4 +528,347 @@ async fn error_frames_larger_than_the_window(kind: Kind) {
     assert!(e[..] == big[..], "the 3 MiB error frame arrived whole");
     within(ch.close()).await.unwrap();
     within(served).await.unwrap();
+}
+
+// ---------------------------------------------------------------------------
+// Channels of channels
+// ---------------------------------------------------------------------------
+
+/// Echoes frames, then error frames, then trailers, then ends the stream; returns
+/// the channel (closing it would reset children still in use).
+async fn echo_everything(mut ch: streamkit::Channel) -> streamkit::Channel {
+    while let Some(f) = ch.read_frame().await.unwrap() {
+        ch.write_frame(&f).await.unwrap();
+    }
+    while let Some(e) = ch.read_error().await.unwrap() {
+        ch.write_error(&e).await.unwrap();
+    }
+    if let Some(t) = ch.meta().trailers().filter(|t| !t.is_empty()) {
+        ch.write_trailers(t).await.unwrap();
+    }
+    ch.close_write().await.unwrap();
+    ch
+}
+
+/// Sends frames, an error and trailers through `ch` (served by `echo_everything`)
+/// and checks they all come back; returns the channel, open.
+async fn round_trip_everything(mut ch: streamkit::Channel, tag: &str) -> streamkit::Channel {
+    let frames: Vec<Vec<u8>> = (0..20u64)
+        .map(|i| pattern(100 + i as usize * 300, i))
+        .collect();
+    for f in &frames {
+        ch.write_frame(f).await.unwrap();
+    }
+    ch.write_error(format!("error from {tag}").as_bytes())
+        .await
+        .unwrap();
+    ch.write_trailers([format!("tag={tag}")]).await.unwrap();
+    within(ch.close_write()).await.unwrap();
+    for f in &frames {
+        assert_eq!(&within(ch.read_frame()).await.unwrap().unwrap()[..], &f[..]);
+    }
+    assert_eq!(within(ch.read_frame()).await.unwrap(), None);
+    assert_eq!(
+        within(ch.read_error()).await.unwrap().unwrap(),
+        format!("error from {tag}").as_bytes()
+    );
+    assert_eq!(
+        ch.meta().trailers().unwrap(),
+        Headers::from([format!("tag={tag}")])
+    );
+    ch
+}
+
+async fn children_nest_both_ways_to_any_depth(kind: Kind) {
+    let p = pair(kind).await;
+    let bob = p.bob.clone();
+    // bob accepts the parent and serves what alice opens inside it; he also
+    // opens children of his own inside it, towards alice.
+    let bob_side = tokio::spawn(async move {
+        let (meta, parent) = bob.accept().await.unwrap();
+        assert_eq!(meta.service(), "parent");
+        let parent = std::sync::Arc::new(parent);
+        // Depth 1, opened by bob (the side that accepted the parent).
+        let from_bob = parent.open("from-bob", ["depth=1", "a=b,c"]).await.unwrap();
+        // Depth 1 and 2, opened by alice: served here.
+        let (m1, child) = parent.accept().await.unwrap();
+        assert_eq!(m1.service(), "from-alice");
+        assert_eq!(m1.headers().get("depth"), Some("1"));
+        let (m2, grandchild) = child.accept().await.unwrap();
+        assert_eq!(m2.service(), "deeper");
+        assert_eq!(m2.remote_peer(), "alice");
+        // Depth 3, opened by bob inside alice's grandchild.
+        let great = grandchild.open("deepest", ["depth=3"]).await.unwrap();
+        let served = tokio::spawn(echo_everything(grandchild));
+        let great = round_trip_everything(great, "bob@3").await;
+        let from_bob = round_trip_everything(from_bob, "bob@1").await;
+        let grandchild = within(served).await.unwrap();
+        // Innermost first: closing a parent would reset its open children.
+        for mut ch in [great, grandchild, from_bob] {
+            within(ch.close()).await.unwrap();
+        }
+        (parent, child)
+    });
+    let parent = within(p.alice.open("bob", "parent", ())).await.unwrap();
+    let child = within(parent.open("from-alice", ["depth=1"]))
+        .await
+        .unwrap();
+    let grandchild = within(child.open("deeper", ["depth=2"])).await.unwrap();
+    // bob's depth-3 child arrives at alice's grandchild, and his depth-1 child at
+    // alice's parent: never at the peer-level accept.
+    let (m3, great) = within(grandchild.accept()).await.unwrap();
+    assert_eq!(m3.service(), "deepest");
+    assert_eq!(m3.headers().get("depth"), Some("3"));
+    let (m1, from_bob) = within(parent.accept()).await.unwrap();
+    assert_eq!(m1.service(), "from-bob");
+    assert_eq!(m1.headers(), &Headers::from(["depth=1", "a=b,c"]));
+    assert_eq!(m1.local_peer(), "alice");
+    use futures::FutureExt as _;
+    assert!(p.alice.accept().now_or_never().is_none());
+    let a = tokio::spawn(echo_everything(great));
+    let b = tokio::spawn(echo_everything(from_bob));
+    let g = tokio::spawn(round_trip_everything(grandchild, "alice@2"));
+    let mut great = within(a).await.unwrap();
+    let mut from_bob = within(b).await.unwrap();
+    let mut grandchild = within(g).await.unwrap();
+    let (_bob_parent, _bob_child) = within(bob_side).await.unwrap();
+    // bob closed his ends of these first: ours close cleanly.
+    for ch in [&mut great, &mut from_bob, &mut grandchild] {
+        within(ch.close()).await.unwrap();
+    }
+    assert!(p.bob.accept().now_or_never().is_none());
+    // Closed children are forgotten by their parents.
+    within(async {
+        while parent.child_count() > 1 || child.child_count() > 0 {
+            tokio::task::yield_now().await;
+        }
+    })
+    .await;
+}
+
+async fn closing_a_parent_closes_its_children(kind: Kind) {
+    let p = pair(kind).await;
+    let bob = p.bob.clone();
+    let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
+    let bob_side = tokio::spawn(async move {
+        let (_, mut parent) = bob.accept().await.unwrap();
+        let (_, mut theirs) = parent.accept().await.unwrap();
+        let mut mine = parent.open("mine", ()).await.unwrap();
+        mine.write_all(b"hello").await.unwrap();
+        ready_tx.send(()).unwrap();
+        // alice closes the parent: both children fail here, not EOF.
+        let mut buf = Vec::new();
+        let e1 = theirs.read_to_end(&mut buf).await.unwrap_err();
+        let e2 = mine.read_frame().await.unwrap_err();
+        assert!(parent.read_frame().await.unwrap().is_none());
+        parent.close().await.unwrap();
+        (e1.to_string(), e2)
+    });
+    let mut parent = within(p.alice.open("bob", "parent", ())).await.unwrap();
+    let mut theirs = within(parent.open("theirs", ())).await.unwrap();
+    within(ready_rx).await.unwrap();
+    let (_, mut mine) = within(parent.accept()).await.unwrap();
+    let mut hello = [0u8; 5];
+    within(mine.read_exact(&mut hello)).await.unwrap();
+    assert_eq!(parent.child_count(), 2);
+    let before = p.alice.channel_count();
+    assert_eq!(before, 3);
+    within(parent.close()).await.unwrap();
+    // Locally, the children fail with a clear error.
+    assert_eq!(
+        within(theirs.read_frame()).await.unwrap_err(),
+        ChannelError::ParentClosed
+    );
+    assert_eq!(
+        within(mine.write_frame(b"x")).await.unwrap_err(),
+        ChannelError::ParentClosed
+    );
+    // And remotely too, whichever news arrives first.
+    let (e1, e2) = within(bob_side).await.unwrap();
+    assert!(e1.contains("parent channel closed"), "{e1}");
+    assert_eq!(e2, ChannelError::ParentClosed);
+    // Nothing is left open on either side; the parent's accept says it is closed.
+    assert_eq!(
+        within(parent.accept()).await.unwrap_err(),
+        ChannelError::Closed
+    );
+    within(async {
+        while p.alice.channel_count() + p.bob.channel_count() > 0 {
+            tokio::task::yield_now().await;
+        }
+    })
+    .await;
+    assert_eq!(parent.child_count(), 0);
+}
+
+async fn a_child_of_a_closed_parent_fails_clearly(kind: Kind) {
+    let p = pair(kind).await;
+    let bob = p.bob.clone();
+    let (closed_tx, closed_rx) = tokio::sync::oneshot::channel();
+    tokio::spawn(async move {
+        let (_, mut parent) = bob.accept().await.unwrap();
+        // bob closes his end without waiting for alice to finish.
+        let _ = parent.close().await;
+        closed_tx.send(()).unwrap();
+        // Then serves the next channel.
+        let (_, ch) = bob.accept().await.unwrap();
+        echo(ch).await;
+    });
+    let mut parent = within(p.alice.open("bob", "parent", ())).await.unwrap();
+    within(closed_rx).await.unwrap();
+    // bob has closed the parent: the child is refused (or, once alice's end has
+    // seen the close, refused here before anything is sent).
+    let err = within(parent.open("child", ())).await.unwrap_err();
+    assert!(
+        matches!(
+            err.kind,
+            OpenErrorKind::Refused(OpenRefusal::ParentNotFound) | OpenErrorKind::ParentClosed
+        ),
+        "{err}"
+    );
+    assert!(
+        err.to_string().contains("parent channel"),
+        "unclear error: {err}"
+    );
+    // After alice's end is closed too, the refusal is local.
+    let _ = within(parent.close()).await;
+    let err = within(parent.open("child", ())).await.unwrap_err();
+    assert_eq!(err.kind, OpenErrorKind::ParentClosed);
+    // The connection is fine.
+    let mut ch = within(p.alice.open("bob", "echo", ())).await.unwrap();
+    ch.write_all(b"still up").await.unwrap();
+    within(ch.close_write()).await.unwrap();
+    let mut back = Vec::new();
+    within(ch.read_to_end(&mut back)).await.unwrap();
+    assert_eq!(back, b"still up");
+}
+
+// ---------------------------------------------------------------------------
+// Join, and frames as Stream/Sink
+// ---------------------------------------------------------------------------
+
+/// A TCP server that answers each connection with its input reversed in 1 KiB
+/// blocks, after the client's half-close, then closes: a half-close must travel
+/// through a join for this to work.
+async fn reversing_server() -> (std::net::SocketAddr, tokio::task::JoinHandle<()>) {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    let task = tokio::spawn(async move {
+        while let Ok((mut s, _)) = l.accept().await {
+            tokio::spawn(async move {
+                let mut got = Vec::new();
+                s.read_to_end(&mut got).await.unwrap();
+                let reply: Vec<u8> = got.iter().rev().copied().collect();
+                s.write_all(&reply).await.unwrap();
+                s.shutdown().await.unwrap();
+            });
+        }
+    });
+    (addr, task)
+}
+
+async fn join_splices_a_socket_both_ways(kind: Kind) {
+    let p = pair(kind).await;
+    let (addr, _server) = reversing_server().await;
+    let bob = p.bob.clone();
+    let joined = tokio::spawn(async move {
+        let (_, ch) = bob.accept().await.unwrap();
+        let sock = tokio::net::TcpStream::connect(addr).await.unwrap();
+        ch.join(sock).await
+    });
+    let ch = within(p.alice.open("bob", "reverse", ())).await.unwrap();
+    let data = pattern(3 * 1024 * 1024 + 17, 9);
+    let (mut r, mut w) = ch.split();
+    let writer = tokio::spawn({
+        let data = data.clone();
+        async move {
+            w.write_all(&data).await.unwrap();
+            w.close_write().await.unwrap();
+            w
+        }
+    });
+    let mut back = Vec::new();
+    within(r.read_to_end(&mut back)).await.unwrap();
+    let _w = within(writer).await.unwrap();
+    let expected: Vec<u8> = data.iter().rev().copied().collect();
+    assert!(back == expected, "reply differs");
+    let stats = within(joined).await.unwrap().unwrap();
+    assert_eq!(stats.to_io, data.len() as u64);
+    assert_eq!(stats.from_io, data.len() as u64);
+}
+
+async fn a_joined_socket_that_resets_resets_the_channel(kind: Kind) {
+    let p = pair(kind).await;
+    // A server that reads a little, then aborts the connection (RST).
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(async move {
+        let (mut s, _) = l.accept().await.unwrap();
+        let mut buf = [0u8; 4];
+        s.read_exact(&mut buf).await.unwrap();
+        // Linger 0: closing sends a reset, not a FIN.
+        socket2_free_reset(s);
+    });
+    let bob = p.bob.clone();
+    let joined = tokio::spawn(async move {
+        let (_, ch) = bob.accept().await.unwrap();
+        let sock = tokio::net::TcpStream::connect(addr).await.unwrap();
+        ch.join(sock).await
+    });
+    let mut ch = within(p.alice.open("bob", "rst", ())).await.unwrap();
+    ch.write_all(b"ping").await.unwrap();
+    let err = within(joined).await.unwrap().unwrap_err();
+    assert!(matches!(err, streamkit::JoinError::Io { .. }), "{err}");
+    assert_eq!(err.stats().from_io, 0);
+    let e = within(ch.read_frame()).await.unwrap_err();
+    assert!(matches!(e, ChannelError::ResetByPeer { .. }), "{e}");
+}
+
+async fn frames_as_stream_and_sink(kind: Kind) {
+    use futures::{SinkExt as _, StreamExt as _};
+    let p = pair(kind).await;
+    let bob = p.bob.clone();
+    // bob doubles every frame back, through the Stream/Sink view.
+    tokio::spawn(async move {
+        let (_, ch) = bob.accept().await.unwrap();
+        let (mut sink, mut stream) = ch.into_frames().split();
+        while let Some(f) = stream.next().await {
+            let f = f.unwrap();
+            let doubled: Vec<u8> = f.iter().chain(f.iter()).copied().collect();
+            sink.feed(streamkit::Bytes::from(doubled)).await.unwrap();
+        }
+        sink.close().await.unwrap();
+    });
+    let ch = within(p.alice.open("bob", "double", ())).await.unwrap();
+    let frames = ch.into_frames();
+    let sent: Vec<Vec<u8>> = (0..1000u64).map(|i| pattern(i as usize % 700, i)).collect();
+    let mut items = futures::stream::iter(
+        sent.iter()
+            .map(|f| Ok(streamkit::Bytes::from(f.clone())))
+            .collect::<Vec<_>>(),
+    );
+    let (mut sink, stream) = frames.split();
+    let send = async {
+        sink.send_all(&mut items).await.unwrap();
+        sink.close().await.unwrap();
+    };
+    let recv = stream.collect::<Vec<_>>();
+    let ((), got) = within(futures::future::join(send, recv)).await;
+    assert_eq!(got.len(), sent.len());
+    for (g, s) in got.into_iter().zip(&sent) {
+        let g = g.unwrap();
+        assert_eq!(&g[..s.len()], &s[..]);
+        assert_eq!(&g[s.len()..], &s[..]);
+    }
+}
+
+/// Drops a TCP stream with a reset (RST) instead of an orderly close.
+fn socket2_free_reset(s: tokio::net::TcpStream) {
+    let std = s.into_std().unwrap();
+    #[allow(deprecated)]
+    {
+        let s = tokio::net::TcpStream::from_std(std).unwrap();
+        s.set_linger(Some(std::time::Duration::ZERO)).unwrap();
+        drop(s);
+    }
 }

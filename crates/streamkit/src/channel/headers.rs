@@ -83,6 +83,12 @@ impl<const N: usize> From<[&str; N]> for Headers {
     }
 }
 
+impl<const N: usize> From<[String; N]> for Headers {
+    fn from(v: [String; N]) -> Headers {
+        Headers(v.into())
+    }
+}
+
 impl From<()> for Headers {
     fn from((): ()) -> Headers {
         Headers::new()

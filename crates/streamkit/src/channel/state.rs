@@ -313,7 +313,7 @@ impl ChannelState {
         if self.is_closed() || self.failure().is_some() || self.lost.is_some() {
             return Wake::default();
         }
-        self.fail_locally(ChannelError::ParentClosed, ResetCode::Closed)
+        self.fail_locally(ChannelError::ParentClosed, ResetCode::ParentClosed)
     }
 
     fn failure(&self) -> Option<&ChannelError> {
@@ -521,10 +521,10 @@ impl ChannelState {
             }
             Control::Reset { code, reason } => {
                 let code = ResetCode::from_code(code);
-                self.remote_reset = Some(if code == ResetCode::Closed {
-                    ChannelError::ClosedByPeer
-                } else {
-                    ChannelError::ResetByPeer { code, reason }
+                self.remote_reset = Some(match code {
+                    ResetCode::Closed => ChannelError::ClosedByPeer,
+                    ResetCode::ParentClosed => ChannelError::ParentClosed,
+                    _ => ChannelError::ResetByPeer { code, reason },
                 });
                 self.drop_send_queue();
                 Wake::all()

@@ -108,6 +108,8 @@ pub enum ResetCode {
     Shutdown,
     /// Trailers or another bounded item went over its limit.
     LimitExceeded,
+    /// The channel's parent closed, which closes its children.
+    ParentClosed,
     /// A code we do not know.
     Other(u32),
 }
@@ -122,6 +124,7 @@ impl ResetCode {
             ResetCode::FrameTooLarge => 4,
             ResetCode::Shutdown => 5,
             ResetCode::LimitExceeded => 6,
+            ResetCode::ParentClosed => 7,
             ResetCode::Other(c) => c,
         }
     }
@@ -135,6 +138,7 @@ impl ResetCode {
             4 => ResetCode::FrameTooLarge,
             5 => ResetCode::Shutdown,
             6 => ResetCode::LimitExceeded,
+            7 => ResetCode::ParentClosed,
             c => ResetCode::Other(c),
         }
     }
@@ -148,6 +152,7 @@ impl std::fmt::Display for ResetCode {
             ResetCode::ProtocolError => f.write_str("protocol error"),
             ResetCode::FrameTooLarge => f.write_str("frame too large"),
             ResetCode::Shutdown => f.write_str("shutdown"),
+            ResetCode::ParentClosed => f.write_str("parent closed"),
             ResetCode::LimitExceeded => f.write_str("limit exceeded"),
             ResetCode::Other(c) => write!(f, "code {c}"),
         }
