@@ -179,12 +179,16 @@ impl Channel {
     /// When the remote closed first, `close` still succeeds if this side never wrote
     /// anything (nothing can have been lost); otherwise it fails with
     /// [`ChannelError::ClosedByPeer`], since what was written may not have been read.
+    ///
+    /// Channels opened inside this one are reset when `close` returns.
     pub async fn close(&mut self) -> Result<(), ChannelError> {
-        self.write.op(|s| s.close()).await
+        let res = self.write.op(|s| s.close()).await;
+        self.read.shared.close_children();
+        res
     }
 
     /// Aborts the channel: unsent data is dropped and the remote's reads and writes
-    /// fail with [`ChannelError::ResetByPeer`].
+    /// fail with [`ChannelError::ResetByPeer`]. Channels opened inside it are reset.
     pub fn reset(&mut self) {
         self.write.reset();
     }
@@ -594,6 +598,7 @@ impl WriteHalf {
     /// Aborts the channel (see [`Channel::reset`]).
     pub fn reset(&mut self) {
         self.shared.update(|s| ((), s.reset()));
+        self.shared.close_children();
     }
 
     /// See [`Channel::send_buffered`].

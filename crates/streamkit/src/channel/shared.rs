@@ -73,14 +73,6 @@ impl Nest {
         self.accept.get_or_init(Arc::default)
     }
 
-    pub(crate) fn add_child(&self, child: &Arc<ChannelShared>) {
-        lock(&self.children).insert(child.ssh_id, Arc::downgrade(child));
-    }
-
-    pub(crate) fn remove_child(&self, ssh_id: u32) {
-        lock(&self.children).remove(&ssh_id);
-    }
-
     /// Live children (for tests of leaks and for closing them).
     pub(crate) fn child_count(&self) -> usize {
         lock(&self.children).len()
@@ -155,9 +147,32 @@ impl ChannelShared {
         self.schedule();
     }
 
+    /// Records a channel opened inside this one.
+    pub(crate) fn add_child(self: &Arc<Self>, child: &Arc<ChannelShared>) {
+        let first = {
+            let mut children = lock(&self.nest.children);
+            children.insert(child.ssh_id, Arc::downgrade(child));
+            children.len() == 1
+        };
+        if first {
+            self.update(|s| ((), s.set_has_children(true)));
+        }
+    }
+
+    /// Forgets a closed child.
+    pub(crate) fn remove_child(self: &Arc<Self>, ssh_id: u32) {
+        let last = {
+            let mut children = lock(&self.nest.children);
+            children.remove(&ssh_id).is_some() && children.is_empty()
+        };
+        if last {
+            self.update(|s| ((), s.set_has_children(false)));
+        }
+    }
+
     /// The channel closed (or its connection went): its children are reset, and
     /// those waiting to be accepted are refused.
-    pub(crate) fn close_children(&self) {
+    pub(crate) fn close_children(self: &Arc<Self>) {
         if let Some(q) = self.nest.accept.get() {
             q.close_and_reset();
         }
@@ -168,8 +183,12 @@ impl ChannelShared {
         for child in children {
             child.update(|s| ((), s.on_parent_closed()));
         }
+    }
+
+    /// The channel's SSH channel is closed: its parent forgets it.
+    pub(crate) fn detach_from_parent(&self) {
         if let Some(parent) = self.nest.parent.get().and_then(Weak::upgrade) {
-            parent.nest.remove_child(self.ssh_id);
+            parent.remove_child(self.ssh_id);
         }
     }
 

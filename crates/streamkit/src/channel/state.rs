@@ -189,6 +189,8 @@ pub(crate) struct ChannelState {
     close_sent: bool,
     close_received: bool,
     compat: Option<Compat>,
+    /// Channels opened inside this one are open: see `ready_to_close`.
+    has_children: bool,
 }
 
 impl ChannelState {
@@ -228,6 +230,7 @@ impl ChannelState {
             close_sent: false,
             close_received: false,
             compat: None,
+            has_children: false,
             cfg,
         }
     }
@@ -1093,7 +1096,7 @@ impl ChannelState {
             }
             None => {}
         }
-        if self.fin_acked && (self.rx_fin || self.close_requested) {
+        if self.ready_to_close() {
             if self.compat.is_some() {
                 self.close_sent = true;
                 return (Some(Transmit::Close { eof: false }), Wake::all());
@@ -1123,8 +1126,24 @@ impl ChannelState {
             || match self.tx.front() {
                 Some(Queued::Data(b) | Queued::Error(b)) => self.tx_credit > 0 && !b.is_empty(),
                 Some(_) => true,
-                None => self.fin_acked && (self.rx_fin || self.close_requested),
+                None => self.ready_to_close(),
             }
+    }
+
+    /// Both directions are finished (or the application closed): the SSH channel
+    /// can close. A channel whose streams merely ended stays open while channels
+    /// opened inside it are open, since closing it would reset them.
+    fn ready_to_close(&self) -> bool {
+        self.fin_acked && (self.close_requested || (self.rx_fin && !self.has_children))
+    }
+
+    /// Whether channels opened inside this one are open (see `ready_to_close`).
+    pub(crate) fn set_has_children(&mut self, has: bool) -> Wake {
+        self.has_children = has;
+        Wake {
+            transmit: !has,
+            ..Wake::default()
+        }
     }
 }
 

@@ -169,7 +169,7 @@ impl Connection {
         let weak = Arc::downgrade(&conn);
         tokio::spawn(conn.pump.clone().run(MAX_CHUNK, out, move |ch| {
             if let Some(conn) = weak.upgrade() {
-                conn.forget(ch.ssh_id);
+                conn.forget(ch);
             }
         }));
         conn
@@ -240,9 +240,16 @@ impl Connection {
         lock(&self.channels).get(&ssh_id).cloned()
     }
 
-    /// Stops routing to a channel whose SSH channel is closed.
-    pub(crate) fn forget(&self, ssh_id: u32) {
-        let ch = lock(&self.channels).remove(&ssh_id);
+    /// Stops routing to a channel whose SSH channel is closed (unless its number
+    /// already belongs to a newer channel).
+    pub(crate) fn forget(&self, ch: &Arc<ChannelShared>) {
+        let ch = {
+            let mut map = lock(&self.channels);
+            match map.get(&ch.ssh_id) {
+                Some(c) if Arc::ptr_eq(c, ch) => map.remove(&ch.ssh_id),
+                _ => None,
+            }
+        };
         if let Some(ch) = ch {
             self.retire(&ch);
             self.closed(&ch);
@@ -254,6 +261,7 @@ impl Connection {
     fn retire(&self, ch: &Arc<ChannelShared>) {
         self.forget_ident(ch);
         ch.close_children();
+        ch.detach_from_parent();
     }
 
     fn forget_ident(&self, ch: &ChannelShared) {
@@ -417,10 +425,10 @@ impl Connection {
         let shared = self.new_channel(ssh_id);
         if let Some(parent) = &parent {
             let _ = shared.nest.parent.set(Arc::downgrade(parent));
-            parent.nest.add_child(&shared);
+            parent.add_child(&shared);
             // Closed meanwhile: its children were already closed, without this one.
             if !parent.peek(|s| s.accepts_children()) {
-                parent.nest.remove_child(ssh_id);
+                parent.remove_child(ssh_id);
                 return Err(OpenRefusal::ParentNotFound);
             }
         }
@@ -563,10 +571,10 @@ impl Connection {
                     conn.register_ident(&shared, true, open_id);
                     if let Some(parent) = &parent {
                         let _ = shared.nest.parent.set(Arc::downgrade(parent));
-                        parent.nest.add_child(&shared);
+                        parent.add_child(&shared);
                         if !parent.peek(|s| s.accepts_children()) {
                             // The parent closed during the open.
-                            parent.nest.remove_child(ssh_id);
+                            parent.remove_child(ssh_id);
                             shared.update(|s| ((), s.on_parent_closed()));
                         }
                     }
@@ -626,6 +634,7 @@ impl Connection {
         for ch in channels {
             // Every child failed with the connection; only their queues remain.
             ch.close_children();
+            ch.detach_from_parent();
             self.closed(&ch);
         }
         self.idents_changed.notify_waiters();
