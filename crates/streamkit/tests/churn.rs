@@ -38,6 +38,111 @@ async fn cycle(p: &Pair, n: usize) {
 async fn churn_leaves_nothing_behind() {
     channels_on_one_connection().await;
     connections().await;
+    children_of_one_parent(Kind::Tcp).await;
+    children_of_one_parent(Kind::Inproc).await;
+}
+
+/// 10,000 children of one parent opened, used and closed, and 5,000 more opened
+/// the other way inside the same parent:
+/// live channel counts, tasks and memory end where they started.
+async fn children_of_one_parent(kind: Kind) {
+    let p = pair(kind).await;
+    let bob = p.bob.clone();
+    let metrics = tokio::runtime::Handle::current().metrics();
+    // bob accepts the parent, echoes the children alice opens in it and opens
+    // children of his own, one at a time, on request.
+    let server = tokio::spawn(async move {
+        let (_, mut parent) = bob.accept().await.unwrap();
+        loop {
+            let Ok((meta, mut child)) = parent.accept().await else {
+                break;
+            };
+            if meta.service() == "done" {
+                drop(child);
+                break;
+            }
+            let f = child.read_frame().await.unwrap().unwrap();
+            assert_eq!(child.read_frame().await.unwrap(), None);
+            child.write_frame(&f).await.unwrap();
+            if meta.service() == "call-back" {
+                // And one child the other way, inside the same parent.
+                let mut back = parent.open("back", ()).await.unwrap();
+                back.write_frame(&f).await.unwrap();
+                back.close().await.unwrap();
+            }
+            child.close().await.unwrap();
+        }
+        parent.close().await.unwrap();
+    });
+    let parent = within(p.alice.open("bob", "parent", ())).await.unwrap();
+    let run = |from: u64, to: u64| {
+        let parent = &parent;
+        async move {
+            for i in from..to {
+                let service = if i % 2 == 0 { "echo" } else { "call-back" };
+                let mut child = parent.open(service, ()).await.unwrap();
+                child.write_frame(&i.to_be_bytes()).await.unwrap();
+                child.close_write().await.unwrap();
+                assert_eq!(
+                    &child.read_frame().await.unwrap().unwrap()[..],
+                    &i.to_be_bytes()
+                );
+                assert_eq!(child.read_frame().await.unwrap(), None);
+                if i % 2 == 1 {
+                    let (_, mut back) = parent.accept().await.unwrap();
+                    assert_eq!(
+                        &back.read_frame().await.unwrap().unwrap()[..],
+                        &i.to_be_bytes()
+                    );
+                    back.close().await.unwrap();
+                }
+                child.close().await.unwrap();
+            }
+        }
+    };
+    let settled = || async {
+        within(async {
+            while parent.child_count() > 0 || p.alice.channel_count() + p.bob.channel_count() > 2 {
+                tokio::task::yield_now().await;
+            }
+        })
+        .await;
+    };
+    within(run(0, 1000)).await; // warm up
+    settled().await;
+    let (tasks0, rss0) = (metrics.num_alive_tasks(), rss_kib());
+    within(run(1000, 11_000)).await;
+    settled().await;
+    within(async {
+        while metrics.num_alive_tasks() > tasks0 {
+            tokio::task::yield_now().await;
+        }
+    })
+    .await;
+    let grown = rss_kib().saturating_sub(rss0);
+    eprintln!(
+        "10,000 children opened by alice and 5,000 by bob over {kind:?}: channels left {} + {}, tasks {tasks0} -> {}, RSS +{grown} KiB",
+        p.alice.channel_count(),
+        p.bob.channel_count(),
+        metrics.num_alive_tasks()
+    );
+    assert_eq!(parent.child_count(), 0);
+    assert_eq!(p.alice.channel_count(), 1, "only the parent is left");
+    assert!(
+        grown < 4 * 1024,
+        "resident memory grew by {grown} KiB over 10,000 children"
+    );
+    let mut done = within(parent.open("done", ())).await.unwrap();
+    let _ = within(done.read_frame()).await;
+    within(server).await.unwrap();
+    let mut parent = parent;
+    let _ = within(parent.close()).await;
+    within(async {
+        while p.alice.channel_count() + p.bob.channel_count() > 0 {
+            tokio::task::yield_now().await;
+        }
+    })
+    .await;
 }
 
 /// 4,000 channels opened, used and closed on one connection: channel counts go back
