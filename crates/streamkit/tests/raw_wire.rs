@@ -1,0 +1,118 @@
+//! Nested opens as a foreign or hostile peer would send them: a raw SSH client
+//! (russh, with none of our channel logic) names parents that do not exist or
+//! that belong to another connection. Each is refused with "parent channel not
+//! found" and the connection stays up.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::sync::Arc;
+
+use common::*;
+use russh::keys::PrivateKeyWithHashAlg;
+use streamkit::wire::open::{OpenRequest, ParentRef};
+use streamkit::{Identity, OpenRefusal, Trust};
+
+struct RawClient;
+
+impl russh::client::Handler for RawClient {
+    type Error = russh::Error;
+
+    async fn check_server_key(
+        &mut self,
+        _key: &russh::keys::PublicKeyOrCertificate,
+    ) -> Result<bool, Self::Error> {
+        Ok(true)
+    }
+}
+
+fn request(id: u64, parent: Option<ParentRef>) -> String {
+    OpenRequest {
+        service: "svc".into(),
+        headers: vec![format!("id={id}")],
+        id: Some(id),
+        parent,
+    }
+    .encode(16 * 1024)
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nested_opens_naming_unknown_parents_are_refused() {
+    let (a, b) = (who("alice"), who("bob"));
+    let mallory = Identity::generate();
+    let alice = peer(&a, &[&b]);
+    let bob = streamkit::Peer::new(streamkit::PeerConfig::new(
+        "bob",
+        b.id.clone(),
+        Trust::new()
+            .with_key(a.id.public_key())
+            .with_key(mallory.public_key()),
+    ))
+    .unwrap();
+    let url = bob.bind("tcp://127.0.0.1:0").await.unwrap();
+    within(alice.connect(&url.to_string())).await.unwrap();
+    // alice's first channel: id 1 on her connection.
+    let _alice_parent = within(alice.open("bob", "parent", ())).await.unwrap();
+    let (_, bob_parent) = within(bob.accept()).await.unwrap();
+
+    // mallory speaks SSH directly, announcing herself as a streamkit peer.
+    let streamkit::Endpoint::Tcp { host, port } = &url else {
+        unreachable!()
+    };
+    let config = Arc::new(russh::client::Config {
+        client_id: russh::SshId::Standard(streamkit::wire::ident::client_ident().into()),
+        nodelay: true,
+        ..Default::default()
+    });
+    let mut h = within(russh::client::connect(
+        config,
+        (host.as_str(), *port),
+        RawClient,
+    ))
+    .await
+    .unwrap();
+    let key = russh::keys::PrivateKey::from_openssh(mallory.to_openssh()).unwrap();
+    let auth = within(
+        h.authenticate_publickey("mallory", PrivateKeyWithHashAlg::new(Arc::new(key), None)),
+    )
+    .await
+    .unwrap();
+    assert!(auth.success());
+
+    let refused = |e: russh::Error| match e {
+        russh::Error::ChannelOpenFailure(r) => OpenRefusal::from_code(r.code()),
+        other => panic!("expected a refusal, got {other}"),
+    };
+    // A parent "I opened" with id 1: alice's channel has that id, but on another
+    // connection. A parent "you opened" with id 1: bob opened nothing here.
+    for parent in [
+        ParentRef::Local(1),
+        ParentRef::Remote(1),
+        ParentRef::Local(u64::MAX),
+    ] {
+        let err = within(h.channel_open_direct_streamlocal(request(1, Some(parent))))
+            .await
+            .unwrap_err();
+        let why = refused(err);
+        assert_eq!(why, OpenRefusal::ParentNotFound, "{parent:?}");
+        assert_eq!(why.description(), "parent channel not found");
+    }
+    // The connection is up: a plain open works, and a child of it (named
+    // correctly) reaches that channel's accept, not the peer's.
+    let _parent = within(h.channel_open_direct_streamlocal(request(7, None)))
+        .await
+        .unwrap();
+    let (meta, mallory_parent) = within(bob.accept()).await.unwrap();
+    assert_eq!(meta.remote_peer(), "mallory");
+    assert_eq!(meta.headers().get("id"), Some("7"));
+    let _child = within(h.channel_open_direct_streamlocal(request(8, Some(ParentRef::Local(7)))))
+        .await
+        .unwrap();
+    let (child_meta, _child) = within(mallory_parent.accept()).await.unwrap();
+    assert_eq!(child_meta.headers().get("id"), Some("8"));
+    use futures::FutureExt as _;
+    assert!(bob.accept().now_or_never().is_none());
+    assert!(bob_parent.accept().now_or_never().is_none());
+    assert_eq!(bob.peers().len(), 2);
+}
