@@ -386,3 +386,57 @@ pub async fn plain_idle_channels(
     }
     Ok(v)
 }
+
+/// In-process bulk through a tokio mpsc channel of byte chunks: the same copies
+/// an `inproc://` channel makes (into the message, out into the reader's buffer).
+pub async fn mpsc_bulk(total: usize) -> anyhow::Result<f64> {
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<bytes::Bytes>(16);
+    let reader = tokio::spawn(async move {
+        let mut buf = vec![0u8; CHUNK];
+        let mut got = 0usize;
+        while let Some(chunk) = rx.recv().await {
+            buf[..chunk.len()].copy_from_slice(&chunk);
+            got += chunk.len();
+        }
+        got
+    });
+    let data = vec![0x5au8; CHUNK];
+    let t = Instant::now();
+    let mut left = total;
+    while left > 0 {
+        let k = left.min(CHUNK);
+        tx.send(bytes::Bytes::copy_from_slice(&data[..k])).await?;
+        left -= k;
+    }
+    drop(tx);
+    let got = reader.await?;
+    let secs = t.elapsed().as_secs_f64();
+    if got != total {
+        bail!("mpsc bulk: {got} bytes arrived of {total}");
+    }
+    Ok(total as f64 / secs / 1e6)
+}
+
+/// In-process frames through a tokio mpsc channel, one message per frame.
+pub async fn mpsc_frames(size: usize, n: usize) -> anyhow::Result<f64> {
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<bytes::Bytes>(1024);
+    let reader = tokio::spawn(async move {
+        let mut count = 0usize;
+        while rx.recv().await.is_some() {
+            count += 1;
+        }
+        count
+    });
+    let payload = vec![7u8; size];
+    let t = Instant::now();
+    for _ in 0..n {
+        tx.send(bytes::Bytes::copy_from_slice(&payload)).await?;
+    }
+    drop(tx);
+    let got = reader.await?;
+    let secs = t.elapsed().as_secs_f64();
+    if got != n {
+        bail!("mpsc frames: {got} arrived of {n}");
+    }
+    Ok(n as f64 / secs)
+}

@@ -380,6 +380,7 @@ async fn measure(s: &Sizes, dir: &std::path::Path) -> anyhow::Result<Vec<Row>> {
     let plain_conn = plain.connect().await?;
     let tcp = pair("tcp://127.0.0.1:0").await?;
     let unix = pair(&format!("unix://{}", dir.join("sk.sock").display())).await?;
+    let inproc = pair(&format!("inproc://bench-{}", std::process::id())).await?;
     eprintln!(
         "measuring ({} MiB per bulk run, best of {runs})...",
         s.bulk >> 20
@@ -538,7 +539,44 @@ async fn measure(s: &Sizes, dir: &std::path::Path) -> anyhow::Result<Vec<Row>> {
         theirs: Some(ours_unix),
     });
 
+    let ours_inproc = best(runs, || sk_bulk(&inproc, 1, s.bulk)).await?;
+    rows.push(Row {
+        name: "bulk inproc, 1 channel".into(),
+        unit: "MB/s",
+        ours: ours_inproc,
+        baseline: "streamkit tcp, 1 channel",
+        theirs: Some(ours),
+    });
+    let mpsc = best(runs, || baseline::mpsc_bulk(s.bulk)).await?;
+    rows.push(Row {
+        name: "bulk inproc, 1 channel".into(),
+        unit: "MB/s",
+        ours: ours_inproc,
+        baseline: "tokio mpsc of chunks",
+        theirs: Some(mpsc),
+    });
+    let ours_inproc16 = best(runs, || sk_bulk(&inproc, 16, s.bulk)).await?;
+    rows.push(Row {
+        name: "bulk inproc, 16 channels".into(),
+        unit: "MB/s",
+        ours: ours_inproc16,
+        baseline: "streamkit, 1 channel",
+        theirs: Some(ours_inproc),
+    });
+
     // ---- frames
+    for size in [64usize, 4096] {
+        let n = if size == 64 { s.frames } else { s.frames / 4 };
+        let ours = best(runs, || sk_frames(&inproc, size, n)).await?;
+        let theirs = best(runs, || baseline::mpsc_frames(size, n)).await?;
+        rows.push(Row {
+            name: format!("frames inproc, {size} B one way"),
+            unit: "frames/s",
+            ours,
+            baseline: "tokio mpsc, one per frame",
+            theirs: Some(theirs),
+        });
+    }
     for size in [64usize, 4096] {
         let n = if size == 64 { s.frames } else { s.frames / 4 };
         let ours = best(runs, || sk_frames(&tcp, size, n)).await?;
@@ -597,5 +635,7 @@ async fn measure(s: &Sizes, dir: &std::path::Path) -> anyhow::Result<Vec<Row>> {
     tcp.server.shutdown().await;
     unix.client.shutdown().await;
     unix.server.shutdown().await;
+    inproc.client.shutdown().await;
+    inproc.server.shutdown().await;
     Ok(rows)
 }
