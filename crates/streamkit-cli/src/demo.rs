@@ -91,6 +91,25 @@ fn serve_bob(bob: &Peer) {
                             }
                         }
                     }
+                    "tunnel" => {
+                        // Children alice opens inside are echoed upper-case; bob
+                        // also opens one of his own inside it, towards alice.
+                        let ch = std::sync::Arc::new(ch);
+                        if let Ok(mut hello) = ch.open("hello-from-bob", ["depth=1"]).await {
+                            let _ = hello.write_all(b"bob was here").await;
+                            let _ = hello.close().await;
+                        }
+                        while let Ok((_, child)) = ch.accept().await {
+                            tokio::spawn(async move {
+                                let (mut r, mut w) = child.split();
+                                let mut body = Vec::new();
+                                if r.read_to_end(&mut body).await.is_ok() {
+                                    let _ = w.write_all(&body.to_ascii_uppercase()).await;
+                                    let _ = w.close_write().await;
+                                }
+                            });
+                        }
+                    }
                     "sink" => {
                         let mut buf = vec![0u8; 256 * 1024];
                         let mut n = 0u64;
@@ -139,7 +158,9 @@ async fn tour(args: &Args, dir: &std::path::Path) -> anyhow::Result<()> {
     for (name, id) in [("alice", &a), ("bob", &b), ("carol", &c)] {
         note(format!("{name:5} {}", id.public_key().fingerprint()));
     }
-    let services = Services::only(["echo", "upper", "build", "abort", "hold", "frames", "sink"]);
+    let services = Services::only([
+        "echo", "upper", "build", "abort", "hold", "frames", "sink", "tunnel",
+    ]);
     let bob = peer("bob", &b, &[&a, &c], services)?;
     let alice = peer("alice", &a, &[&b], Services::only(["echo"]))?;
     let carol = peer("carol", &c, &[&b], Services::only(["echo"]))?;
@@ -308,7 +329,69 @@ async fn tour(args: &Args, dir: &std::path::Path) -> anyhow::Result<()> {
         elapsed.as_secs_f64() * 1000.0
     ));
 
-    step("10. Measured here (one run; `streamkit bench` later does this properly)");
+    step("10. Channels inside channels");
+    let tunnel = alice.open("bob", "tunnel", ()).await?;
+    let (meta, mut hello) = tunnel.accept().await?;
+    let mut said = String::new();
+    hello.read_to_string(&mut said).await?;
+    note(format!(
+        "bob opened {:?} inside alice's tunnel; it said {said:?} (peer-level accept never saw it)",
+        meta.service()
+    ));
+    let mut replies = Vec::new();
+    for word in ["one", "two", "three"] {
+        let mut child = tunnel.open("shout", [format!("word={word}")]).await?;
+        child.write_all(word.as_bytes()).await?;
+        child.close_write().await?;
+        let mut back = String::new();
+        child.read_to_string(&mut back).await?;
+        replies.push(back);
+        child.close().await?;
+    }
+    note(format!(
+        "three children of the tunnel, echoed by bob: {replies:?}"
+    ));
+    let mut open_child = tunnel.open("shout", ()).await?;
+    note(format!(
+        "one child left open; the tunnel has {} open child(ren)",
+        tunnel.child_count()
+    ));
+    let mut tunnel = tunnel;
+    tunnel.reset();
+    let Err(err) = open_child.read_frame().await else {
+        bail!("a child of a reset tunnel still reads");
+    };
+    note(format!(
+        "alice reset the tunnel: its open child now fails with {err:?} ({err})"
+    ));
+
+    step("11. In-process peers: inproc://, same semantics, no SSH");
+    let d = Identity::generate();
+    bob.set_trust(
+        Trust::new()
+            .with_key(a.public_key())
+            .with_key(c.public_key())
+            .with_key(d.public_key()),
+    );
+    let name = format!("inproc://demo-bob-{}", std::process::id());
+    bob.bind(&name).await?;
+    let dave = peer("dave", &d, &[&b], Services::none())?;
+    dave.connect(&name).await?;
+    let mut ch = dave.open("bob", "upper", ["via=inproc"]).await?;
+    ch.write_all(b"no sockets, no ssh").await?;
+    ch.close_write().await?;
+    let mut s = String::new();
+    ch.read_to_string(&mut s).await?;
+    note(format!(
+        "dave (a plugin in this process) connected to {name}: {s:?}, trailers {:?}",
+        ch.meta().trailers().unwrap_or_default()
+    ));
+    note(format!(
+        "bob serves {:?} on tcp, unix and inproc at once",
+        bob.peers()
+    ));
+
+    step("12. Measured here (one run; `streamkit bench` later does this properly)");
     let mut ch = alice.open("bob", "frames", ()).await?;
     let mut rtts = Vec::with_capacity(5000);
     let payload = [7u8; 64];
@@ -325,7 +408,7 @@ async fn tour(args: &Args, dir: &std::path::Path) -> anyhow::Result<()> {
         percentile(&rtts, 0.5).as_micros(),
         percentile(&rtts, 0.99).as_micros()
     ));
-    for (label, p) in [("TCP", &alice), ("Unix socket", &carol)] {
+    for (label, p) in [("TCP", &alice), ("Unix socket", &carol), ("inproc", &dave)] {
         let total = args.bulk_mb << 20;
         let mut ch = p.open("bob", "sink", ()).await?;
         let chunk = vec![0x5Au8; 256 * 1024];
@@ -361,7 +444,7 @@ async fn tour(args: &Args, dir: &std::path::Path) -> anyhow::Result<()> {
         500.0 / t.elapsed().as_secs_f64()
     ));
 
-    step("11. Graceful shutdown");
+    step("13. Graceful shutdown");
     let reset = bob.shutdown().await;
     note(format!(
         "bob shut down ({reset} channel(s) reset after the close timeout); alice now sees peers {:?}",

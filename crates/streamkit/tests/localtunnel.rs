@@ -15,7 +15,7 @@ use common::*;
 use streamkit::Channel;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::mpsc::{UnboundedSender as Sender, unbounded_channel};
+use tokio::sync::mpsc::{Sender, channel};
 
 over_all! {
     twenty_pages_through_a_tunnel => twenty_pages_through_a_tunnel;
@@ -101,7 +101,7 @@ fn tunnel_server(
             assert_eq!(meta.service(), "tunnel");
             let host = meta.remote_peer().to_owned();
             registry.lock().unwrap().insert(host.clone(), Arc::new(ch));
-            registered.send(host).unwrap();
+            registered.send(host).await.unwrap();
         }
     });
     tokio::spawn(async move {
@@ -142,7 +142,7 @@ fn tunnel_client(
             tokio::spawn(async move {
                 let local = TcpStream::connect(("127.0.0.1", local_port)).await.unwrap();
                 let stats = child.join(local).await.unwrap();
-                joined.send(stats).unwrap();
+                joined.send(stats).await.unwrap();
             });
         }
     })
@@ -191,14 +191,14 @@ async fn twenty_pages_through_a_tunnel(kind: Kind) {
         .to_string();
     let public = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let public_addr = public.local_addr().unwrap();
-    let (registered_tx, mut registered) = unbounded_channel();
+    let (registered_tx, mut registered) = channel(4);
     let _server = tunnel_server(server.clone(), public, registered_tx);
 
     within(client.connect(&url)).await.unwrap();
     let tunnel = within(client.open("tunnel.example", "tunnel", ()))
         .await
         .unwrap();
-    let (joined_tx, mut joined) = unbounded_channel();
+    let (joined_tx, mut joined) = channel(PAGES * 2);
     let _client = tunnel_client(tunnel, http.port, joined_tx);
     // The server routes by the client's peer name, once it has taken the tunnel.
     assert_eq!(
