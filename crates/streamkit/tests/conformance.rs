@@ -29,6 +29,8 @@ over_all! {
     children_nest_both_ways_to_any_depth => children_nest_both_ways_to_any_depth;
     closing_a_parent_closes_its_children => closing_a_parent_closes_its_children;
     a_child_of_a_closed_parent_fails_clearly => a_child_of_a_closed_parent_fails_clearly;
+    children_closed_before_accept_leave_the_queue => children_closed_before_accept_leave_the_queue;
+    a_deep_chain_of_unaccepted_children_closes => a_deep_chain_of_unaccepted_children_closes;
     // Join, and frames as Stream/Sink
     join_splices_a_socket_both_ways => join_splices_a_socket_both_ways;
     a_joined_socket_that_resets_resets_the_channel => a_joined_socket_that_resets_resets_the_channel;
@@ -730,10 +732,15 @@ async fn a_child_of_a_closed_parent_fails_clearly(kind: Kind) {
         err.to_string().contains("parent channel"),
         "unclear error: {err}"
     );
-    // After alice's end is closed too, the refusal is local.
+    // After alice's end is closed too, the refusal is local, and accepting on it
+    // (never done before) says it is closed instead of waiting forever.
     let _ = within(parent.close()).await;
     let err = within(parent.open("child", ())).await.unwrap_err();
     assert_eq!(err.kind, OpenErrorKind::ParentClosed);
+    assert_eq!(
+        within(parent.accept()).await.unwrap_err(),
+        ChannelError::Closed
+    );
     // The connection is fine.
     let mut ch = within(p.alice.open("bob", "echo", ())).await.unwrap();
     ch.write_all(b"still up").await.unwrap();
@@ -871,4 +878,75 @@ fn socket2_free_reset(s: tokio::net::TcpStream) {
         s.set_linger(Some(std::time::Duration::ZERO)).unwrap();
         drop(s);
     }
+}
+
+async fn children_closed_before_accept_leave_the_queue(kind: Kind) {
+    let p = pair(kind).await;
+    let bob = p.bob.clone();
+    let held = tokio::spawn(async move { bob.accept().await.unwrap().1 });
+    let parent = within(p.alice.open("bob", "parent", ())).await.unwrap();
+    let bob_parent = within(held).await.unwrap();
+    // 200 children, each sends 64 KiB and is reset before bob accepts any.
+    let chunk = pattern(64 * 1024, 5);
+    for _ in 0..200 {
+        let mut child = within(parent.open("gone", ())).await.unwrap();
+        child.write_all(&chunk).await.unwrap();
+        child.reset();
+    }
+    // bob forgets them, queue included: only the parents are left.
+    within(async {
+        while p.bob.channel_count() > 1 || p.alice.channel_count() > 1 {
+            tokio::task::yield_now().await;
+        }
+    })
+    .await;
+    use futures::FutureExt as _;
+    let mut next = std::pin::pin!(bob_parent.accept());
+    assert!(
+        (&mut next).now_or_never().is_none(),
+        "a dead child was queued"
+    );
+    // A live one still comes through.
+    let mut child = within(parent.open("alive", ())).await.unwrap();
+    child.write_all(b"hi").await.unwrap();
+    let (meta, mut got) = within(next).await.unwrap();
+    assert_eq!(meta.service(), "alive");
+    let mut hi = [0u8; 2];
+    within(got.read_exact(&mut hi)).await.unwrap();
+    assert_eq!(&hi, b"hi");
+}
+
+async fn a_deep_chain_of_unaccepted_children_closes(kind: Kind) {
+    let p = pair(kind).await;
+    let bob = p.bob.clone();
+    let held = tokio::spawn(async move { bob.accept().await.unwrap().1 });
+    let parent = within(p.alice.open("bob", "parent", ())).await.unwrap();
+    let mut bob_parent = within(held).await.unwrap();
+    // Each child inside the previous one; bob accepts none of them.
+    let mut chain = Vec::new();
+    for depth in 1..=2000 {
+        let inside = chain.last().unwrap_or(&parent);
+        let child = within(inside.open("deeper", [format!("depth={depth}")]))
+            .await
+            .unwrap();
+        chain.push(child);
+    }
+    assert_eq!(p.bob.channel_count(), 2001);
+    // bob resets the parent: the whole chain goes, without exhausting a stack.
+    bob_parent.reset();
+    let mut deepest = chain.pop().unwrap();
+    let err = within(deepest.read_frame()).await.unwrap_err();
+    assert!(
+        matches!(
+            err,
+            ChannelError::ParentClosed | ChannelError::ResetByPeer { .. }
+        ),
+        "{err}"
+    );
+    within(async {
+        while p.bob.channel_count() + p.alice.channel_count() > 0 {
+            tokio::task::yield_now().await;
+        }
+    })
+    .await;
 }

@@ -259,6 +259,10 @@ impl Channel {
         Ok((ch.meta().clone(), ch))
     }
 
+    pub(crate) fn is_shared(&self, shared: &Arc<ChannelShared>) -> bool {
+        Arc::ptr_eq(&self.read.shared, shared)
+    }
+
     /// Channels opened inside this one (either way) and not yet closed.
     pub fn child_count(&self) -> usize {
         self.read.shared.nest.child_count()
@@ -399,7 +403,8 @@ impl futures::Sink<Bytes> for Frames {
 
     fn start_send(self: Pin<&mut Self>, frame: Bytes) -> Result<(), ChannelError> {
         let this = self.get_mut();
-        debug_assert!(this.pending.is_none(), "start_send without poll_ready");
+        // The Sink contract: `poll_ready` first. Losing a frame silently would be worse.
+        assert!(this.pending.is_none(), "start_send without poll_ready");
         this.pending = Some(frame);
         Ok(())
     }

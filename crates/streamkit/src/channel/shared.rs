@@ -52,6 +52,13 @@ pub(crate) struct ChannelShared {
     pub(crate) nest: Nest,
 }
 
+/// Resets channels that will never be accepted.
+fn reset_all(channels: Vec<super::Channel>) {
+    for mut ch in channels {
+        ch.reset();
+    }
+}
+
 /// A channel's place among nested channels.
 #[derive(Default)]
 pub(crate) struct Nest {
@@ -65,12 +72,20 @@ pub(crate) struct Nest {
     children: Mutex<HashMap<u32, Weak<ChannelShared>>>,
     /// Children the remote opened, waiting for `accept`.
     accept: OnceLock<Arc<AcceptQueue>>,
+    /// Set once the channel closed its children: a queue made later is closed.
+    children_closed: AtomicBool,
 }
 
 impl Nest {
     /// The queue of children waiting for `accept`.
     pub(crate) fn accept_queue(&self) -> &Arc<AcceptQueue> {
-        self.accept.get_or_init(Arc::default)
+        let q = self.accept.get_or_init(Arc::default);
+        // Checked after creating it: `close_children` sets the flag before it
+        // looks for a queue, so one of the two closes it.
+        if self.children_closed.load(Ordering::SeqCst) {
+            reset_all(q.close_and_take());
+        }
+        q
     }
 
     /// Live children (for tests of leaks and for closing them).
@@ -172,23 +187,50 @@ impl ChannelShared {
 
     /// The channel closed (or its connection went): its children are reset, and
     /// those waiting to be accepted are refused.
+    ///
+    /// Iterative, not recursive: a remote can queue a chain of never-accepted
+    /// children thousands deep.
     pub(crate) fn close_children(self: &Arc<Self>) {
-        if let Some(q) = self.nest.accept.get() {
-            q.close_and_reset();
-        }
-        let children: Vec<_> = lock(&self.nest.children)
-            .drain()
-            .filter_map(|(_, c)| c.upgrade())
-            .collect();
-        for child in children {
-            child.update(|s| ((), s.on_parent_closed()));
+        let mut work = vec![self.clone()];
+        while let Some(ch) = work.pop() {
+            ch.nest.children_closed.store(true, Ordering::SeqCst);
+            let queued = ch
+                .nest
+                .accept
+                .get()
+                .map(|q| q.close_and_take())
+                .unwrap_or_default();
+            for child in queued {
+                let shared = child.read.shared.clone();
+                shared.update(|s| ((), s.reset()));
+                // Its own queue is emptied by this loop, before the last
+                // reference to it can go.
+                work.push(shared);
+                drop(child);
+            }
+            let children: Vec<_> = lock(&ch.nest.children)
+                .drain()
+                .filter_map(|(_, c)| c.upgrade())
+                .collect();
+            for child in children {
+                child.update(|s| ((), s.on_parent_closed()));
+            }
         }
     }
 
+    /// A queued child that closed before anyone accepted it: out of the queue, so
+    /// closed children never pile up (with their buffers) behind a parent nobody
+    /// accepts on.
+    pub(crate) fn unqueue_child(&self, child: &Arc<ChannelShared>) {
+        let removed = self.nest.accept.get().and_then(|q| q.remove(child));
+        drop(removed);
+    }
+
     /// The channel's SSH channel is closed: its parent forgets it.
-    pub(crate) fn detach_from_parent(&self) {
+    pub(crate) fn detach_from_parent(self: &Arc<Self>) {
         if let Some(parent) = self.nest.parent.get().and_then(Weak::upgrade) {
             parent.remove_child(self.ssh_id);
+            parent.unqueue_child(self);
         }
     }
 

@@ -308,7 +308,10 @@ impl ChannelState {
     /// Whether channels may still be opened inside this one: it is neither closed,
     /// closing, nor failed.
     pub(crate) fn accepts_children(&self) -> bool {
-        !self.is_closed() && !self.close_requested && self.failure().is_none()
+        !self.is_closed()
+            && !self.close_requested
+            && self.failure().is_none()
+            && self.lost.is_none()
     }
 
     /// The parent closed: this channel is reset.

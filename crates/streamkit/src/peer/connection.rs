@@ -64,6 +64,8 @@ pub(crate) struct Connection {
     /// Ids of our opens in flight: a nested open may name one a moment before the
     /// opening task has registered it.
     opening: Mutex<HashSet<u64>>,
+    /// Opening tasks between taking their confirmed channel and recording its id.
+    registering: AtomicUsize,
     idents_changed: Notify,
 }
 
@@ -134,6 +136,7 @@ impl Connection {
             me: me.clone(),
             idents: Mutex::new(HashMap::new()),
             opening: Mutex::new(HashSet::new()),
+            registering: AtomicUsize::new(0),
             idents_changed: Notify::new(),
             id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
             local_name: peer.name().to_owned(),
@@ -283,8 +286,31 @@ impl Connection {
         }
     }
 
+    /// Makes `child` a child of `parent`, if the child is still routed to (under
+    /// the map's lock, so that a child closed at once is not left behind in its
+    /// parent). A parent that closed meanwhile resets the child.
+    fn adopt(&self, parent: &Arc<ChannelShared>, child: &Arc<ChannelShared>) {
+        let map = lock(&self.channels);
+        if !map
+            .get(&child.ssh_id)
+            .is_some_and(|c| Arc::ptr_eq(c, child))
+        {
+            return;
+        }
+        let _ = child.nest.parent.set(Arc::downgrade(parent));
+        parent.add_child(child);
+        drop(map);
+        if !parent.peek(|s| s.accepts_children()) {
+            parent.remove_child(child.ssh_id);
+            child.update(|s| ((), s.on_parent_closed()));
+        }
+    }
+
     /// The channel a nested open names as its parent. One we opened may be named
-    /// a moment before our opening task registered it: wait for that briefly.
+    /// a moment before our opening task registered it (its confirmation has just
+    /// arrived): wait for that, but only while a confirmed open is still being
+    /// registered. This runs on the SSH session's task: waiting for an open the
+    /// remote has not confirmed would stall the session, so that is refused.
     async fn find_parent(&self, parent: ParentRef) -> Option<Arc<ChannelShared>> {
         // As seen by the sender of the request: `Local` is a channel it opened.
         let key = match parent {
@@ -300,10 +326,15 @@ impl Connection {
                 let changed = self.idents_changed.notified();
                 tokio::pin!(changed);
                 changed.as_mut().enable();
+                // Read before looking: an open that registers in between is found.
+                let in_flight = key.0
+                    && lock(&self.opening).contains(&key.1)
+                    && (!lock(&self.unclaimed).is_empty()
+                        || self.registering.load(Ordering::SeqCst) > 0);
                 if let Some(ch) = find() {
                     return Some(ch);
                 }
-                if !key.0 || !lock(&self.opening).contains(&key.1) {
+                if !in_flight {
                     return None;
                 }
                 changed.await;
@@ -419,6 +450,11 @@ impl Connection {
             }
         };
         let mut map = lock(&self.channels);
+        // Checked under the lock `lose` drains the map with.
+        if let Some(reason) = self.lost() {
+            tracing::debug!(%reason, "refused an open on a lost connection");
+            return Err(OpenRefusal::ShuttingDown);
+        }
         if map.len() >= opts.max_channels_per_connection {
             return Err(OpenRefusal::TooManyChannels);
         }
@@ -432,12 +468,18 @@ impl Connection {
                 return Err(OpenRefusal::ParentNotFound);
             }
         }
-        map.insert(ssh_id, shared.clone());
+        let replaced = map.insert(ssh_id, shared.clone());
         if let Some(id) = req.id {
             let _ = shared.nest.ident.set((false, id));
             lock(&self.idents).insert((false, id), ssh_id);
         }
         drop(map);
+        if let Some(old) = replaced {
+            // The SSH layer reused the number of a channel we had not forgotten yet.
+            old.update(|s| ((), s.on_close()));
+            self.retire(&old);
+            self.closed(&old);
+        }
         Ok(Accepted::new(
             shared,
             self.meta(req.service, headers),
@@ -567,16 +609,12 @@ impl Connection {
             uncount_in_task();
             let res = match res {
                 Ok((ssh_id, writer)) => {
+                    conn.registering.fetch_add(1, Ordering::SeqCst);
                     let shared = conn.claim(ssh_id);
                     conn.register_ident(&shared, true, open_id);
+                    conn.registering.fetch_sub(1, Ordering::SeqCst);
                     if let Some(parent) = &parent {
-                        let _ = shared.nest.parent.set(Arc::downgrade(parent));
-                        parent.add_child(&shared);
-                        if !parent.peek(|s| s.accepts_children()) {
-                            // The parent closed during the open.
-                            parent.remove_child(ssh_id);
-                            shared.update(|s| ((), s.on_parent_closed()));
-                        }
+                        conn.adopt(parent, &shared);
                     }
                     shared.announce();
                     if let Some(peer) = conn.peer.upgrade() {
@@ -648,7 +686,7 @@ impl Connection {
         self.pump.close();
         self.kill.kill();
         if let Some(l) = self.inproc_link() {
-            l.lost();
+            l.lost(&reason);
         }
         self.lost_notify.notify_waiters();
         if let Some(peer) = &peer {

@@ -672,17 +672,26 @@ impl AcceptQueue {
         self.notify.notify_waiters();
     }
 
-    /// Admits no more channels and resets those waiting (their parent closed).
-    pub(crate) fn close_and_reset(&self) {
+    /// Admits no more channels and hands back those waiting (their parent
+    /// closed: the caller resets them).
+    pub(crate) fn close_and_take(&self) -> Vec<Channel> {
         let queued = {
             let mut q = lock(&self.inner);
             q.closed = true;
             std::mem::take(&mut q.queue)
         };
-        for mut ch in queued {
-            ch.reset();
-        }
         self.notify.notify_waiters();
+        queued.into()
+    }
+
+    /// Takes a waiting channel out of the queue (it closed before anyone took it).
+    pub(crate) fn remove(
+        &self,
+        ch: &Arc<crate::channel::shared::ChannelShared>,
+    ) -> Option<Channel> {
+        let mut q = lock(&self.inner);
+        let i = q.queue.iter().position(|c| c.is_shared(ch))?;
+        q.queue.remove(i)
     }
 
     pub(crate) async fn pop(&self) -> Option<Channel> {

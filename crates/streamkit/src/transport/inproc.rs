@@ -222,17 +222,17 @@ impl InprocLink {
         ))
     }
 
-    /// Ends the connection on both sides.
+    /// Ends the connection on both sides: this one for `why`, the other told so.
     pub(crate) fn disconnect(&self, why: &str) {
-        if let Some(other) = self.other() {
-            other.lose(&format!("peer disconnected: {why}"));
+        if let Some(this) = self.this() {
+            this.lose(why);
         }
     }
 
-    /// The other side's connection goes when this one does.
-    pub(crate) fn lost(&self) {
+    /// This side's connection is gone: the other side's goes too.
+    pub(crate) fn lost(&self, why: &str) {
         if let Some(other) = self.other() {
-            other.lose("peer closed the connection");
+            other.lose(&format!("peer closed the connection: {why}"));
         }
     }
 }
