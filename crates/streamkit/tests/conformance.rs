@@ -31,6 +31,8 @@ over_all! {
     a_child_of_a_closed_parent_fails_clearly => a_child_of_a_closed_parent_fails_clearly;
     children_closed_before_accept_leave_the_queue => children_closed_before_accept_leave_the_queue;
     a_deep_chain_of_unaccepted_children_closes => a_deep_chain_of_unaccepted_children_closes;
+    a_child_finished_before_accept_keeps_its_data => a_child_finished_before_accept_keeps_its_data;
+    waiting_children_are_limited_per_connection => waiting_children_are_limited_per_connection;
     // Join, and frames as Stream/Sink
     join_splices_a_socket_both_ways => join_splices_a_socket_both_ways;
     a_joined_socket_that_resets_resets_the_channel => a_joined_socket_that_resets_resets_the_channel;
@@ -917,7 +919,10 @@ async fn children_closed_before_accept_leave_the_queue(kind: Kind) {
 }
 
 async fn a_deep_chain_of_unaccepted_children_closes(kind: Kind) {
-    let p = pair(kind).await;
+    // Children waiting to be accepted are limited per connection: allow 2,000.
+    let mut opts = streamkit::Options::default();
+    opts.max_pending_accepts = 4096;
+    let p = pair_with(kind, Default::default(), opts).await;
     let bob = p.bob.clone();
     let held = tokio::spawn(async move { bob.accept().await.unwrap().1 });
     let parent = within(p.alice.open("bob", "parent", ())).await.unwrap();
@@ -949,4 +954,59 @@ async fn a_deep_chain_of_unaccepted_children_closes(kind: Kind) {
         }
     })
     .await;
+}
+
+async fn a_child_finished_before_accept_keeps_its_data(kind: Kind) {
+    let p = pair(kind).await;
+    let bob = p.bob.clone();
+    let (done_tx, done_rx) = tokio::sync::oneshot::channel();
+    tokio::spawn(async move {
+        let (_, parent) = bob.accept().await.unwrap();
+        // A whole child life before alice accepts it: data, trailers, close.
+        let mut child = parent.open("report", ()).await.unwrap();
+        child.write_all(&pattern(200_000, 3)).await.unwrap();
+        child.write_trailers(["rows=3"]).await.unwrap();
+        child.close().await.unwrap();
+        done_tx.send(()).unwrap();
+        let _keep = parent;
+        std::future::pending::<()>().await;
+    });
+    let parent = within(p.alice.open("bob", "parent", ())).await.unwrap();
+    within(done_rx).await.unwrap();
+    let (meta, mut child) = within(parent.accept()).await.unwrap();
+    let mut body = Vec::new();
+    within(child.read_to_end(&mut body)).await.unwrap();
+    assert!(body == pattern(200_000, 3));
+    assert_eq!(meta.trailers().unwrap(), Headers::from(["rows=3"]));
+}
+
+async fn waiting_children_are_limited_per_connection(kind: Kind) {
+    let mut opts = streamkit::Options::default();
+    opts.max_pending_accepts = 4;
+    let p = pair_with(kind, Default::default(), opts).await;
+    let bob = p.bob.clone();
+    let held = tokio::spawn(async move {
+        let a = bob.accept().await.unwrap().1;
+        let b = bob.accept().await.unwrap().1;
+        (a, b)
+    });
+    let one = within(p.alice.open("bob", "one", ())).await.unwrap();
+    let two = within(p.alice.open("bob", "two", ())).await.unwrap();
+    let (bob_one, _bob_two) = within(held).await.unwrap();
+    // bob accepts no children: 4 may wait, across both parents, then refusals.
+    let mut waiting = Vec::new();
+    for parent in [&one, &two, &one, &two] {
+        waiting.push(within(parent.open("child", ())).await.unwrap());
+    }
+    for parent in [&one, &two] {
+        let err = within(parent.open("child", ())).await.unwrap_err();
+        assert_eq!(
+            err.kind,
+            OpenErrorKind::Refused(OpenRefusal::AcceptQueueFull),
+            "{err}"
+        );
+    }
+    // Accepting one makes room for one more.
+    let _taken = within(bob_one.accept()).await.unwrap();
+    waiting.push(within(two.open("child", ())).await.unwrap());
 }

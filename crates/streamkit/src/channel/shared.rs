@@ -79,7 +79,10 @@ pub(crate) struct Nest {
 impl Nest {
     /// The queue of children waiting for `accept`.
     pub(crate) fn accept_queue(&self) -> &Arc<AcceptQueue> {
-        let q = self.accept.get_or_init(Arc::default);
+        let q = self.accept.get_or_init(|| match self.conn.upgrade() {
+            Some(conn) => Arc::new(AcceptQueue::pooled(conn.queued_children.clone())),
+            None => Arc::default(),
+        });
         // Checked after creating it: `close_children` sets the flag before it
         // looks for a queue, so one of the two closes it.
         if self.children_closed.load(Ordering::SeqCst) {
@@ -218,10 +221,13 @@ impl ChannelShared {
         }
     }
 
-    /// A queued child that closed before anyone accepted it: out of the queue, so
-    /// closed children never pile up (with their buffers) behind a parent nobody
-    /// accepts on.
+    /// A queued child that was reset before anyone accepted it: out of
+    /// the queue, since it has nothing left to read. (One that closed cleanly
+    /// stays, with its data; the per-connection pool bounds those.)
     pub(crate) fn unqueue_child(&self, child: &Arc<ChannelShared>) {
+        if !child.peek(|s| s.has_failed()) {
+            return;
+        }
         let removed = self.nest.accept.get().and_then(|q| q.remove(child));
         drop(removed);
     }

@@ -314,6 +314,14 @@ impl ChannelState {
             && self.lost.is_none()
     }
 
+    /// Whether the channel was reset (either way): nothing is left to read. A
+    /// channel the remote merely closed (`ClosedByPeer`: it reads no more) still
+    /// has its data.
+    pub(crate) fn has_failed(&self) -> bool {
+        self.failure()
+            .is_some_and(|e| *e != ChannelError::ClosedByPeer)
+    }
+
     /// The parent closed: this channel is reset.
     pub(crate) fn on_parent_closed(&mut self) -> Wake {
         if self.is_closed() || self.failure().is_some() || self.lost.is_some() {

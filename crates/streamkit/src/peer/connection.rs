@@ -64,6 +64,8 @@ pub(crate) struct Connection {
     /// Ids of our opens in flight: a nested open may name one a moment before the
     /// opening task has registered it.
     opening: Mutex<HashSet<u64>>,
+    /// Children waiting in the accept queues of this connection's channels.
+    pub(crate) queued_children: Arc<AtomicUsize>,
     /// Opening tasks between taking their confirmed channel and recording its id.
     registering: AtomicUsize,
     idents_changed: Notify,
@@ -137,6 +139,7 @@ impl Connection {
             idents: Mutex::new(HashMap::new()),
             opening: Mutex::new(HashSet::new()),
             registering: AtomicUsize::new(0),
+            queued_children: Arc::default(),
             idents_changed: Notify::new(),
             id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
             local_name: peer.name().to_owned(),

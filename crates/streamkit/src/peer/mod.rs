@@ -602,6 +602,18 @@ async fn accept_loop(peer: Weak<PeerInner>, listener: Arc<Listener>) {
 pub(crate) struct AcceptQueue {
     inner: Mutex<AcceptInner>,
     notify: Notify,
+    /// Shared by the child queues of one connection's channels: how many
+    /// children wait in all of them (reserved or queued). A child that closes
+    /// while it waits keeps its data for `accept` but leaves the channel count,
+    /// so this is what bounds them per connection.
+    pool: Option<Arc<AtomicUsize>>,
+}
+
+impl Drop for AcceptQueue {
+    fn drop(&mut self) {
+        let left = lock(&self.inner).queue.len();
+        self.unpool(left);
+    }
 }
 
 #[derive(Default)]
@@ -633,6 +645,7 @@ impl AcceptSlot {
         q.reserved -= 1;
         if q.closed {
             drop(q);
+            self.queue.unpool(1);
             // Never seen by the application: the opener gets an error, not an
             // empty reply.
             let mut ch = ch;
@@ -649,14 +662,38 @@ impl Drop for AcceptSlot {
     fn drop(&mut self) {
         if !self.used {
             lock(&self.queue.inner).reserved -= 1;
+            self.queue.unpool(1);
         }
     }
 }
 
 impl AcceptQueue {
+    /// A queue for children, sharing `pool` with the other queues of a connection.
+    pub(crate) fn pooled(pool: Arc<AtomicUsize>) -> AcceptQueue {
+        AcceptQueue {
+            inner: Mutex::default(),
+            notify: Notify::new(),
+            pool: Some(pool),
+        }
+    }
+
+    fn unpool(&self, n: usize) {
+        if let Some(pool) = &self.pool
+            && n > 0
+        {
+            pool.fetch_sub(n, Ordering::SeqCst);
+        }
+    }
+
     pub(crate) fn reserve(self: &Arc<Self>, max: usize) -> Option<AcceptSlot> {
         let mut q = lock(&self.inner);
         if q.closed || q.queue.len() + q.reserved >= max {
+            return None;
+        }
+        if let Some(pool) = &self.pool
+            && pool.fetch_add(1, Ordering::SeqCst) >= max
+        {
+            pool.fetch_sub(1, Ordering::SeqCst);
             return None;
         }
         q.reserved += 1;
@@ -681,6 +718,7 @@ impl AcceptQueue {
             std::mem::take(&mut q.queue)
         };
         self.notify.notify_waiters();
+        self.unpool(queued.len());
         queued.into()
     }
 
@@ -691,7 +729,10 @@ impl AcceptQueue {
     ) -> Option<Channel> {
         let mut q = lock(&self.inner);
         let i = q.queue.iter().position(|c| c.is_shared(ch))?;
-        q.queue.remove(i)
+        let removed = q.queue.remove(i);
+        drop(q);
+        self.unpool(1);
+        removed
     }
 
     pub(crate) async fn pop(&self) -> Option<Channel> {
@@ -702,6 +743,8 @@ impl AcceptQueue {
             {
                 let mut q = lock(&self.inner);
                 if let Some(ch) = q.queue.pop_front() {
+                    drop(q);
+                    self.unpool(1);
                     return Some(ch);
                 }
                 if q.closed {
