@@ -197,24 +197,3 @@ macro_rules! over_all {
         )*
     };
 }
-
-/// Runs a scenario over the SSH transports only (TCP and Unix sockets): for what
-/// only a socket has (a proxy in between, a handshake to break).
-#[macro_export]
-macro_rules! over_sockets {
-    ($($name:ident => $body:path;)*) => {
-        $(
-            mod $name {
-                use super::*;
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn tcp() {
-                    $body(Kind::Tcp).await
-                }
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn unix() {
-                    $body(Kind::Unix).await
-                }
-            }
-        )*
-    };
-}
