@@ -45,7 +45,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             }
             n += k;
         }
-        n
+        // Keep bob (and so the connection) until alice has her acknowledgement:
+        // dropping the last handle of a peer drops its connections at once.
+        (n, bob)
     });
     let mut ch = alice.open("bob", "sink", ()).await?;
     let chunk = vec![0x5Au8; 256 * 1024];
@@ -54,7 +56,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         ch.write_all(&chunk).await?;
     }
     ch.close_write().await?;
-    let got = sink.await?;
+    let (got, _bob) = sink.await?;
     let secs = t.elapsed().as_secs_f64();
     println!(
         "{kind}: {} MiB in {secs:.2} s = {:.0} MB/s",
