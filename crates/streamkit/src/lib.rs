@@ -5,7 +5,8 @@
 //! ```text
 //!   ┌────────── Peer "alice" ──────────┐            ┌────────── Peer "bob" ───────────┐
 //!   │ open("bob", "echo", headers) ──┐ │  SSH-2 over │ ┌──▶ accept() → (meta, channel) │
-//!   │                                ▼ │ tcp / unix  │ │                                │
+//!   │                                ▼ │ tcp / unix, │ │                                │
+//!   │                                  │ or inproc   │ │                                │
 //!   │   Channel ◀══ bytes · frames · error frames · half-close · trailers · reset ══▶ Channel │
 //!   └──────────────────────────────────┘            └────────────────────────────────┘
 //! ```
@@ -13,7 +14,10 @@
 //! A [`Peer`] binds and connects endpoints like a ZeroMQ socket; which side dialled
 //! does not matter once connected. A [`Channel`] is a multiplexed, flow-controlled
 //! stream with a service name and headers: a byte stream (tokio `AsyncRead` +
-//! `AsyncWrite`), message frames, error frames, a half-close and trailers.
+//! `AsyncWrite`), message frames, error frames, a half-close and trailers, and
+//! channels can be opened inside it ([`Channel::open`], [`Channel::accept`]).
+//! `inproc://` endpoints join peers of one process with the same semantics and no
+//! SSH at all.
 //!
 //! ```
 //! use streamkit::{Identity, Peer, PeerConfig, Trust};

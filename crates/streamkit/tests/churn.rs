@@ -101,10 +101,8 @@ async fn children_of_one_parent(kind: Kind) {
         }
     };
     let settled = || async {
-        within(async {
-            while parent.child_count() > 0 || p.alice.channel_count() + p.bob.channel_count() > 2 {
-                tokio::task::yield_now().await;
-            }
+        wait_while(|| {
+            parent.child_count() > 0 || p.alice.channel_count() + p.bob.channel_count() > 2
         })
         .await;
     };
@@ -113,12 +111,7 @@ async fn children_of_one_parent(kind: Kind) {
     let (tasks0, rss0) = (metrics.num_alive_tasks(), rss_kib());
     within(run(1000, 11_000)).await;
     settled().await;
-    within(async {
-        while metrics.num_alive_tasks() > tasks0 {
-            tokio::task::yield_now().await;
-        }
-    })
-    .await;
+    wait_while(|| metrics.num_alive_tasks() > tasks0).await;
     let grown = rss_kib().saturating_sub(rss0);
     eprintln!(
         "10,000 children opened by alice and 5,000 by bob over {kind:?}: channels left {} + {}, tasks {tasks0} -> {}, RSS +{grown} KiB",
@@ -137,12 +130,7 @@ async fn children_of_one_parent(kind: Kind) {
     within(server).await.unwrap();
     let mut parent = parent;
     let _ = within(parent.close()).await;
-    within(async {
-        while p.alice.channel_count() + p.bob.channel_count() > 0 {
-            tokio::task::yield_now().await;
-        }
-    })
-    .await;
+    wait_while(|| p.alice.channel_count() + p.bob.channel_count() > 0).await;
 }
 
 /// 4,000 channels opened, used and closed on one connection: channel counts go back
@@ -154,12 +142,7 @@ async fn channels_on_one_connection() {
     within(cycle(&p, 1000)).await; // warm up allocator pools
     let before = rss_kib();
     within(cycle(&p, 4000)).await;
-    within(async {
-        while p.alice.channel_count() + p.bob.channel_count() > 0 {
-            tokio::task::yield_now().await;
-        }
-    })
-    .await;
+    wait_while(|| p.alice.channel_count() + p.bob.channel_count() > 0).await;
     let grown = rss_kib().saturating_sub(before);
     eprintln!("4,000 channels on one connection: RSS +{grown} KiB");
     assert!(
@@ -184,12 +167,8 @@ async fn connections() {
     serve_echo(&bob);
     let metrics = tokio::runtime::Handle::current().metrics();
     let settle = || async {
-        within(async {
-            while !bob.peers().is_empty() || bob.channel_count() + alice.channel_count() > 0 {
-                tokio::task::yield_now().await;
-            }
-        })
-        .await;
+        wait_while(|| !bob.peers().is_empty() || bob.channel_count() + alice.channel_count() > 0)
+            .await;
     };
     // One cycle first, so that lazily created things exist at the baseline.
     let cycle = |i: u64| {
@@ -214,12 +193,7 @@ async fn connections() {
     }
     settle().await;
     // Connections end in the background: wait until the counts are back down.
-    within(async {
-        while metrics.num_alive_tasks() > tasks0 || open_fds() > fds0 {
-            tokio::task::yield_now().await;
-        }
-    })
-    .await;
+    wait_while(|| metrics.num_alive_tasks() > tasks0 || open_fds() > fds0).await;
     assert_eq!(alice.channel_count() + bob.channel_count(), 0);
     assert!(metrics.num_alive_tasks() <= tasks0);
     assert!(open_fds() <= fds0);

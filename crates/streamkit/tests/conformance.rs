@@ -427,12 +427,7 @@ async fn a_thousand_channels_at_once(kind: Kind) {
         within(t).await.unwrap();
     }
     // Every channel closes on both sides.
-    within(async {
-        while p.alice.channel_count() + p.bob.channel_count() > 0 {
-            tokio::task::yield_now().await;
-        }
-    })
-    .await;
+    wait_while(|| p.alice.channel_count() + p.bob.channel_count() > 0).await;
 }
 
 async fn vanished_peer_fails_reads_and_leaves_peers(kind: Kind) {
@@ -498,12 +493,7 @@ async fn an_open_reset_at_once_fails_instead_of_hanging(kind: Kind) {
         let err = within(ch.read_frame()).await.unwrap_err();
         assert!(matches!(err, ChannelError::ResetByPeer { .. }), "{err}");
     }
-    within(async {
-        while p.alice.channel_count() > 0 {
-            tokio::task::yield_now().await;
-        }
-    })
-    .await;
+    wait_while(|| p.alice.channel_count() > 0).await;
 }
 
 async fn error_frames_larger_than_the_window(kind: Kind) {
@@ -642,12 +632,7 @@ async fn children_nest_both_ways_to_any_depth(kind: Kind) {
     }
     assert!(p.bob.accept().now_or_never().is_none());
     // Closed children are forgotten by their parents.
-    within(async {
-        while parent.child_count() > 1 || child.child_count() > 0 {
-            tokio::task::yield_now().await;
-        }
-    })
-    .await;
+    wait_while(|| parent.child_count() > 1 || child.child_count() > 0).await;
 }
 
 async fn closing_a_parent_closes_its_children(kind: Kind) {
@@ -696,12 +681,7 @@ async fn closing_a_parent_closes_its_children(kind: Kind) {
         within(parent.accept()).await.unwrap_err(),
         ChannelError::Closed
     );
-    within(async {
-        while p.alice.channel_count() + p.bob.channel_count() > 0 {
-            tokio::task::yield_now().await;
-        }
-    })
-    .await;
+    wait_while(|| p.alice.channel_count() + p.bob.channel_count() > 0).await;
     assert_eq!(parent.child_count(), 0);
 }
 
@@ -896,12 +876,7 @@ async fn children_closed_before_accept_leave_the_queue(kind: Kind) {
         child.reset();
     }
     // bob forgets them, queue included: only the parents are left.
-    within(async {
-        while p.bob.channel_count() > 1 || p.alice.channel_count() > 1 {
-            tokio::task::yield_now().await;
-        }
-    })
-    .await;
+    wait_while(|| p.bob.channel_count() > 1 || p.alice.channel_count() > 1).await;
     use futures::FutureExt as _;
     let mut next = std::pin::pin!(bob_parent.accept());
     assert!(
@@ -948,12 +923,7 @@ async fn a_deep_chain_of_unaccepted_children_closes(kind: Kind) {
         ),
         "{err}"
     );
-    within(async {
-        while p.bob.channel_count() + p.alice.channel_count() > 0 {
-            tokio::task::yield_now().await;
-        }
-    })
-    .await;
+    wait_while(|| p.bob.channel_count() + p.alice.channel_count() > 0).await;
 }
 
 async fn a_child_finished_before_accept_keeps_its_data(kind: Kind) {

@@ -231,16 +231,9 @@ impl Channel {
         let opts = conn
             .options()
             .ok_or_else(|| err(OpenErrorKind::ShuttingDown))?;
-        conn.open(
-            service,
-            headers.into(),
-            Some(shared.clone()),
-            opts.max_channels_per_connection,
-            opts.max_header_bytes,
-            opts.open_timeout,
-        )
-        .await
-        .map_err(err)
+        conn.open(service, headers.into(), Some(shared.clone()), &opts)
+            .await
+            .map_err(err)
     }
 
     /// Waits for the next channel the remote opened inside this one.
@@ -297,32 +290,16 @@ impl Channel {
         T: AsyncRead + AsyncWrite,
     {
         use std::sync::atomic::{AtomicU64, Ordering};
-        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+        use tokio::io::AsyncWriteExt as _;
         let (mut r, mut w) = self.split();
         let (mut io_r, mut io_w) = tokio::io::split(io);
         let (to_io, from_io) = (AtomicU64::new(0), AtomicU64::new(0));
         let to_io_side = async {
-            let mut buf = vec![0u8; 64 * 1024];
-            loop {
-                let k = r.read(&mut buf).await.map_err(|e| (true, e))?;
-                if k == 0 {
-                    break;
-                }
-                io_w.write_all(&buf[..k]).await.map_err(|e| (false, e))?;
-                to_io.fetch_add(k as u64, Ordering::Relaxed);
-            }
+            copy_counted(&mut r, &mut io_w, &to_io, true).await?;
             io_w.shutdown().await.map_err(|e| (false, e))
         };
         let from_io_side = async {
-            let mut buf = vec![0u8; 64 * 1024];
-            loop {
-                let k = io_r.read(&mut buf).await.map_err(|e| (false, e))?;
-                if k == 0 {
-                    break;
-                }
-                w.write_all(&buf[..k]).await.map_err(|e| (true, e))?;
-                from_io.fetch_add(k as u64, Ordering::Relaxed);
-            }
+            copy_counted(&mut io_r, &mut w, &from_io, false).await?;
             w.close_write().await.map_err(|e| (true, e.into()))
         };
         let res = futures::future::try_join(to_io_side, from_io_side).await;
@@ -342,6 +319,42 @@ impl Channel {
             }
         }
     }
+}
+
+/// Copies `r` to `w` until `r` ends, counting in `n`. An error says which side
+/// failed: `true` for the channel (`r` if `from_channel`, else `w`).
+async fn copy_counted<R, W>(
+    r: &mut R,
+    w: &mut W,
+    n: &std::sync::atomic::AtomicU64,
+    from_channel: bool,
+) -> Result<(), (bool, io::Error)>
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let k = r.read(&mut buf).await.map_err(|e| (from_channel, e))?;
+        if k == 0 {
+            return Ok(());
+        }
+        w.write_all(&buf[..k])
+            .await
+            .map_err(|e| (!from_channel, e))?;
+        n.fetch_add(k as u64, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+/// Ready once everything written has been handed to the connection.
+fn flushed(s: &mut ChannelState) -> (Step<()>, Wake) {
+    let step = match (s.send_failure(), s.send_buffered()) {
+        (Some(e), _) => Step::Failed(e),
+        (None, 0) => Step::Ready(()),
+        (None, _) => Step::Pending,
+    };
+    (step, Wake::default())
 }
 
 /// A channel's frames as a [`Stream`](futures::Stream) and a [`Sink`](futures::Sink):
@@ -412,14 +425,7 @@ impl futures::Sink<Bytes> for Frames {
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), ChannelError>> {
         let this = self.get_mut();
         std::task::ready!(this.poll_send_pending(cx))?;
-        this.ch.write.poll_op(cx, |s| {
-            let step = match (s.send_failure(), s.send_buffered()) {
-                (Some(e), _) => Step::Failed(e),
-                (None, 0) => Step::Ready(()),
-                (None, _) => Step::Pending,
-            };
-            (step, Wake::default())
-        })
+        this.ch.write.poll_op(cx, flushed)
     }
 
     fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), ChannelError>> {
@@ -653,15 +659,7 @@ impl AsyncWrite for WriteHalf {
 
     /// Waits until everything written has been handed to the connection.
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        self.poll_op(cx, |s| {
-            let step = match (s.send_failure(), s.send_buffered()) {
-                (Some(e), _) => Step::Failed(e),
-                (None, 0) => Step::Ready(()),
-                (None, _) => Step::Pending,
-            };
-            (step, Default::default())
-        })
-        .map_err(Into::into)
+        self.poll_op(cx, flushed).map_err(Into::into)
     }
 
     /// Ends the stream: [`close_write`](WriteHalf::close_write).

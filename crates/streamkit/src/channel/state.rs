@@ -358,33 +358,28 @@ impl ChannelState {
 
     /// SSH channel data arrived.
     pub(crate) fn on_data(&mut self, data: &[u8]) -> Wake {
-        if self.is_closed() || self.failure().is_some() {
-            return Wake::default();
-        }
-        if let Err(e) = self.take_credit(data.len()) {
-            return self.violation(e);
-        }
-        if self.reader_gone {
-            self.rx_consumed += data.len() as u64;
-            return self.maybe_grant();
-        }
-        self.rx.push_slice(data);
-        Wake {
-            read: true,
-            ..Wake::default()
-        }
+        self.receive(data.len(), |rx| rx.push_slice(data))
     }
 
     /// Data handed over whole (in-process connections): the same as
     /// [`on_data`](Self::on_data), without a copy where the bytes are not shared.
     pub(crate) fn on_data_owned(&mut self, data: Bytes) -> Wake {
-        if self.is_closed() || self.failure().is_some() || self.reader_gone {
-            return self.on_data(&data);
+        self.receive(data.len(), |rx| rx.push_bytes(data))
+    }
+
+    /// `len` bytes of data arrived; `push` queues them for the reader.
+    fn receive(&mut self, len: usize, push: impl FnOnce(&mut ByteQueue)) -> Wake {
+        if self.is_closed() || self.failure().is_some() {
+            return Wake::default();
         }
-        if let Err(e) = self.take_credit(data.len()) {
+        if let Err(e) = self.take_credit(len) {
             return self.violation(e);
         }
-        self.rx.push_bytes(data);
+        if self.reader_gone {
+            self.rx_consumed += len as u64;
+            return self.maybe_grant();
+        }
+        push(&mut self.rx);
         Wake {
             read: true,
             ..Wake::default()

@@ -26,6 +26,12 @@ const MAX_CHUNK: usize = 256 * 1024;
 
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 
+/// Whether `map` routes `ch`'s SSH number to `ch` itself (not to a newer channel
+/// that reused the number, and not to nothing).
+fn routes_to(map: &HashMap<u32, Arc<ChannelShared>>, ch: &Arc<ChannelShared>) -> bool {
+    map.get(&ch.ssh_id).is_some_and(|c| Arc::ptr_eq(c, ch))
+}
+
 /// A live connection.
 pub(crate) struct Connection {
     pub(crate) id: u64,
@@ -251,9 +257,10 @@ impl Connection {
     pub(crate) fn forget(&self, ch: &Arc<ChannelShared>) {
         let ch = {
             let mut map = lock(&self.channels);
-            match map.get(&ch.ssh_id) {
-                Some(c) if Arc::ptr_eq(c, ch) => map.remove(&ch.ssh_id),
-                _ => None,
+            if routes_to(&map, ch) {
+                map.remove(&ch.ssh_id)
+            } else {
+                None
             }
         };
         if let Some(ch) = ch {
@@ -283,7 +290,7 @@ impl Connection {
     /// map's lock, so that `forget` cannot miss it).
     fn register_ident(&self, ch: &Arc<ChannelShared>, local: bool, id: u64) {
         let map = lock(&self.channels);
-        if map.get(&ch.ssh_id).is_some_and(|c| Arc::ptr_eq(c, ch)) {
+        if routes_to(&map, ch) {
             let _ = ch.nest.ident.set((local, id));
             lock(&self.idents).insert((local, id), ch.ssh_id);
         }
@@ -294,10 +301,7 @@ impl Connection {
     /// parent). A parent that closed meanwhile resets the child.
     fn adopt(&self, parent: &Arc<ChannelShared>, child: &Arc<ChannelShared>) {
         let map = lock(&self.channels);
-        if !map
-            .get(&child.ssh_id)
-            .is_some_and(|c| Arc::ptr_eq(c, child))
-        {
+        if !routes_to(&map, child) {
             return;
         }
         let _ = child.nest.parent.set(Arc::downgrade(parent));
@@ -537,17 +541,20 @@ impl Connection {
         }
     }
 
-    /// Opens a channel to the remote, inside `parent` if given.
-    #[allow(clippy::too_many_arguments)]
+    /// Opens a channel to the remote, inside `parent` if given, within the limits
+    /// and open timeout of `opts`.
     pub(crate) async fn open(
         self: &Arc<Self>,
         service: &str,
         headers: Headers,
         parent: Option<Arc<ChannelShared>>,
-        max_channels: usize,
-        max_header_bytes: usize,
-        timeout: std::time::Duration,
+        opts: &crate::config::Options,
     ) -> Result<Channel, OpenErrorKind> {
+        let (max_channels, max_header_bytes, timeout) = (
+            opts.max_channels_per_connection,
+            opts.max_header_bytes,
+            opts.open_timeout,
+        );
         if let Some(reason) = self.lost() {
             return Err(OpenErrorKind::ConnectionLost(reason));
         }

@@ -518,16 +518,9 @@ impl Peer {
             .connection_to(peer, opts.open_wait)
             .await
             .ok_or_else(|| err(OpenErrorKind::NoSuchPeer(opts.open_wait)))?;
-        conn.open(
-            service,
-            headers.into(),
-            None,
-            opts.max_channels_per_connection,
-            opts.max_header_bytes,
-            opts.open_timeout,
-        )
-        .await
-        .map_err(err)
+        conn.open(service, headers.into(), None, &opts)
+            .await
+            .map_err(err)
     }
 
     /// Waits for the next channel a remote peer opened, on any connection.

@@ -38,6 +38,17 @@ pub async fn within<F: Future>(f: F) -> F::Output {
     }
 }
 
+/// Waits while `cond` holds (for counts that settle in the background), failing
+/// the test only if that hangs.
+pub async fn wait_while(mut cond: impl FnMut() -> bool) {
+    within(async {
+        while cond() {
+            tokio::task::yield_now().await;
+        }
+    })
+    .await;
+}
+
 /// A place for Unix sockets that disappears with the test.
 pub struct Scratch {
     pub dir: tempfile::TempDir,

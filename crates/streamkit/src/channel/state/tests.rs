@@ -347,6 +347,55 @@ fn reset_is_an_error_not_eof_on_both_sides() {
 }
 
 #[test]
+fn a_parent_with_children_stays_open_after_both_fins() {
+    let mut p = Pair::new();
+    let _ = p.a.set_has_children(true);
+    let _ = p.b.set_has_children(true);
+    let _ = p.a.close_write();
+    let _ = p.b.close_write();
+    p.settle();
+    assert_eq!(p.a.close_write().0, Step::Ready(()));
+    assert!(
+        !p.a.is_closed() && !p.b.is_closed(),
+        "held open by children"
+    );
+    assert!(p.a.accepts_children() && p.b.accepts_children());
+    // The last child closes on each side: now the SSH channel closes.
+    let _ = p.a.set_has_children(false);
+    let _ = p.b.set_has_children(false);
+    p.settle();
+    assert!(p.a.is_closed() && p.b.is_closed());
+    assert!(!p.a.accepts_children());
+}
+
+#[test]
+fn an_explicit_close_is_not_held_by_children() {
+    let mut p = Pair::new();
+    let _ = p.a.set_has_children(true);
+    let _ = p.b.set_has_children(true);
+    let _ = p.a.close();
+    let _ = p.b.close_write();
+    p.settle();
+    assert!(p.a.is_closed() && p.b.is_closed());
+}
+
+#[test]
+fn a_closed_parent_resets_its_child_on_both_ends() {
+    let mut p = Pair::new();
+    write_all(&mut p, Side::B, b"unread");
+    p.settle();
+    let _ = p.a.on_parent_closed();
+    p.settle();
+    assert_eq!(
+        p.a.read(&mut [0u8; 8]).0,
+        Step::Failed(ChannelError::ParentClosed)
+    );
+    assert_eq!(p.b.write(b"x").0, Step::Failed(ChannelError::ParentClosed));
+    assert!(p.a.has_failed() && p.b.has_failed());
+    assert!(p.a.is_closed() && p.b.is_closed());
+}
+
+#[test]
 fn close_with_unfinished_peer_stops_its_writes_but_keeps_its_reads() {
     let mut p = Pair::new();
     write_all(&mut p, Side::A, b"request");
