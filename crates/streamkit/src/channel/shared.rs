@@ -223,21 +223,23 @@ impl ChannelShared {
 
     /// A queued child that was reset before anyone accepted it: out of
     /// the queue, since it has nothing left to read. (One that closed cleanly
-    /// stays, with its data; the per-connection pool bounds those.)
-    pub(crate) fn unqueue_child(&self, child: &Arc<ChannelShared>) {
+    /// stays, with its data; the per-connection pool bounds those.) The caller
+    /// drops what comes back, outside its locks.
+    fn unqueue_child(&self, child: &Arc<ChannelShared>) -> Option<super::Channel> {
         if !child.peek(|s| s.has_failed()) {
-            return;
+            return None;
         }
-        let removed = self.nest.accept.get().and_then(|q| q.remove(child));
-        drop(removed);
+        self.nest.accept.get().and_then(|q| q.remove(child))
     }
 
-    /// The channel's SSH channel is closed: its parent forgets it.
-    pub(crate) fn detach_from_parent(self: &Arc<Self>) {
-        if let Some(parent) = self.nest.parent.get().and_then(Weak::upgrade) {
-            parent.remove_child(self.ssh_id);
-            parent.unqueue_child(self);
-        }
+    /// The channel's SSH channel is closed: its parent forgets it. Called under
+    /// the connection's channel map lock, so that the channel leaves its parent's
+    /// queue as it leaves the map; the caller drops what comes back outside it.
+    #[must_use]
+    pub(crate) fn detach_from_parent(self: &Arc<Self>) -> Option<super::Channel> {
+        let parent = self.nest.parent.get().and_then(Weak::upgrade)?;
+        parent.remove_child(self.ssh_id);
+        parent.unqueue_child(self)
     }
 
     /// Records that `ChannelOpened` was announced, so that `ChannelClosed` follows.

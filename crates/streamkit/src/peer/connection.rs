@@ -32,6 +32,17 @@ fn routes_to(map: &HashMap<u32, Arc<ChannelShared>>, ch: &Arc<ChannelShared>) ->
     map.get(&ch.ssh_id).is_some_and(|c| Arc::ptr_eq(c, ch))
 }
 
+/// Channels we opened, between the SSH layer's confirmation and the opening task.
+#[derive(Default)]
+struct Unclaimed {
+    /// Confirmed, not yet taken by the opener: kept here even if the remote closes
+    /// them at once, so the opener gets the channel that saw the close, not a
+    /// fresh one nothing will ever reach.
+    waiting: HashMap<u32, Arc<ChannelShared>>,
+    /// Taken by the opener before the confirmation reached us.
+    claimed_early: std::collections::HashSet<u32>,
+}
+
 /// A live connection.
 pub(crate) struct Connection {
     pub(crate) id: u64,
@@ -47,10 +58,7 @@ pub(crate) struct Connection {
     link: Link,
     pub(super) peer: Weak<PeerInner>,
     pub(super) channels: Mutex<HashMap<u32, Arc<ChannelShared>>>,
-    /// Channels we opened whose confirmation arrived before the opening task took
-    /// them: kept here even if the remote closes them at once, so the opener gets
-    /// the channel that saw the close, not a fresh one nothing will ever reach.
-    unclaimed: Mutex<HashMap<u32, Arc<ChannelShared>>>,
+    unclaimed: Mutex<Unclaimed>,
     /// `session` channels of standard SSH clients waiting for `exec`.
     pub(super) sessions: Mutex<HashMap<u32, super::compat::PendingSession>>,
     pending_opens: AtomicUsize,
@@ -160,7 +168,7 @@ impl Connection {
             link,
             peer: Arc::downgrade(peer),
             channels: Mutex::new(HashMap::new()),
-            unclaimed: Mutex::new(HashMap::new()),
+            unclaimed: Mutex::default(),
             sessions: Mutex::new(HashMap::new()),
             pending_opens: AtomicUsize::new(0),
             pump: Arc::new(Pump::default()),
@@ -233,18 +241,30 @@ impl Connection {
 
     /// An open we sent was confirmed (called on the session task): data may follow
     /// before the opening task has run, so the channel must exist now.
+    ///
+    /// The SSH layer wakes the opening task before it calls this, so the opener
+    /// may have claimed the channel already, and even used and closed it: then
+    /// there is nothing to do (creating it again would leave a channel nothing
+    /// ever reaches in the map).
     pub(crate) fn confirmed(&self, ssh_id: u32) {
+        let mut unclaimed = lock(&self.unclaimed);
+        if unclaimed.claimed_early.remove(&ssh_id) {
+            return;
+        }
         let (ch, created) = self.get_or_create(ssh_id);
         if created {
-            lock(&self.unclaimed).insert(ssh_id, ch);
+            unclaimed.waiting.insert(ssh_id, ch);
         }
     }
 
     /// The opening task takes its confirmed channel.
     fn claim(&self, ssh_id: u32) -> Arc<ChannelShared> {
-        if let Some(ch) = lock(&self.unclaimed).remove(&ssh_id) {
+        let mut unclaimed = lock(&self.unclaimed);
+        if let Some(ch) = unclaimed.waiting.remove(&ssh_id) {
             return ch;
         }
+        // Before `confirmed`, which must then leave it alone.
+        unclaimed.claimed_early.insert(ssh_id);
         self.get_or_create(ssh_id).0
     }
 
@@ -255,14 +275,17 @@ impl Connection {
     /// Stops routing to a channel whose SSH channel is closed (unless its number
     /// already belongs to a newer channel).
     pub(crate) fn forget(&self, ch: &Arc<ChannelShared>) {
-        let ch = {
+        let (ch, unqueued) = {
             let mut map = lock(&self.channels);
             if routes_to(&map, ch) {
-                map.remove(&ch.ssh_id)
+                // Out of its parent's accept queue as it leaves the map: once
+                // `channel_count` no longer counts it, `accept` cannot return it.
+                (map.remove(&ch.ssh_id), ch.detach_from_parent())
             } else {
-                None
+                (None, None)
             }
         };
+        drop(unqueued);
         if let Some(ch) = ch {
             self.retire(&ch);
             self.closed(&ch);
@@ -274,7 +297,7 @@ impl Connection {
     fn retire(&self, ch: &Arc<ChannelShared>) {
         self.forget_ident(ch);
         ch.close_children();
-        ch.detach_from_parent();
+        drop(ch.detach_from_parent());
     }
 
     fn forget_ident(&self, ch: &ChannelShared) {
@@ -336,7 +359,7 @@ impl Connection {
                 // Read before looking: an open that registers in between is found.
                 let in_flight = key.0
                     && lock(&self.opening).contains(&key.1)
-                    && (!lock(&self.unclaimed).is_empty()
+                    && (!lock(&self.unclaimed).waiting.is_empty()
                         || self.registering.load(Ordering::SeqCst) > 0);
                 if let Some(ch) = find() {
                     return Some(ch);
@@ -414,12 +437,9 @@ impl Connection {
 
     pub(crate) fn on_close(&self, ssh_id: u32) {
         self.forget_session(ssh_id);
-        let ch = lock(&self.channels).remove(&ssh_id);
-        if let Some(ch) = ch {
+        if let Some(ch) = self.get(ssh_id) {
             ch.update(|s| ((), s.on_close()));
-            self.retire(&ch);
-            self.closed(&ch);
-            self.channels_changed();
+            self.forget(&ch);
         }
     }
 
@@ -672,7 +692,7 @@ impl Connection {
         // the peer gone.
         let peer = self.peer.upgrade();
         let was_registered = peer.as_ref().is_some_and(|p| p.unregister(self.id));
-        lock(&self.unclaimed).clear();
+        *lock(&self.unclaimed) = Unclaimed::default();
         lock(&self.sessions).clear();
         let channels: Vec<_> = lock(&self.channels).drain().map(|(_, c)| c).collect();
         lock(&self.idents).clear();
