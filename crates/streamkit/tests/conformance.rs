@@ -17,6 +17,7 @@ over_all! {
     reset_is_an_error_not_eof => reset_is_an_error_not_eof;
     errors_before_the_end_are_never_missed => errors_before_the_end_are_never_missed;
     unknown_service_keeps_the_connection => unknown_service_keeps_the_connection;
+    a_listened_service_has_its_own_queue => a_listened_service_has_its_own_queue;
     oversize_frame_fails_only_that_channel => oversize_frame_fails_only_that_channel;
     writing_to_a_closed_channel_is_an_error => writing_to_a_closed_channel_is_an_error;
     a_stalled_channel_does_not_stall_the_others => a_stalled_channel_does_not_stall_the_others;
@@ -259,6 +260,48 @@ async fn errors_before_the_end_are_never_missed(kind: Kind) {
     assert_eq!(errors[5], "fatal: out of items");
     within(ch.close()).await.unwrap();
     within(served).await.unwrap();
+}
+
+async fn a_listened_service_has_its_own_queue(kind: Kind) {
+    // bob serves only "echo" through accept, and "rpc" through a listener.
+    let mut opts = streamkit::Options::default();
+    opts.services = streamkit::Services::only(["echo"]);
+    let p = pair_with(kind, Default::default(), opts).await;
+    let listener = p.bob.listen("rpc").unwrap();
+    assert_eq!(
+        p.bob.listen("rpc").unwrap_err(),
+        streamkit::ListenError::InUse("rpc".into())
+    );
+    let mut to_rpc = within(p.alice.open("bob", "rpc", ["codec=json"]))
+        .await
+        .unwrap();
+    let mut to_echo = within(p.alice.open("bob", "echo", ())).await.unwrap();
+    to_rpc.write_frame(b"for the listener").await.unwrap();
+    to_echo.write_frame(b"for accept").await.unwrap();
+    let (meta, mut got) = within(listener.accept()).await.unwrap();
+    assert_eq!(meta.service(), "rpc");
+    assert_eq!(meta.headers().get("codec"), Some("json"));
+    assert_eq!(
+        &within(got.read_frame()).await.unwrap().unwrap()[..],
+        b"for the listener"
+    );
+    let (meta, mut got) = within(p.bob.accept()).await.unwrap();
+    assert_eq!(meta.service(), "echo");
+    assert_eq!(
+        &within(got.read_frame()).await.unwrap().unwrap()[..],
+        b"for accept"
+    );
+    // Without the listener, "rpc" is not served any more.
+    drop(listener);
+    let err = within(p.alice.open("bob", "rpc", ())).await.unwrap_err();
+    assert_eq!(
+        err.kind,
+        OpenErrorKind::Refused(OpenRefusal::ServiceNotFound)
+    );
+    // And it can be taken again.
+    let again = p.bob.listen("rpc").unwrap();
+    let _ch = within(p.alice.open("bob", "rpc", ())).await.unwrap();
+    assert_eq!(within(again.accept()).await.unwrap().0.service(), "rpc");
 }
 
 async fn unknown_service_keeps_the_connection(kind: Kind) {

@@ -535,7 +535,7 @@ impl Connection {
         service: &str,
         headers: &Headers,
     ) -> Result<AcceptSlot, OpenRefusal> {
-        if !opts.services.contains(service) {
+        if !opts.services.contains(service) && !peer.listens(service) {
             return Err(OpenRefusal::ServiceNotFound);
         }
         if let Some(auth) = peer.authorizer() {
@@ -548,7 +548,7 @@ impl Connection {
                 return Err(OpenRefusal::Denied);
             }
         }
-        peer.accept_slot(opts.max_pending_accepts)
+        peer.accept_slot(service, opts.max_pending_accepts)
             .ok_or(OpenRefusal::AcceptQueueFull)
     }
 
@@ -702,7 +702,7 @@ impl Connection {
         for ch in channels {
             // Every child failed with the connection; only their queues remain.
             ch.close_children();
-            ch.detach_from_parent();
+            drop(ch.detach_from_parent());
             self.closed(&ch);
         }
         self.idents_changed.notify_waiters();

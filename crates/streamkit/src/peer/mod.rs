@@ -43,6 +43,18 @@ pub enum AcceptError {
     ShutDown,
 }
 
+/// Why [`Peer::listen`] failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ListenError {
+    /// Another [`ServiceListener`] of this peer takes that service's channels.
+    #[error("service {0:?} already has a listener")]
+    InUse(String),
+    /// The peer was shut down.
+    #[error("peer is shut down")]
+    ShutDown,
+}
+
 struct Settings {
     trust: Trust,
     options: Arc<Options>,
@@ -68,6 +80,8 @@ pub(crate) struct PeerInner {
     per_address: Mutex<HashMap<std::net::IpAddr, usize>>,
     pub(crate) events: events::Emitter,
     accept: Arc<AcceptQueue>,
+    /// Services whose channels go to a [`ServiceListener`] instead of `accept`.
+    listened: Mutex<HashMap<String, Arc<AcceptQueue>>>,
     round_robin: AtomicUsize,
     shutting_down: AtomicBool,
     changed: Notify,
@@ -122,8 +136,15 @@ impl PeerInner {
         self.shutting_down.load(Ordering::SeqCst)
     }
 
-    pub(crate) fn accept_slot(&self, max: usize) -> Option<AcceptSlot> {
-        self.accept.reserve(max)
+    /// A place in the queue `service`'s channels go to.
+    pub(crate) fn accept_slot(&self, service: &str, max: usize) -> Option<AcceptSlot> {
+        let listened = lock(&self.listened).get(service).cloned();
+        listened.as_ref().unwrap_or(&self.accept).reserve(max)
+    }
+
+    /// Whether a [`ServiceListener`] takes `service`'s channels.
+    pub(crate) fn listens(&self, service: &str) -> bool {
+        lock(&self.listened).contains_key(service)
     }
 
     pub(crate) fn register(&self, conn: Arc<Connection>) {
@@ -283,6 +304,7 @@ impl Peer {
                 per_address: Mutex::new(HashMap::new()),
                 events: events::Emitter::default(),
                 accept: Arc::new(AcceptQueue::default()),
+                listened: Mutex::new(HashMap::new()),
                 round_robin: AtomicUsize::new(0),
                 shutting_down: AtomicBool::new(false),
                 changed: Notify::new(),
@@ -533,6 +555,32 @@ impl Peer {
         Ok((ch.meta().clone(), ch))
     }
 
+    /// Takes the channels opened for `service` out of [`accept`](Self::accept):
+    /// from now on they arrive at the returned listener's `accept`, whatever the
+    /// peer's [`Services`](crate::Services) option says (the authoriser still
+    /// decides who may open them). Dropping the listener gives the service back;
+    /// channels it had not accepted are reset.
+    ///
+    /// This is how a layer such as an RPC server shares a peer with the
+    /// application's own services.
+    pub fn listen(&self, service: &str) -> Result<ServiceListener, ListenError> {
+        let inner = &self.inner;
+        if inner.is_shutting_down() {
+            return Err(ListenError::ShutDown);
+        }
+        let mut listened = lock(&inner.listened);
+        if listened.contains_key(service) {
+            return Err(ListenError::InUse(service.to_owned()));
+        }
+        let queue = Arc::new(AcceptQueue::default());
+        listened.insert(service.to_owned(), queue.clone());
+        Ok(ServiceListener {
+            peer: Arc::downgrade(inner),
+            service: service.to_owned(),
+            queue,
+        })
+    }
+
     /// Channels open on all connections (not yet closed on this side).
     pub fn channel_count(&self) -> usize {
         self.inner.channel_count()
@@ -552,6 +600,9 @@ impl Peer {
             b.listener.cleanup();
         }
         inner.accept.close();
+        for q in lock(&inner.listened).values() {
+            q.close();
+        }
         let timeout = inner.options().close_timeout;
         let finished = inner.channels_gone(timeout).await;
         let mut reset = 0;
@@ -587,6 +638,52 @@ async fn accept_loop(peer: Weak<PeerInner>, listener: Arc<Listener>) {
                 tokio::time::sleep(std::time::Duration::from_millis(50)).await;
             }
         }
+    }
+}
+
+/// The channels of one service, taken out of [`Peer::accept`] by [`Peer::listen`].
+pub struct ServiceListener {
+    peer: Weak<PeerInner>,
+    service: String,
+    queue: Arc<AcceptQueue>,
+}
+
+impl std::fmt::Debug for ServiceListener {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServiceListener")
+            .field("service", &self.service)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ServiceListener {
+    /// Waits for the next channel opened for this service. Cancel-safe. Fails once
+    /// the peer shuts down (channels that arrived before are still returned).
+    pub async fn accept(&self) -> Result<(ChannelMeta, Channel), AcceptError> {
+        let ch = self.queue.pop().await.ok_or(AcceptError::ShutDown)?;
+        Ok((ch.meta().clone(), ch))
+    }
+
+    /// The service this listener takes.
+    pub fn service(&self) -> &str {
+        &self.service
+    }
+}
+
+impl Drop for ServiceListener {
+    fn drop(&mut self) {
+        if let Some(peer) = self.peer.upgrade() {
+            let mut listened = lock(&peer.listened);
+            if listened
+                .get(&self.service)
+                .is_some_and(|q| Arc::ptr_eq(q, &self.queue))
+            {
+                listened.remove(&self.service);
+            }
+        }
+        // Channels that arrive from now on are refused; those waiting are reset
+        // when the last reference to the queue goes.
+        self.queue.close();
     }
 }
 
