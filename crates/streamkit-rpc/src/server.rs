@@ -1,0 +1,392 @@
+//! The callee's side of a session: one task reads the caller's messages and
+//! starts a task per call.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::FutureExt as _;
+use streamkit::{Channel, ChannelMeta};
+use tokio::task::AbortHandle;
+use tokio::time::Instant;
+
+use crate::codec::Codec;
+use crate::error::{Code, RpcError};
+use crate::session::{Cancel, Gate, Inbox, Outbox, lock};
+use crate::wire::Message as Wire;
+use crate::{Context, RpcInner};
+
+/// What a handler returns: `Ok(Some(object))` is the last output, sent with the
+/// end of the call in one message.
+pub(crate) type HandlerFuture =
+    Pin<Box<dyn Future<Output = Result<Option<Bytes>, RpcError>> + Send>>;
+
+/// A registered method, type-erased.
+pub(crate) struct Method {
+    /// Unary and server-streaming methods take exactly one input.
+    pub(crate) one_input: bool,
+    pub(crate) handler: Box<dyn Fn(Context, RawInputs, RawOutputs) -> HandlerFuture + Send + Sync>,
+}
+
+/// The inputs of a call as encoded objects.
+pub struct RawInputs {
+    pub(crate) inbox: Arc<Inbox>,
+    pub(crate) codec: Codec,
+}
+
+impl RawInputs {
+    /// The next input; `None` once the caller ended its inputs.
+    pub async fn next(&mut self) -> Option<Result<Bytes, RpcError>> {
+        self.inbox.recv().await
+    }
+
+    /// The codec the inputs are encoded with.
+    pub fn codec(&self) -> Codec {
+        self.codec
+    }
+}
+
+/// The outputs of a call as encoded objects.
+pub struct RawOutputs {
+    pub(crate) out: Arc<Outbox>,
+    pub(crate) gate: Arc<Gate>,
+    pub(crate) id: u64,
+    pub(crate) codec: Codec,
+    pub(crate) max_message: usize,
+}
+
+impl RawOutputs {
+    /// Sends one output, waiting for the caller's flow-control credit.
+    pub async fn send(&mut self, payload: Bytes) -> Result<(), RpcError> {
+        check_size(payload.len(), self.max_message)?;
+        self.gate.take(payload.len()).await?;
+        self.out
+            .send(Wire::Item {
+                id: self.id,
+                payload,
+                last: false,
+            })
+            .await
+    }
+
+    /// The codec outputs must be encoded with.
+    pub fn codec(&self) -> Codec {
+        self.codec
+    }
+}
+
+pub(crate) fn check_size(len: usize, max: usize) -> Result<(), RpcError> {
+    if len > max {
+        return Err(RpcError::new(
+            Code::RESOURCE_EXHAUSTED,
+            format!("object of {len} bytes exceeds the limit of {max} bytes"),
+        ));
+    }
+    Ok(())
+}
+
+struct Running {
+    inbox: Arc<Inbox>,
+    gate: Arc<Gate>,
+    cancel: Cancel,
+    task: AbortHandle,
+    one_input: bool,
+    inputs: u64,
+}
+
+/// A session a caller opened to us.
+pub(crate) struct ServerSession {
+    pub(crate) out: Arc<Outbox>,
+    calls: Mutex<HashMap<u64, Running>>,
+}
+
+/// Serves one session channel until it ends.
+pub(crate) async fn serve(rpc: Weak<RpcInner>, meta: ChannelMeta, ch: Channel) {
+    let (mut r, w) = ch.split();
+    let out = Outbox::spawn(w);
+    let codec = match meta
+        .headers()
+        .get("codec")
+        .unwrap_or("json")
+        .parse::<Codec>()
+    {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::info!(peer = %meta.remote_peer(), error = %e, "refused an rpc session");
+            let _ = out
+                .send(Wire::Error {
+                    id: 0,
+                    code: Code::UNKNOWN_CODEC.0,
+                    message: e.to_string(),
+                    data: None,
+                })
+                .await;
+            return;
+        }
+    };
+    let session = Arc::new(ServerSession {
+        out: out.clone(),
+        calls: Mutex::new(HashMap::new()),
+    });
+    let Some(opts) = rpc.upgrade().map(|rpc| {
+        rpc.add_server(&session);
+        session.out.send_now(Wire::Methods {
+            names: rpc.catalogue(),
+        });
+        rpc.opts.clone()
+    }) else {
+        return;
+    };
+    let caller: Arc<str> = Arc::from(meta.remote_peer());
+    loop {
+        let frame = match r.read_frame().await {
+            Ok(Some(f)) => f,
+            Ok(None) => break,
+            Err(e) => {
+                tracing::debug!(peer = %caller, error = %e, "rpc session ended");
+                break;
+            }
+        };
+        let msg = match Wire::decode(&frame) {
+            Ok(m) => m,
+            Err(e) => {
+                tracing::info!(peer = %caller, error = %e, "malformed rpc message; ending the session");
+                session.out.send_now(Wire::Error {
+                    id: 0,
+                    code: Code::INTERNAL.0,
+                    message: format!("malformed message: {e}"),
+                    data: None,
+                });
+                break;
+            }
+        };
+        match msg {
+            Wire::Call {
+                id,
+                method,
+                budget_us,
+                input,
+                last,
+            } => {
+                let Some(rpc) = rpc.upgrade() else { break };
+                let started = Instant::now();
+                if let Err(e) = start(
+                    &rpc, &session, &caller, codec, id, &method, budget_us, started, input, last,
+                ) {
+                    session.fail(id, &e, codec);
+                }
+            }
+            Wire::Item { id, payload, last } => {
+                let res = {
+                    let mut calls = lock(&session.calls);
+                    match calls.get_mut(&id) {
+                        None => Ok(()), // finished or cancelled: late inputs are dropped
+                        Some(c) => {
+                            c.inputs += 1;
+                            if c.one_input && c.inputs > 1 {
+                                Err(RpcError::new(
+                                    Code::BAD_ARGUMENTS,
+                                    "this method takes exactly one input",
+                                ))
+                            } else if let Err(e) = check_size(payload.len(), opts.max_message_size)
+                            {
+                                Err(e)
+                            } else if c.inbox.push(payload, opts.max_message_size).is_err() {
+                                Err(RpcError::new(
+                                    Code::RESOURCE_EXHAUSTED,
+                                    "inputs sent beyond the granted credit",
+                                ))
+                            } else {
+                                if last {
+                                    c.inbox.finish(Ok(()));
+                                }
+                                Ok(())
+                            }
+                        }
+                    }
+                };
+                if let Err(e) = res {
+                    session.abort(id);
+                    session.fail(id, &e, codec);
+                }
+            }
+            Wire::End { id } => {
+                if let Some(c) = lock(&session.calls).get(&id) {
+                    c.inbox.finish(Ok(()));
+                }
+            }
+            Wire::Cancel { id } => session.abort(id),
+            Wire::Credit { id, bytes } => {
+                if let Some(c) = lock(&session.calls).get(&id) {
+                    c.gate.grant(bytes);
+                }
+            }
+            Wire::Error { .. } | Wire::Methods { .. } => {
+                tracing::info!(peer = %caller, "unexpected rpc message from a caller; ending the session");
+                break;
+            }
+        }
+    }
+    // The caller is gone: its calls are cancelled.
+    let ids: Vec<u64> = lock(&session.calls).keys().copied().collect();
+    for id in ids {
+        session.abort(id);
+    }
+}
+
+impl ServerSession {
+    /// Cancels a running call (its handler's future is dropped).
+    fn abort(&self, id: u64) {
+        if let Some(c) = lock(&self.calls).remove(&id) {
+            c.cancel.cancel();
+            c.task.abort();
+            c.inbox.fail(RpcError::cancelled());
+            c.gate.close(RpcError::cancelled());
+        }
+    }
+
+    fn fail(&self, id: u64, e: &RpcError, codec: Codec) {
+        self.out.send_now(Wire::Error {
+            id,
+            code: e.code().0,
+            message: e.message().to_owned(),
+            data: e.encoded_data(codec),
+        });
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn start(
+    rpc: &Arc<RpcInner>,
+    session: &Arc<ServerSession>,
+    caller: &Arc<str>,
+    codec: Codec,
+    id: u64,
+    method: &str,
+    budget_us: u64,
+    started: Instant,
+    input: Option<Bytes>,
+    last: bool,
+) -> Result<(), RpcError> {
+    let opts = &rpc.opts;
+    let Some(m) = rpc.method(method) else {
+        return Err(RpcError::new(
+            Code::METHOD_NOT_FOUND,
+            format!("method {method:?} not found on peer {:?}", rpc.peer.name()),
+        ));
+    };
+    if lock(&session.calls).len() >= opts.max_concurrent_calls {
+        return Err(RpcError::new(
+            Code::RESOURCE_EXHAUSTED,
+            format!(
+                "too many concurrent calls (limit {})",
+                opts.max_concurrent_calls
+            ),
+        ));
+    }
+    if m.one_input && input.is_none() && last {
+        return Err(RpcError::new(
+            Code::BAD_ARGUMENTS,
+            "this method takes exactly one input",
+        ));
+    }
+    let inbox = Inbox::new(opts.call_window);
+    inbox.grant_to(session.out.clone(), id);
+    let mut inputs = 0;
+    if let Some(p) = input {
+        check_size(p.len(), opts.max_message_size)?;
+        let _ = inbox.push(p, opts.max_message_size);
+        inputs = 1;
+    }
+    if last {
+        inbox.finish(Ok(()));
+    }
+    let gate = Gate::new(opts.call_window);
+    let cancel = Cancel::default();
+    let deadline = (budget_us > 0).then(|| started + Duration::from_micros(budget_us));
+    let ctx = Context {
+        rpc: crate::Rpc { inner: rpc.clone() },
+        caller: caller.clone(),
+        method: Arc::from(method),
+        codec,
+        deadline,
+        cancel: cancel.clone(),
+    };
+    let raw_in = RawInputs {
+        inbox: inbox.clone(),
+        codec,
+    };
+    let raw_out = RawOutputs {
+        out: session.out.clone(),
+        gate: gate.clone(),
+        id,
+        codec,
+        max_message: opts.max_message_size,
+    };
+    let fut = (m.handler)(ctx, raw_in, raw_out);
+    let sess = Arc::downgrade(session);
+    let out = session.out.clone();
+    let cancel2 = cancel.clone();
+    // Registered before the task can finish and remove it.
+    let mut calls = lock(&session.calls);
+    let task = tokio::spawn(async move {
+        let run = std::panic::AssertUnwindSafe(fut).catch_unwind();
+        let res = match deadline {
+            Some(d) => tokio::time::timeout_at(d, run).await.map_err(|_| ()),
+            None => Ok(run.await),
+        };
+        let reply = match res {
+            Ok(Ok(Ok(Some(last)))) => Wire::Item {
+                id,
+                payload: last,
+                last: true,
+            },
+            Ok(Ok(Ok(None))) => Wire::End { id },
+            Ok(Ok(Err(e))) => error_message(id, &e, codec),
+            Ok(Err(panic)) => {
+                let what = panic
+                    .downcast_ref::<&str>()
+                    .map(|s| (*s).to_owned())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| "a non-string payload".into());
+                error_message(
+                    id,
+                    &RpcError::new(Code::INTERNAL, format!("handler panicked: {what}")),
+                    codec,
+                )
+            }
+            Err(()) => {
+                cancel2.cancel();
+                error_message(id, &RpcError::deadline(), codec)
+            }
+        };
+        if let Some(s) = sess.upgrade() {
+            lock(&s.calls).remove(&id);
+        }
+        let _ = out.send(reply).await;
+    });
+    calls.insert(
+        id,
+        Running {
+            inbox,
+            gate,
+            cancel,
+            task: task.abort_handle(),
+            one_input: m.one_input,
+            inputs,
+        },
+    );
+    Ok(())
+}
+
+fn error_message(id: u64, e: &RpcError, codec: Codec) -> Wire {
+    Wire::Error {
+        id,
+        code: e.code().0,
+        message: e.message().to_owned(),
+        data: e.encoded_data(codec),
+    }
+}

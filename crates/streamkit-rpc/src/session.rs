@@ -1,0 +1,302 @@
+//! The pieces both ends of a session share: the frame writer, per-call queues of
+//! received objects with their flow-control credit, send credit, cancellation.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use bytes::Bytes;
+use streamkit::WriteHalf;
+use tokio::sync::{Notify, mpsc};
+
+use crate::error::RpcError;
+use crate::wire::Message as Wire;
+
+/// Objects smaller than this count as this much against credit, so that empty
+/// objects cannot be queued without bound.
+pub(crate) const MIN_COST: usize = 64;
+
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+pub(crate) fn cost(len: usize) -> usize {
+    len.max(MIN_COST)
+}
+
+/// Writes a session's frames from one task: callers queue them (bounded), and
+/// control messages that must never wait (cancel, credit) jump the queue. The
+/// task ends, closing our direction of the channel, when the last `Outbox` goes.
+pub(crate) struct Outbox {
+    tx: mpsc::Sender<Bytes>,
+    shared: Arc<OutShared>,
+}
+
+struct OutShared {
+    urgent: Mutex<Vec<Bytes>>,
+    wake: Notify,
+    dead: AtomicBool,
+}
+
+impl Outbox {
+    pub(crate) fn spawn(mut w: WriteHalf) -> Arc<Outbox> {
+        let (tx, mut rx) = mpsc::channel::<Bytes>(1024);
+        let shared = Arc::new(OutShared {
+            urgent: Mutex::new(Vec::new()),
+            wake: Notify::new(),
+            dead: AtomicBool::new(false),
+        });
+        let sh = shared.clone();
+        tokio::spawn(async move {
+            loop {
+                let first = tokio::select! {
+                    biased;
+                    () = sh.wake.notified() => None,
+                    m = rx.recv() => match m {
+                        Some(m) => Some(m),
+                        None => break,
+                    },
+                };
+                let urgent = std::mem::take(&mut *lock(&sh.urgent));
+                let mut failed = false;
+                for m in urgent.into_iter().chain(first) {
+                    failed |= w.write_frame(&m).await.is_err();
+                }
+                // Whatever else is queued goes out in the same turn.
+                for _ in 0..256 {
+                    match rx.try_recv() {
+                        Ok(m) => failed |= w.write_frame(&m).await.is_err(),
+                        Err(_) => break,
+                    }
+                }
+                if failed {
+                    sh.dead.store(true, Ordering::SeqCst);
+                    return;
+                }
+            }
+            // Last control messages, then our direction ends cleanly.
+            let urgent = std::mem::take(&mut *lock(&sh.urgent));
+            for m in urgent {
+                let _ = w.write_frame(&m).await;
+            }
+            let _ = w.close_write().await;
+        });
+        Arc::new(Outbox { tx, shared })
+    }
+
+    /// Queues a message, waiting while the queue is full.
+    pub(crate) async fn send(&self, m: Wire) -> Result<(), RpcError> {
+        if self.shared.dead.load(Ordering::SeqCst) {
+            return Err(RpcError::unavailable("connection lost"));
+        }
+        self.tx
+            .send(m.encode())
+            .await
+            .map_err(|_| RpcError::unavailable("connection lost"))
+    }
+
+    /// Queues a control message without waiting (from `Drop`, or from a reader
+    /// that must not stall).
+    pub(crate) fn send_now(&self, m: Wire) {
+        lock(&self.shared.urgent).push(m.encode());
+        self.shared.wake.notify_one();
+    }
+}
+
+/// The objects received for one call in one direction, bounded by the credit the
+/// receiver has granted.
+pub(crate) struct Inbox {
+    st: Mutex<InboxState>,
+    notify: Notify,
+    window: usize,
+    /// Where credit goes as objects are consumed.
+    grant: Mutex<Option<(Arc<Outbox>, u64)>>,
+}
+
+struct InboxState {
+    items: VecDeque<Bytes>,
+    end: Option<Result<(), RpcError>>,
+    buffered: usize,
+    consumed: usize,
+}
+
+/// The sender ignored its credit.
+#[derive(Debug)]
+pub(crate) struct Overrun;
+
+impl Inbox {
+    pub(crate) fn new(window: usize) -> Arc<Inbox> {
+        Arc::new(Inbox {
+            st: Mutex::new(InboxState {
+                items: VecDeque::new(),
+                end: None,
+                buffered: 0,
+                consumed: 0,
+            }),
+            notify: Notify::new(),
+            window,
+            grant: Mutex::new(None),
+        })
+    }
+
+    /// Credit for consumed objects is sent as `Credit { id }` through `out`.
+    pub(crate) fn grant_to(&self, out: Arc<Outbox>, id: u64) {
+        *lock(&self.grant) = Some((out, id));
+    }
+
+    /// Adds a received object. `slack` is how far past the window one object
+    /// may reach (the sender may send while it has any credit left).
+    pub(crate) fn push(&self, item: Bytes, slack: usize) -> Result<(), Overrun> {
+        let mut st = lock(&self.st);
+        if st.end.is_some() {
+            return Ok(()); // finished (failed) already: dropped
+        }
+        let c = cost(item.len());
+        if st.buffered + c > self.window + slack {
+            return Err(Overrun);
+        }
+        st.buffered += c;
+        st.items.push_back(item);
+        drop(st);
+        self.notify.notify_one();
+        Ok(())
+    }
+
+    /// No more objects: `Ok` for a clean end, or the call's error.
+    pub(crate) fn finish(&self, res: Result<(), RpcError>) {
+        let mut st = lock(&self.st);
+        if st.end.is_none() {
+            st.end = Some(res);
+        }
+        drop(st);
+        self.notify.notify_one();
+    }
+
+    /// Fails the call now, dropping what was not read.
+    pub(crate) fn fail(&self, e: RpcError) {
+        let mut st = lock(&self.st);
+        st.items.clear();
+        st.buffered = 0;
+        st.end = Some(Err(e));
+        drop(st);
+        self.notify.notify_one();
+    }
+
+    pub(crate) fn is_finished(&self) -> bool {
+        lock(&self.st).end.is_some()
+    }
+
+    /// The next object; `None` at a clean end.
+    pub(crate) async fn recv(&self) -> Option<Result<Bytes, RpcError>> {
+        loop {
+            let notified = self.notify.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            {
+                let mut st = lock(&self.st);
+                if let Some(item) = st.items.pop_front() {
+                    let c = cost(item.len());
+                    st.buffered -= c;
+                    st.consumed += c;
+                    let grant = (st.consumed >= self.window / 2 && st.end.is_none())
+                        .then(|| std::mem::take(&mut st.consumed));
+                    drop(st);
+                    if let Some(n) = grant
+                        && let Some((out, id)) = &*lock(&self.grant)
+                    {
+                        out.send_now(Wire::Credit {
+                            id: *id,
+                            bytes: n as u64,
+                        });
+                    }
+                    return Some(Ok(item));
+                }
+                match &st.end {
+                    Some(Ok(())) => return None,
+                    Some(Err(e)) => return Some(Err(e.clone())),
+                    None => {}
+                }
+            }
+            notified.await;
+        }
+    }
+}
+
+/// Send credit for one call in one direction.
+pub(crate) struct Gate {
+    st: Mutex<(i64, Option<RpcError>)>,
+    notify: Notify,
+}
+
+impl Gate {
+    pub(crate) fn new(window: usize) -> Arc<Gate> {
+        Arc::new(Gate {
+            st: Mutex::new((window as i64, None)),
+            notify: Notify::new(),
+        })
+    }
+
+    /// Waits for credit, then takes what an object of `len` bytes costs.
+    pub(crate) async fn take(&self, len: usize) -> Result<(), RpcError> {
+        loop {
+            let notified = self.notify.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            {
+                let mut st = lock(&self.st);
+                if let Some(e) = &st.1 {
+                    return Err(e.clone());
+                }
+                if st.0 > 0 {
+                    st.0 -= cost(len) as i64;
+                    return Ok(());
+                }
+            }
+            notified.await;
+        }
+    }
+
+    pub(crate) fn grant(&self, n: u64) {
+        let mut st = lock(&self.st);
+        st.0 = st.0.saturating_add(i64::try_from(n).unwrap_or(i64::MAX));
+        drop(st);
+        self.notify.notify_waiters();
+    }
+
+    /// No more sending: waiting and later senders get `e`.
+    pub(crate) fn close(&self, e: RpcError) {
+        let mut st = lock(&self.st);
+        if st.1.is_none() {
+            st.1 = Some(e);
+        }
+        drop(st);
+        self.notify.notify_waiters();
+    }
+}
+
+/// A cancellation flag that can be awaited.
+#[derive(Clone, Default)]
+pub(crate) struct Cancel(Arc<(AtomicBool, Notify)>);
+
+impl Cancel {
+    pub(crate) fn cancel(&self) {
+        self.0.0.store(true, Ordering::SeqCst);
+        self.0.1.notify_waiters();
+    }
+
+    pub(crate) fn is_cancelled(&self) -> bool {
+        self.0.0.load(Ordering::SeqCst)
+    }
+
+    pub(crate) async fn cancelled(&self) {
+        loop {
+            let notified = self.0.1.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if self.is_cancelled() {
+                return;
+            }
+            notified.await;
+        }
+    }
+}
