@@ -3,6 +3,7 @@
 #![forbid(unsafe_code)]
 
 mod bench;
+mod call;
 mod demo;
 mod keygen;
 mod open;
@@ -39,6 +40,8 @@ enum Command {
     Serve(serve::Args),
     /// Open a channel to a service: stdin to the channel, the channel to stdout.
     Open(open::Args),
+    /// Call an RPC method: prints each result as a JSON line.
+    Call(call::Args),
     /// Two peers on loopback, a tour of every capability, with measured figures.
     Demo(demo::Args),
     /// Measure Streamkit beside raw sockets and plain russh, in one run, as ratios.
@@ -80,6 +83,7 @@ fn main() -> ExitCode {
             Command::Keygen(args) => keygen::run(args).map(|()| 0),
             Command::Serve(args) => serve::run(args).await.map(|()| 0),
             Command::Open(args) => open::run(args).await,
+            Command::Call(args) => call::run(args).await,
             Command::Demo(args) => demo::run(args).await.map(|()| 0),
             Command::Bench(args) => bench::run(args).await.map(|()| 0),
         }

@@ -14,7 +14,6 @@ use streamkit::{
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt, ReadBuf};
 
 #[derive(clap::Args)]
-#[command(group(clap::ArgGroup::new("host-trust").args(["known_hosts", "host_key_fingerprint", "insecure_accept_any_host_key"])))]
 pub struct Args {
     /// The peer to connect to (tcp://HOST:PORT, unix:///PATH).
     url: String,
@@ -23,6 +22,14 @@ pub struct Args {
     /// A header, usually K=V; repeatable.
     #[arg(short = 'H', long = "header", value_name = "K=V")]
     headers: Vec<String>,
+    #[command(flatten)]
+    client: ClientArgs,
+}
+
+/// How a one-shot client identifies itself and checks the server (`open`, `call`).
+#[derive(clap::Args)]
+#[command(group(clap::ArgGroup::new("host-trust").args(["known_hosts", "host_key_fingerprint", "insecure_accept_any_host_key"])))]
+pub struct ClientArgs {
     /// Our identity key (default: a new key for this run).
     #[arg(long, value_name = "PATH")]
     key: Option<PathBuf>,
@@ -41,6 +48,44 @@ pub struct Args {
     /// Accept any host key: the connection can be intercepted.
     #[arg(long = "insecure-accept-any-host-key")]
     insecure_accept_any_host_key: bool,
+}
+
+impl ClientArgs {
+    /// A peer that serves nothing, connected to `url`; returns the server's name.
+    pub async fn connect(&self, url: &str) -> anyhow::Result<(Peer, String)> {
+        let trust = if let Some(path) = &self.known_hosts {
+            Trust::new().with_known_hosts_file(path)?
+        } else if let Some(fp) = &self.host_key_fingerprint {
+            Trust::new().with_fingerprint(fp)?
+        } else if self.insecure_accept_any_host_key {
+            Trust::new().danger_accept_any_host_key()
+        } else {
+            bail!(
+                "no way to check the server's host key: pass --known-hosts PATH, --host-key-fingerprint SHA256:... \
+                 or --insecure-accept-any-host-key"
+            );
+        };
+        let identity = match &self.key {
+            Some(path) => Identity::load(path)?,
+            None => Identity::generate(),
+        };
+        let name = self
+            .name
+            .clone()
+            .or_else(|| std::env::var("USER").ok().filter(|u| !u.is_empty()))
+            .unwrap_or_else(|| "streamkit".to_owned());
+        let mut options = Options::default();
+        options.services = Services::none();
+        // A command fails at once rather than waiting for a server that is down.
+        options.reconnect = streamkit::Reconnect::never();
+        let mut config = PeerConfig::new(name, identity, trust).with_options(options);
+        if let Some(token) = &self.token {
+            config = config.with_token(token.clone());
+        }
+        let peer = Peer::new(config)?;
+        let remote = peer.connect(url).await?;
+        Ok((peer, remote))
+    }
 }
 
 /// What the channel delivers next.
@@ -92,37 +137,7 @@ fn print_error_frame(e: &[u8]) {
 }
 
 pub async fn run(args: Args) -> anyhow::Result<u8> {
-    let trust = if let Some(path) = &args.known_hosts {
-        Trust::new().with_known_hosts_file(path)?
-    } else if let Some(fp) = &args.host_key_fingerprint {
-        Trust::new().with_fingerprint(fp)?
-    } else if args.insecure_accept_any_host_key {
-        Trust::new().danger_accept_any_host_key()
-    } else {
-        bail!(
-            "no way to check the server's host key: pass --known-hosts PATH, --host-key-fingerprint SHA256:... \
-             or --insecure-accept-any-host-key"
-        );
-    };
-    let identity = match &args.key {
-        Some(path) => Identity::load(path)?,
-        None => Identity::generate(),
-    };
-    let name = args
-        .name
-        .clone()
-        .or_else(|| std::env::var("USER").ok().filter(|u| !u.is_empty()))
-        .unwrap_or_else(|| "streamkit".to_owned());
-    let mut options = Options::default();
-    options.services = Services::none();
-    // A command fails at once rather than waiting for a server that is down.
-    options.reconnect = streamkit::Reconnect::never();
-    let mut config = PeerConfig::new(name, identity, trust).with_options(options);
-    if let Some(token) = &args.token {
-        config = config.with_token(token.clone());
-    }
-    let peer = Peer::new(config)?;
-    let remote = peer.connect(&args.url).await?;
+    let (peer, remote) = args.client.connect(&args.url).await?;
     let ch = peer
         .open(&remote, &args.service, Headers::from(args.headers.clone()))
         .await?;

@@ -29,6 +29,10 @@ pub struct Args {
     /// A service: NAME=echo | NAME=sink | NAME=exec:COMMAND | NAME=tcp:HOST:PORT; repeatable.
     #[arg(long = "service", value_name = "NAME=SPEC")]
     services: Vec<String>,
+    /// Also serve the RPC demo methods: demo.add ({"a":1,"b":2} gives 3),
+    /// demo.count ({"n":5} streams 1..5) and demo.echo (gives back its argument).
+    #[arg(long = "rpc-demo")]
+    rpc_demo: bool,
     /// Accept any client at all. Anyone who can reach an endpoint can use every service.
     #[arg(long = "insecure-open")]
     insecure_open: bool,
@@ -60,8 +64,10 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             bail!("--service {name:?} given twice");
         }
     }
-    if specs.is_empty() {
-        bail!("no services: pass --service NAME=SPEC (echo, sink, exec:COMMAND, tcp:HOST:PORT)");
+    if specs.is_empty() && !args.rpc_demo {
+        bail!(
+            "no services: pass --service NAME=SPEC (echo, sink, exec:COMMAND, tcp:HOST:PORT) or --rpc-demo"
+        );
     }
     let identity = match &args.key {
         Some(path) => Identity::load(path)?,
@@ -90,6 +96,17 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         peer.public_key().fingerprint()
     );
 
+    let _rpc = if args.rpc_demo {
+        let rpc = streamkit_rpc::Rpc::new(&peer)?;
+        rpc_demo(&rpc);
+        eprintln!(
+            "streamkit: serving rpc methods {}",
+            rpc.methods().join(", ")
+        );
+        Some(rpc)
+    } else {
+        None
+    };
     let specs = Arc::new(specs);
     let acceptor = {
         let peer = peer.clone();
@@ -116,6 +133,39 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     }
     acceptor.abort();
     Ok(())
+}
+
+#[derive(serde::Serialize, serde::Deserialize)]
+struct AddArgs {
+    a: i64,
+    b: i64,
+}
+
+#[derive(serde::Serialize, serde::Deserialize)]
+struct CountArgs {
+    n: u64,
+}
+
+/// The methods of `--rpc-demo`.
+pub fn rpc_demo(rpc: &streamkit_rpc::Rpc) {
+    use streamkit_rpc::{Code, Outputs, RpcError};
+    rpc.unary("demo.add", |_ctx, x: AddArgs| async move {
+        x.a.checked_add(x.b)
+            .ok_or_else(|| RpcError::new(Code::BAD_ARGUMENTS, "the sum overflows"))
+    });
+    rpc.server_stream(
+        "demo.count",
+        |_ctx, x: CountArgs, mut out: Outputs<u64>| async move {
+            for i in 1..=x.n {
+                out.send(&i).await?;
+            }
+            Ok(())
+        },
+    );
+    rpc.unary(
+        "demo.echo",
+        |_ctx, v: serde_json::Value| async move { Ok(v) },
+    );
 }
 
 async fn wait_for_signal() -> anyhow::Result<()> {

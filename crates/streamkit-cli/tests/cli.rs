@@ -346,3 +346,68 @@ fn demo_runs_the_tour() {
         );
     }
 }
+
+fn call_args(k: &Keys, url: &str, method: &str, json: &str, codec: &str) -> Vec<String> {
+    let mut a = open_args(k, url, "unused");
+    a[0] = "call".into();
+    a[2] = method.into();
+    a.insert(3, json.into());
+    a.extend(["--codec".into(), codec.into()]);
+    a
+}
+
+#[test]
+fn call_prints_results_as_json_lines_in_every_codec() {
+    let k = Keys::new();
+    let srv = standard_server(&k, &["--rpc-demo"]);
+    for codec in ["json", "msgpack", "cbor"] {
+        let out = run_open(
+            &call_args(&k, srv.url(), "demo.add", r#"{"a":1,"b":2}"#, codec),
+            b"",
+        );
+        assert!(out.status.success(), "{codec}: {}", stderr(&out));
+        assert_eq!(String::from_utf8_lossy(&out.stdout), "3\n", "{codec}");
+        let out = run_open(
+            &call_args(&k, srv.url(), "demo.count", r#"{"n":5}"#, codec),
+            b"",
+        );
+        assert!(out.status.success(), "{codec}: {}", stderr(&out));
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout),
+            "1\n2\n3\n4\n5\n",
+            "{codec}"
+        );
+        let arg = r#"{"list":[1,"two",null,true],"nested":{"k":"v, with = & %"}}"#;
+        let out = run_open(&call_args(&k, srv.url(), "demo.echo", arg, codec), b"");
+        assert!(out.status.success(), "{codec}: {}", stderr(&out));
+        let back: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(
+            back,
+            serde_json::from_str::<serde_json::Value>(arg).unwrap(),
+            "{codec}"
+        );
+    }
+    // Remote errors: one line on stderr, non-zero exit, nothing on stdout.
+    let out = run_open(&call_args(&k, srv.url(), "demo.nope", "{}", "json"), b"");
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(out.stdout, b"");
+    assert_eq!(
+        stderr(&out),
+        "streamkit: demo.nope: remote error (method not found): method \"demo.nope\" not found on peer \"srv\"\n"
+    );
+    let out = run_open(
+        &call_args(&k, srv.url(), "demo.add", r#"{"a":"one"}"#, "json"),
+        b"",
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(
+        err.starts_with("streamkit: demo.add: remote error (bad arguments): bad arguments: json:"),
+        "{err}"
+    );
+    assert_eq!(err.lines().count(), 1, "{err}");
+    // Not JSON at all: refused before connecting.
+    let out = run_open(&call_args(&k, srv.url(), "demo.add", "{oops", "json"), b"");
+    assert_ne!(out.status.code(), Some(0));
+    assert!(stderr(&out).contains("is not JSON"), "{}", stderr(&out));
+}
