@@ -36,6 +36,10 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;
+
 mod callback;
 mod client;
 mod codec;
@@ -52,7 +56,7 @@ use std::sync::{Arc, Mutex, RwLock, Weak};
 use std::time::Duration;
 
 use bytes::Bytes;
-use streamkit::{ListenError, Peer};
+use streamkit::{ListenError, Peer, ServiceListener};
 use tokio::sync::OnceCell;
 use tokio::time::Instant;
 
@@ -107,10 +111,13 @@ pub(crate) struct RpcInner {
     servers: Mutex<Vec<Weak<ServerSession>>>,
     round_robin: AtomicUsize,
     accept_task: Mutex<Option<tokio::task::AbortHandle>>,
+    listener: Arc<ServiceListener>,
 }
 
 impl Drop for RpcInner {
     fn drop(&mut self) {
+        // Given back now, so that a new node can take the service at once.
+        self.listener.close();
         if let Some(t) = lock(&self.accept_task).take() {
             t.abort();
         }
@@ -295,8 +302,9 @@ impl Rpc {
 
     /// An RPC node with these options.
     pub fn with_options(peer: &Peer, opts: RpcOptions) -> Result<Rpc, ListenError> {
-        let listener = peer.listen(SERVICE)?;
+        let listener = Arc::new(peer.listen(SERVICE)?);
         let inner = Arc::new(RpcInner {
+            listener: listener.clone(),
             peer: peer.clone(),
             opts,
             methods: RwLock::new(HashMap::new()),

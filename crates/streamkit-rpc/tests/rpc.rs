@@ -695,3 +695,13 @@ async fn ten_thousand_concurrent_calls() {
     });
     within(futures::future::join_all(calls)).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_gives_its_service_back_when_dropped() {
+    let (server, _client) = two("inproc").await;
+    let peer = server.peer().clone();
+    assert!(Rpc::new(&peer).is_err(), "one node per peer");
+    drop(server);
+    let again = Rpc::new(&peer).unwrap();
+    assert_eq!(again.methods(), Vec::<String>::new());
+}

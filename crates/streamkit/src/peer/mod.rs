@@ -670,8 +670,11 @@ impl ServiceListener {
     }
 }
 
-impl Drop for ServiceListener {
-    fn drop(&mut self) {
+impl ServiceListener {
+    /// Gives the service back now (as dropping the listener does): opens for it
+    /// are refused from here on, [`accept`](Self::accept) returns what was already
+    /// queued and then fails, and the service can be listened to again at once.
+    pub fn close(&self) {
         if let Some(peer) = self.peer.upgrade() {
             let mut listened = lock(&peer.listened);
             if listened
@@ -684,6 +687,12 @@ impl Drop for ServiceListener {
         // Channels that arrive from now on are refused; those waiting are reset
         // when the last reference to the queue goes.
         self.queue.close();
+    }
+}
+
+impl Drop for ServiceListener {
+    fn drop(&mut self) {
+        self.close();
     }
 }
 
