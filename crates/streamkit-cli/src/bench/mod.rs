@@ -5,6 +5,7 @@
 //! baselines alike, so they share the same cores and the same noise.
 
 mod baseline;
+mod rpc;
 
 use std::fmt::Write as _;
 use std::time::{Duration, Instant};
@@ -36,6 +37,7 @@ struct Sizes {
     opens: usize,
     in_flight: usize,
     idle: usize,
+    calls: usize,
 }
 
 impl Sizes {
@@ -48,6 +50,7 @@ impl Sizes {
                 opens: 200,
                 in_flight: 200,
                 idle: 200,
+                calls: 2_048,
             }
         } else {
             Sizes {
@@ -57,6 +60,7 @@ impl Sizes {
                 opens: 2_000,
                 in_flight: 1_000,
                 idle: 1_000,
+                calls: 20_480,
             }
         }
     }
@@ -478,6 +482,29 @@ async fn measure(s: &Sizes, dir: &std::path::Path) -> anyhow::Result<Vec<Row>> {
         baseline: "plain russh channel",
         theirs: Some(micros(percentile(&plain_rtts, 0.5))),
     });
+
+    // ---- rpc: unary calls, 100-byte payload, protobuf both sides
+    let levels = [1, 64];
+    let ours = rpc::streamkit(&tcp.server, &tcp.client, s.calls, &levels).await?;
+    let theirs = rpc::tonic(s.calls, &levels).await?;
+    for ((n, o), t) in levels.iter().zip(&ours).zip(&theirs) {
+        rows.push(Row {
+            name: format!("rpc unary 100 B, {n} in flight"),
+            unit: "calls/s",
+            ours: o.per_sec,
+            baseline: "tonic (gRPC)",
+            theirs: Some(t.per_sec),
+        });
+        for (label, p) in [("p50", 0.5), ("p99", 0.99)] {
+            rows.push(Row {
+                name: format!("rpc unary 100 B, {n} in flight, {label}"),
+                unit: "µs",
+                ours: micros(percentile(&o.latencies, p)),
+                baseline: "tonic (gRPC)",
+                theirs: Some(micros(percentile(&t.latencies, p))),
+            });
+        }
+    }
 
     // ---- bulk
     let ours = best(runs, || sk_bulk(&tcp, 1, s.bulk)).await?;
