@@ -13,7 +13,10 @@ use crate::RpcInner;
 use crate::codec::{Codec, Message};
 use crate::error::{Code, RpcError};
 use crate::server::check_size;
-use crate::session::{Gate, Inbox, Outbox, lock};
+use crate::session::{CALL_WINDOW, Gate, Inbox, Outbox, lock};
+
+/// How long a peer has to answer a new session with its catalogue.
+const SESSION_START: std::time::Duration = std::time::Duration::from_secs(10);
 use crate::wire::Message as Wire;
 
 struct Pending {
@@ -47,11 +50,18 @@ impl ClientSession {
             .open(peer, crate::SERVICE, [format!("codec={}", codec.name())])
             .await
             .map_err(|e| RpcError::unavailable(e.to_string()))?;
+        let mut ch = ch;
+        // Quiet calls are normal: a session never times out on reads.
+        ch.set_read_timeout(None);
         let (mut r, w) = ch.split();
         // The first message is the catalogue, or why the session is refused.
-        let first = r
-            .read_frame()
+        let first = tokio::time::timeout(SESSION_START, r.read_frame())
             .await
+            .map_err(|_| {
+                RpcError::unavailable(format!(
+                    "peer {peer:?} did not start the rpc session within {SESSION_START:?}"
+                ))
+            })?
             .map_err(|e| RpcError::unavailable(e.to_string()))?;
         let names = match first.as_ref().map(Wire::decode) {
             Some(Ok(Wire::Methods { names })) => names,
@@ -73,7 +83,7 @@ impl ClientSession {
             next_id: AtomicU64::new(1),
             methods: RwLock::new(names.into_iter().collect()),
             dead: OnceLock::new(),
-            window: rpc.opts.call_window,
+            window: CALL_WINDOW,
             max_message: rpc.opts.max_message_size,
             reader: OnceLock::new(),
         });
@@ -108,10 +118,13 @@ impl ClientSession {
         }
         self.die(RpcError::unavailable("rpc node shut down"));
     }
-
     fn die(&self, why: RpcError) {
-        let _ = self.dead.set(why.clone());
-        let calls: Vec<Pending> = lock(&self.calls).drain().map(|(_, p)| p).collect();
+        let calls: Vec<Pending> = {
+            // Under the lock `start` checks and inserts with: no call slips in.
+            let mut calls = lock(&self.calls);
+            let _ = self.dead.set(why.clone());
+            calls.drain().map(|(_, p)| p).collect()
+        };
         for p in calls {
             p.outputs.finish(Err(why.clone()));
             p.gate.close(why.clone());
@@ -138,13 +151,19 @@ pub(crate) async fn start(
         check_size(i.len(), session.max_message)?;
         gate.take(i.len()).await?;
     }
-    lock(&session.calls).insert(
-        id,
-        Pending {
-            outputs: outputs.clone(),
-            gate: gate.clone(),
-        },
-    );
+    {
+        let mut calls = lock(&session.calls);
+        if let Some(e) = session.dead.get() {
+            return Err(e.clone());
+        }
+        calls.insert(
+            id,
+            Pending {
+                outputs: outputs.clone(),
+                gate: gate.clone(),
+            },
+        );
+    }
     let mut handle = CallHandle {
         session: session.clone(),
         id,
@@ -315,7 +334,7 @@ impl ClientSession {
                     let Some(p) = calls.get(&id) else { continue };
                     let res = check_size(payload.len(), self.max_message).and_then(|()| {
                         p.outputs.push(payload, self.max_message).map_err(|_| {
-                            RpcError::new(Code::INTERNAL, "callee sent beyond its credit")
+                            RpcError::new(Code::RESOURCE_EXHAUSTED, "callee sent beyond its credit")
                         })
                     });
                     match res {

@@ -123,7 +123,12 @@ impl RpcError {
 
     pub(crate) fn encoded_data(&self, codec: Codec) -> Option<Bytes> {
         match self.data.as_ref()? {
-            Data::Remote(_, b) => Some(b.clone()),
+            Data::Remote(c, b) if *c == codec => Some(b.clone()),
+            // Passed on to a caller with another codec: re-encoded.
+            Data::Remote(c, b) => serde_json::Value::decode(*c, b)
+                .and_then(|v| v.encode(codec))
+                .ok()
+                .map(Bytes::from),
             Data::Local(enc) => enc(codec).ok().map(Bytes::from),
         }
     }

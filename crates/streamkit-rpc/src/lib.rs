@@ -80,10 +80,6 @@ pub struct RpcOptions {
     /// Largest encoded object, either way (default 4 MiB). Bigger ones fail that
     /// call with [`Code::RESOURCE_EXHAUSTED`].
     pub max_message_size: usize,
-    /// Bytes of objects a call may have in flight in each direction before the
-    /// receiver consumes them (default 256 KiB): a slow consumer of one call does
-    /// not hold up the others.
-    pub call_window: usize,
     /// Calls one caller may have running on one session (default 16,384).
     pub max_concurrent_calls: usize,
     /// Deadline of calls that set none (default none).
@@ -94,7 +90,6 @@ impl Default for RpcOptions {
     fn default() -> RpcOptions {
         RpcOptions {
             max_message_size: 4 << 20,
-            call_window: 256 << 10,
             max_concurrent_calls: 16_384,
             default_timeout: None,
         }
@@ -126,6 +121,9 @@ impl Drop for RpcInner {
                 s.shut();
             }
         }
+        for s in lock(&self.servers).iter().filter_map(Weak::upgrade) {
+            s.shut();
+        }
     }
 }
 
@@ -151,20 +149,22 @@ impl RpcInner {
         names.sort();
         names
     }
-
+    /// Registers a new session and queues its first message, the catalogue.
+    /// Catalogues are built and queued under the `servers` lock, so every
+    /// session gets them in order.
     pub(crate) fn add_server(&self, s: &Arc<ServerSession>) {
         let mut servers = lock(&self.servers);
         servers.retain(|w| w.strong_count() > 0);
         servers.push(Arc::downgrade(s));
+        s.out.send_now(wire::Message::Methods {
+            names: self.catalogue(),
+        });
     }
 
     fn catalogue_changed(&self) {
+        let servers = lock(&self.servers);
         let names = self.catalogue();
-        let servers: Vec<_> = lock(&self.servers)
-            .iter()
-            .filter_map(Weak::upgrade)
-            .collect();
-        for s in servers {
+        for s in servers.iter().filter_map(Weak::upgrade) {
             s.out.send_now(wire::Message::Methods {
                 names: names.clone(),
             });
@@ -470,7 +470,8 @@ impl Rpc {
             rpc: self.clone(),
             peer: None,
             codec: Codec::Json,
-            deadline: self.inner.opts.default_timeout.map(|t| Instant::now() + t),
+            timeout: self.inner.opts.default_timeout,
+            deadline: None,
         }
     }
 
@@ -536,6 +537,8 @@ pub struct Caller {
     rpc: Rpc,
     peer: Option<String>,
     codec: Codec,
+    /// Counted from the start of each call.
+    timeout: Option<Duration>,
     deadline: Option<Instant>,
 }
 
@@ -551,11 +554,10 @@ impl Caller {
         self.codec = codec;
         self
     }
-
-    /// Fails the call with [`Code::DEADLINE_EXCEEDED`] after `t`; the callee is
-    /// given the same budget, and passes what is left to calls it makes.
+    /// Fails each call with [`Code::DEADLINE_EXCEEDED`] `t` after it starts; the
+    /// callee is given the same budget, and passes what is left to calls it makes.
     pub fn timeout(mut self, t: Duration) -> Caller {
-        self.deadline = Some(Instant::now() + t);
+        self.timeout = Some(t);
         self
     }
 
@@ -574,19 +576,29 @@ impl Caller {
         input: Option<Bytes>,
         last: bool,
     ) -> Result<CallHandle, RpcError> {
+        let deadline = self.deadline_now();
         let go = async {
             let s = self
                 .rpc
                 .inner
                 .pick(self.peer.as_deref(), method, self.codec)
                 .await?;
-            client::start(&s, method, self.deadline, input, last).await
+            client::start(&s, method, deadline, input, last).await
         };
-        match self.deadline {
+        match deadline {
             Some(d) => tokio::time::timeout_at(d, go)
                 .await
                 .map_err(|_| RpcError::deadline())?,
             None => go.await,
+        }
+    }
+    /// The deadline of a call starting now: the earlier of the timeout and the
+    /// deadline, if any.
+    fn deadline_now(&self) -> Option<Instant> {
+        let t = self.timeout.map(|t| Instant::now() + t);
+        match (t, self.deadline) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
         }
     }
 

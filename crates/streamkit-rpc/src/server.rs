@@ -15,7 +15,7 @@ use tokio::time::Instant;
 
 use crate::codec::Codec;
 use crate::error::{Code, RpcError};
-use crate::session::{Cancel, Gate, Inbox, Outbox, lock};
+use crate::session::{CALL_WINDOW, Cancel, Gate, Inbox, Outbox, lock};
 use crate::wire::Message as Wire;
 use crate::{Context, RpcInner};
 
@@ -89,6 +89,8 @@ pub(crate) fn check_size(len: usize, max: usize) -> Result<(), RpcError> {
 }
 
 struct Running {
+    /// Tells this call from a later one that reuses its id.
+    generation: u64,
     inbox: Arc<Inbox>,
     gate: Arc<Gate>,
     cancel: Cancel,
@@ -101,10 +103,24 @@ struct Running {
 pub(crate) struct ServerSession {
     pub(crate) out: Arc<Outbox>,
     calls: Mutex<HashMap<u64, Running>>,
+    generation: std::sync::atomic::AtomicU64,
+    /// Ids the caller cancelled before their `CALL` arrived (a cancel can
+    /// overtake its call in the caller's queue). Bounded: see `EARLY_CANCELS`.
+    early_cancels: Mutex<std::collections::VecDeque<u64>>,
+    /// The highest call id seen, to tell an early cancel from a late one.
+    highest_id: std::sync::atomic::AtomicU64,
+    /// Set when the node goes away: the session ends.
+    pub(crate) closing: Cancel,
 }
 
+/// How many early cancels are remembered; older ones are forgotten (the caller
+/// then gets an answer it no longer waits for, which it ignores).
+const EARLY_CANCELS: usize = 1024;
+
 /// Serves one session channel until it ends.
-pub(crate) async fn serve(rpc: Weak<RpcInner>, meta: ChannelMeta, ch: Channel) {
+pub(crate) async fn serve(rpc: Weak<RpcInner>, meta: ChannelMeta, mut ch: Channel) {
+    // Quiet calls are normal: a session never times out on reads.
+    ch.set_read_timeout(None);
     let (mut r, w) = ch.split();
     let out = Outbox::spawn(w);
     let codec = match meta
@@ -130,19 +146,26 @@ pub(crate) async fn serve(rpc: Weak<RpcInner>, meta: ChannelMeta, ch: Channel) {
     let session = Arc::new(ServerSession {
         out: out.clone(),
         calls: Mutex::new(HashMap::new()),
+        generation: Default::default(),
+        early_cancels: Mutex::default(),
+        highest_id: Default::default(),
+        closing: Cancel::default(),
     });
     let Some(opts) = rpc.upgrade().map(|rpc| {
+        // The catalogue is this session's first message.
         rpc.add_server(&session);
-        session.out.send_now(Wire::Methods {
-            names: rpc.catalogue(),
-        });
         rpc.opts.clone()
     }) else {
         return;
     };
     let caller: Arc<str> = Arc::from(meta.remote_peer());
     loop {
-        let frame = match r.read_frame().await {
+        let read = tokio::select! {
+            biased;
+            () = session.closing.cancelled() => break,
+            read = r.read_frame() => read,
+        };
+        let frame = match read {
             Ok(Some(f)) => f,
             Ok(None) => break,
             Err(e) => {
@@ -154,12 +177,7 @@ pub(crate) async fn serve(rpc: Weak<RpcInner>, meta: ChannelMeta, ch: Channel) {
             Ok(m) => m,
             Err(e) => {
                 tracing::info!(peer = %caller, error = %e, "malformed rpc message; ending the session");
-                session.out.send_now(Wire::Error {
-                    id: 0,
-                    code: Code::INTERNAL.0,
-                    message: format!("malformed message: {e}"),
-                    data: None,
-                });
+                session.end(format!("malformed message: {e}")).await;
                 break;
             }
         };
@@ -173,10 +191,20 @@ pub(crate) async fn serve(rpc: Weak<RpcInner>, meta: ChannelMeta, ch: Channel) {
             } => {
                 let Some(rpc) = rpc.upgrade() else { break };
                 let started = Instant::now();
+                if lock(&session.calls).contains_key(&id) {
+                    session.end(format!("call id {id} is already in use")).await;
+                    break;
+                }
+                session
+                    .highest_id
+                    .fetch_max(id, std::sync::atomic::Ordering::Relaxed);
+                if session.cancelled_early(id) {
+                    continue;
+                }
                 if let Err(e) = start(
                     &rpc, &session, &caller, codec, id, &method, budget_us, started, input, last,
                 ) {
-                    session.fail(id, &e, codec);
+                    session.fail(id, &e, codec).await;
                 }
             }
             Wire::Item { id, payload, last } => {
@@ -210,7 +238,7 @@ pub(crate) async fn serve(rpc: Weak<RpcInner>, meta: ChannelMeta, ch: Channel) {
                 };
                 if let Err(e) = res {
                     session.abort(id);
-                    session.fail(id, &e, codec);
+                    session.fail(id, &e, codec).await;
                 }
             }
             Wire::End { id } => {
@@ -218,7 +246,17 @@ pub(crate) async fn serve(rpc: Weak<RpcInner>, meta: ChannelMeta, ch: Channel) {
                     c.inbox.finish(Ok(()));
                 }
             }
-            Wire::Cancel { id } => session.abort(id),
+            Wire::Cancel { id } => {
+                if id
+                    > session
+                        .highest_id
+                        .load(std::sync::atomic::Ordering::Relaxed)
+                {
+                    session.remember_cancel(id);
+                } else {
+                    session.abort(id);
+                }
+            }
             Wire::Credit { id, bytes } => {
                 if let Some(c) = lock(&session.calls).get(&id) {
                     c.gate.grant(bytes);
@@ -226,6 +264,7 @@ pub(crate) async fn serve(rpc: Weak<RpcInner>, meta: ChannelMeta, ch: Channel) {
             }
             Wire::Error { .. } | Wire::Methods { .. } => {
                 tracing::info!(peer = %caller, "unexpected rpc message from a caller; ending the session");
+                session.end("unexpected message from a caller".into()).await;
                 break;
             }
         }
@@ -238,6 +277,48 @@ pub(crate) async fn serve(rpc: Weak<RpcInner>, meta: ChannelMeta, ch: Channel) {
 }
 
 impl ServerSession {
+    /// Whether the caller cancelled `id` before its `CALL` arrived.
+    fn cancelled_early(&self, id: u64) -> bool {
+        let mut early = lock(&self.early_cancels);
+        match early.iter().position(|&x| x == id) {
+            Some(i) => {
+                early.remove(i);
+                true
+            }
+            None => false,
+        }
+    }
+
+    fn remember_cancel(&self, id: u64) {
+        let mut early = lock(&self.early_cancels);
+        if early.len() >= EARLY_CANCELS {
+            early.pop_front();
+        }
+        early.push_back(id);
+    }
+
+    /// Ends the session with a protocol error (`ERROR` id 0).
+    async fn end(&self, why: String) {
+        let _ = self
+            .out
+            .send(Wire::Error {
+                id: 0,
+                code: Code::INTERNAL.0,
+                message: why,
+                data: None,
+            })
+            .await;
+    }
+
+    /// The node is going away: every call is cancelled and the session ends.
+    pub(crate) fn shut(&self) {
+        let ids: Vec<u64> = lock(&self.calls).keys().copied().collect();
+        for id in ids {
+            self.abort(id);
+        }
+        self.closing.cancel();
+    }
+
     /// Cancels a running call (its handler's future is dropped).
     fn abort(&self, id: u64) {
         if let Some(c) = lock(&self.calls).remove(&id) {
@@ -248,13 +329,10 @@ impl ServerSession {
         }
     }
 
-    fn fail(&self, id: u64, e: &RpcError, codec: Codec) {
-        self.out.send_now(Wire::Error {
-            id,
-            code: e.code().0,
-            message: e.message().to_owned(),
-            data: e.encoded_data(codec),
-        });
+    /// Answers a call with an error, in order with the session's other messages
+    /// (waiting while the caller does not read, so errors cannot pile up).
+    async fn fail(&self, id: u64, e: &RpcError, codec: Codec) {
+        let _ = self.out.send(error_message(id, e, codec)).await;
     }
 }
 
@@ -293,7 +371,7 @@ fn start(
             "this method takes exactly one input",
         ));
     }
-    let inbox = Inbox::new(opts.call_window);
+    let inbox = Inbox::new(CALL_WINDOW);
     inbox.grant_to(session.out.clone(), id);
     let mut inputs = 0;
     if let Some(p) = input {
@@ -304,7 +382,7 @@ fn start(
     if last {
         inbox.finish(Ok(()));
     }
-    let gate = Gate::new(opts.call_window);
+    let gate = Gate::new(CALL_WINDOW);
     let cancel = Cancel::default();
     let deadline = (budget_us > 0).then(|| started + Duration::from_micros(budget_us));
     let ctx = Context {
@@ -330,6 +408,10 @@ fn start(
     let sess = Arc::downgrade(session);
     let out = session.out.clone();
     let cancel2 = cancel.clone();
+    let gate2 = gate.clone();
+    let generation = session
+        .generation
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     // Registered before the task can finish and remove it.
     let mut calls = lock(&session.calls);
     let task = tokio::spawn(async move {
@@ -363,14 +445,22 @@ fn start(
                 error_message(id, &RpcError::deadline(), codec)
             }
         };
-        if let Some(s) = sess.upgrade() {
-            lock(&s.calls).remove(&id);
-        }
+        // Outputs sent after the end (from tasks the handler spawned) fail.
+        gate2.close(RpcError::new(Code::CANCELLED, "the call has ended"));
+        // Counted as running until its answer is queued, so that answers the
+        // caller does not read stay within the concurrent-call limit.
         let _ = out.send(reply).await;
+        if let Some(s) = sess.upgrade() {
+            let mut calls = lock(&s.calls);
+            if calls.get(&id).is_some_and(|c| c.generation == generation) {
+                calls.remove(&id);
+            }
+        }
     });
     calls.insert(
         id,
         Running {
+            generation,
             inbox,
             gate,
             cancel,

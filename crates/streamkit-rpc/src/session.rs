@@ -12,6 +12,10 @@ use tokio::sync::{Notify, mpsc};
 use crate::error::RpcError;
 use crate::wire::Message as Wire;
 
+/// Bytes of objects a call may have in flight in each direction before the
+/// receiver consumes them: fixed by the protocol, so both sides agree on it.
+pub(crate) const CALL_WINDOW: usize = 256 << 10;
+
 /// Objects smaller than this count as this much against credit, so that empty
 /// objects cannot be queued without bound.
 pub(crate) const MIN_COST: usize = 64;
@@ -24,6 +28,26 @@ pub(crate) fn cost(len: usize) -> usize {
     len.max(MIN_COST)
 }
 
+/// Control messages waiting to jump the queue. Credit is merged per call, so a
+/// peer that stops reading cannot make this grow beyond one entry per call.
+#[derive(Default)]
+struct Urgent {
+    credit: std::collections::HashMap<u64, u64>,
+    other: Vec<Bytes>,
+}
+
+impl Urgent {
+    fn take(&mut self) -> Vec<Bytes> {
+        let mut out = std::mem::take(&mut self.other);
+        out.extend(
+            self.credit
+                .drain()
+                .map(|(id, bytes)| Wire::Credit { id, bytes }.encode()),
+        );
+        out
+    }
+}
+
 /// Writes a session's frames from one task: callers queue them (bounded), and
 /// control messages that must never wait (cancel, credit) jump the queue. The
 /// task ends, closing our direction of the channel, when the last `Outbox` goes.
@@ -33,7 +57,7 @@ pub(crate) struct Outbox {
 }
 
 struct OutShared {
-    urgent: Mutex<Vec<Bytes>>,
+    urgent: Mutex<Urgent>,
     wake: Notify,
     dead: AtomicBool,
 }
@@ -42,7 +66,7 @@ impl Outbox {
     pub(crate) fn spawn(mut w: WriteHalf) -> Arc<Outbox> {
         let (tx, mut rx) = mpsc::channel::<Bytes>(1024);
         let shared = Arc::new(OutShared {
-            urgent: Mutex::new(Vec::new()),
+            urgent: Mutex::new(Urgent::default()),
             wake: Notify::new(),
             dead: AtomicBool::new(false),
         });
@@ -57,7 +81,7 @@ impl Outbox {
                         None => break,
                     },
                 };
-                let urgent = std::mem::take(&mut *lock(&sh.urgent));
+                let urgent = lock(&sh.urgent).take();
                 let mut failed = false;
                 for m in urgent.into_iter().chain(first) {
                     failed |= w.write_frame(&m).await.is_err();
@@ -70,12 +94,15 @@ impl Outbox {
                     }
                 }
                 if failed {
+                    // Reset, so that the session's reader ends too and its
+                    // calls fail instead of waiting for replies.
                     sh.dead.store(true, Ordering::SeqCst);
+                    w.reset();
                     return;
                 }
             }
             // Last control messages, then our direction ends cleanly.
-            let urgent = std::mem::take(&mut *lock(&sh.urgent));
+            let urgent = lock(&sh.urgent).take();
             for m in urgent {
                 let _ = w.write_frame(&m).await;
             }
@@ -96,9 +123,18 @@ impl Outbox {
     }
 
     /// Queues a control message without waiting (from `Drop`, or from a reader
-    /// that must not stall).
+    /// that must not stall). Only for messages bounded by the number of calls.
     pub(crate) fn send_now(&self, m: Wire) {
-        lock(&self.shared.urgent).push(m.encode());
+        {
+            let mut u = lock(&self.shared.urgent);
+            match m {
+                Wire::Credit { id, bytes } => {
+                    let c = u.credit.entry(id).or_default();
+                    *c = c.saturating_add(bytes);
+                }
+                m => u.other.push(m.encode()),
+            }
+        }
         self.shared.wake.notify_one();
     }
 }

@@ -290,6 +290,9 @@ impl Message {
                 Message::Credit { id, bytes }
             }
             METHODS => {
+                if id != 0 {
+                    return Err(DecodeError::BadString("a catalogue has id 0"));
+                }
                 let n = r.varint()?;
                 if n > MAX_METHODS as u64 {
                     return Err(DecodeError::BadString("too many methods"));

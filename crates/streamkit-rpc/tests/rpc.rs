@@ -524,6 +524,45 @@ async fn callbacks_both_ways() {
     });
     let r: String = within(client.call("host.register", &())).await.unwrap();
     assert_eq!(r, "registered plugin v1 from client");
+    // And the other way: the server hands the client a callback of its own in a
+    // streamed output, and keeps it while the call is open.
+    server.bidi(
+        "events.counter",
+        |ctx: Context, mut ins: Inputs<String>, mut out: Outputs<Callback<u32, u32>>| async move {
+            let total = Arc::new(AtomicUsize::new(0));
+            let t = total.clone();
+            let add = ctx.rpc().callback(move |_ctx, n: u32| {
+                let now = t.fetch_add(n as usize, Ordering::SeqCst) + n as usize;
+                async move { Ok(now as u32) }
+            });
+            out.send(&add).await?;
+            // Held until the client says it is done.
+            while let Some(x) = ins.next().await {
+                x?;
+            }
+            assert_eq!(total.load(Ordering::SeqCst), 1 + 2 + 3);
+            Ok(())
+        },
+    );
+    let mut call = within(client.open_call::<String, Callback<u32, u32>>("events.counter"))
+        .await
+        .unwrap();
+    let add = within(call.next()).await.unwrap().unwrap();
+    let mut last = 0;
+    for n in 1..=3 {
+        last = within(add.call_on(&client, "server", &n)).await.unwrap();
+    }
+    assert_eq!(last, 6);
+    call.send(&"done".to_string()).await.unwrap();
+    let rest = within(within(call.into_outputs()).await.unwrap().collect())
+        .await
+        .unwrap();
+    assert!(rest.is_empty());
+    // Once the call is over, the server's callback is gone.
+    let err = within(add.call_on(&client, "server", &1))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::METHOD_NOT_FOUND);
     // Once dropped, the callback is gone.
     let stale: Callback<String, usize> =
         serde_json::from_value(serde_json::to_value(&on_event).unwrap()).unwrap();
