@@ -144,7 +144,12 @@ impl Service<http::Request<tonic::body::Body>> for EchoServer {
 pub async fn tonic(total: usize, levels: &[usize]) -> anyhow::Result<Vec<Figures>> {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
-    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+    // Connections handed over by us do not get the builder's TCP_NODELAY: set
+    // it here, or tonic would stall on delayed ACKs (about 40 ms).
+    let incoming = futures::StreamExt::map(
+        tokio_stream::wrappers::TcpListenerStream::new(listener),
+        |conn| conn.and_then(|s| s.set_nodelay(true).map(|()| s)),
+    );
     let server = tokio::spawn(
         tonic::transport::Server::builder()
             .tcp_nodelay(true)
