@@ -97,17 +97,11 @@ where
 {
     fn encode(&self, codec: Codec) -> Result<Vec<u8>, CodecError> {
         match codec {
-            Codec::Json => serde_json::to_vec(self).map_err(ce(codec)),
-            Codec::MsgPack => rmp_serde::to_vec_named(self).map_err(ce(codec)),
-            Codec::Cbor => {
-                let mut out = Vec::new();
-                ciborium::into_writer(self, &mut out).map_err(ce(codec))?;
-                Ok(out)
-            }
             Codec::Protobuf => {
                 let v = serde_json::to_value(self).map_err(ce(codec))?;
                 Ok(prost::Message::encode_to_vec(&value_to_proto(v)))
             }
+            _ => encode_serde(self, codec),
         }
     }
 
@@ -198,8 +192,22 @@ impl<'de> Deserialize<'de> for ByteBuf {
     }
 }
 
+/// The serde codecs (protobuf is the caller's business).
+fn encode_serde<T: Serialize + ?Sized>(v: &T, codec: Codec) -> Result<Vec<u8>, CodecError> {
+    match codec {
+        Codec::Json => serde_json::to_vec(v).map_err(ce(codec)),
+        Codec::MsgPack => rmp_serde::to_vec_named(v).map_err(ce(codec)),
+        Codec::Cbor => {
+            let mut out = Vec::new();
+            ciborium::into_writer(v, &mut out).map_err(ce(codec))?;
+            Ok(out)
+        }
+        Codec::Protobuf => Err(CodecError::new(codec, "not a serde codec")),
+    }
+}
+
 fn serde_bytes_encode(codec: Codec, raw: &[u8]) -> Result<Vec<u8>, CodecError> {
-    ByteString(raw).encode(codec)
+    encode_serde(&ByteString(raw), codec)
 }
 
 fn serde_bytes_decode(codec: Codec, bytes: &[u8]) -> Result<Vec<u8>, CodecError> {
@@ -210,21 +218,6 @@ fn serde_bytes_decode(codec: Codec, bytes: &[u8]) -> Result<Vec<u8>, CodecError>
         Codec::Protobuf => return Ok(bytes.to_vec()),
     };
     Ok(b.0)
-}
-
-impl ByteString<'_> {
-    fn encode(&self, codec: Codec) -> Result<Vec<u8>, CodecError> {
-        match codec {
-            Codec::Json => serde_json::to_vec(self).map_err(ce(codec)),
-            Codec::MsgPack => rmp_serde::to_vec_named(self).map_err(ce(codec)),
-            Codec::Cbor => {
-                let mut out = Vec::new();
-                ciborium::into_writer(self, &mut out).map_err(ce(codec))?;
-                Ok(out)
-            }
-            Codec::Protobuf => Ok(self.0.to_vec()),
-        }
-    }
 }
 
 fn value_to_proto(v: serde_json::Value) -> prost_types::Value {

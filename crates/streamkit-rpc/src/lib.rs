@@ -67,7 +67,7 @@ pub use error::{Code, RpcError};
 pub use server::{RawInputs, RawOutputs};
 
 use client::ClientSession;
-use server::{HandlerFuture, Method, ServerSession};
+use server::{Method, ServerSession};
 use session::{Cancel, lock};
 
 /// The channel service RPC sessions use.
@@ -339,18 +339,15 @@ impl Rpc {
         let f = Arc::new(f);
         self.inner.register(
             name,
-            Method {
-                one_input: true,
-                handler: Box::new(move |ctx, mut ins, _outs| {
-                    let f = f.clone();
-                    Box::pin(async move {
-                        let codec = ins.codec;
-                        let a = one_input::<A>(&mut ins).await?;
-                        let r = f(ctx, a).await?;
-                        Ok(Some(encode_output(&r, codec)?))
-                    }) as HandlerFuture
-                }),
-            },
+            Method::new(true, move |ctx, mut ins, _outs| {
+                let f = f.clone();
+                async move {
+                    let codec = ins.codec;
+                    let a = one_input::<A>(&mut ins).await?;
+                    let r = f(ctx, a).await?;
+                    Ok(Some(encode_output(&r, codec)?))
+                }
+            }),
         );
     }
 
@@ -366,17 +363,14 @@ impl Rpc {
         let f = Arc::new(f);
         self.inner.register(
             name,
-            Method {
-                one_input: true,
-                handler: Box::new(move |ctx, mut ins, outs| {
-                    let f = f.clone();
-                    Box::pin(async move {
-                        let a = one_input::<A>(&mut ins).await?;
-                        f(ctx, a, Outputs::new(outs)).await?;
-                        Ok(None)
-                    }) as HandlerFuture
-                }),
-            },
+            Method::new(true, move |ctx, mut ins, outs| {
+                let f = f.clone();
+                async move {
+                    let a = one_input::<A>(&mut ins).await?;
+                    f(ctx, a, Outputs::new(outs)).await?;
+                    Ok(None)
+                }
+            }),
         );
     }
 
@@ -392,17 +386,14 @@ impl Rpc {
         let f = Arc::new(f);
         self.inner.register(
             name,
-            Method {
-                one_input: false,
-                handler: Box::new(move |ctx, ins, _outs| {
-                    let f = f.clone();
-                    Box::pin(async move {
-                        let codec = ins.codec;
-                        let r = f(ctx, Inputs::new(ins)).await?;
-                        Ok(Some(encode_output(&r, codec)?))
-                    }) as HandlerFuture
-                }),
-            },
+            Method::new(false, move |ctx, ins, _outs| {
+                let f = f.clone();
+                async move {
+                    let codec = ins.codec;
+                    let r = f(ctx, Inputs::new(ins)).await?;
+                    Ok(Some(encode_output(&r, codec)?))
+                }
+            }),
         );
     }
 
@@ -417,16 +408,13 @@ impl Rpc {
         let f = Arc::new(f);
         self.inner.register(
             name,
-            Method {
-                one_input: false,
-                handler: Box::new(move |ctx, ins, outs| {
-                    let f = f.clone();
-                    Box::pin(async move {
-                        f(ctx, Inputs::new(ins), Outputs::new(outs)).await?;
-                        Ok(None)
-                    }) as HandlerFuture
-                }),
-            },
+            Method::new(false, move |ctx, ins, outs| {
+                let f = f.clone();
+                async move {
+                    f(ctx, Inputs::new(ins), Outputs::new(outs)).await?;
+                    Ok(None)
+                }
+            }),
         );
     }
 
@@ -440,16 +428,13 @@ impl Rpc {
         let f = Arc::new(f);
         self.inner.register(
             name,
-            Method {
-                one_input: false,
-                handler: Box::new(move |ctx, ins, outs| {
-                    let f = f.clone();
-                    Box::pin(async move {
-                        f(ctx, ins, outs).await?;
-                        Ok(None)
-                    }) as HandlerFuture
-                }),
-            },
+            Method::new(false, move |ctx, ins, outs| {
+                let f = f.clone();
+                async move {
+                    f(ctx, ins, outs).await?;
+                    Ok(None)
+                }
+            }),
         );
     }
 

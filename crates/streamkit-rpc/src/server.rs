@@ -31,6 +31,19 @@ pub(crate) struct Method {
     pub(crate) handler: Box<dyn Fn(Context, RawInputs, RawOutputs) -> HandlerFuture + Send + Sync>,
 }
 
+impl Method {
+    pub(crate) fn new<F, Fut>(one_input: bool, f: F) -> Method
+    where
+        F: Fn(Context, RawInputs, RawOutputs) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<Option<Bytes>, RpcError>> + Send + 'static,
+    {
+        Method {
+            one_input,
+            handler: Box::new(move |ctx, ins, outs| Box::pin(f(ctx, ins, outs))),
+        }
+    }
+}
+
 /// The inputs of a call as encoded objects.
 pub struct RawInputs {
     pub(crate) inbox: Arc<Inbox>,
