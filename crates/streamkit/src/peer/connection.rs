@@ -179,6 +179,7 @@ impl Connection {
             ssh_window: crate::transport::ssh::ssh_window(&opts),
             cfg: StateConfig {
                 window: opts.channel_window,
+                max_window: opts.max_channel_window,
                 max_frame: opts.max_frame_size,
                 send_buffer: opts.send_buffer,
                 max_trailer_bytes: opts.max_header_bytes,
@@ -409,14 +410,7 @@ impl Connection {
 
     // ---- from the session's handler ----
 
-    pub(crate) fn on_data(&self, ssh_id: u32, data: &[u8]) {
-        if let Some(ch) = self.get(ssh_id) {
-            ch.update(|s| ((), s.on_data(data)));
-        }
-    }
-
-    /// Data handed over whole (in-process connections): kept without a copy where
-    /// the channel can.
+    /// Data handed over whole: kept without a copy where the channel can.
     pub(crate) fn on_data_owned(&self, ssh_id: u32, data: bytes::Bytes) {
         if let Some(ch) = self.get(ssh_id) {
             ch.update(|s| ((), s.on_data_owned(data)));

@@ -611,7 +611,7 @@ impl Session {
                     let _ = chan.send(ChannelMsg::Data { data: data.clone() }).await;
                 }
 
-                client.data(channel_num, &data, self).await
+                client.data_bytes(channel_num, data, self).await
             }
             Some((&msg::CHANNEL_EXTENDED_DATA, mut r)) => {
                 debug!("channel_extended_data");

@@ -3104,6 +3104,18 @@ pub trait Handler: Sized + Send {
         async { Ok(()) }
     }
 
+    /// Called when the server sends us data, with the payload as owned bytes
+    /// (Streamkit patch: a handler that keeps the data needs no copy). The default
+    /// calls [`Handler::data`].
+    fn data_bytes(
+        &mut self,
+        channel: ChannelId,
+        data: bytes::Bytes,
+        session: &mut Session,
+    ) -> impl Future<Output = Result<(), Self::Error>> + Send {
+        async move { self.data(channel, &data, session).await }
+    }
+
     /// Called when the server sends us data. The `extended_code`
     /// parameter is a stream identifier, `None` is usually the
     /// standard output, and `Some(1)` is the standard error. See

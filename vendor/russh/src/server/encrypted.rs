@@ -1515,7 +1515,7 @@ impl Session {
                             .await
                             .unwrap_or(())
                     }
-                    handler.data(channel_num, &data, self).await
+                    handler.data_bytes(channel_num, data, self).await
                 }
             }
 

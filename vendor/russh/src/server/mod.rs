@@ -509,6 +509,21 @@ pub trait Handler: Sized {
         async { Ok(()) }
     }
 
+    /// Called when a data packet is received, with the payload as owned bytes
+    /// (Streamkit patch: a handler that keeps the data needs no copy). The default
+    /// calls [`Handler::data`].
+    fn data_bytes(
+        &mut self,
+        channel: ChannelId,
+        data: bytes::Bytes,
+        session: &mut Session,
+    ) -> impl Future<Output = Result<(), Self::Error>> + Send
+    where
+        Self: Send,
+    {
+        async move { self.data(channel, &data, session).await }
+    }
+
     /// Called when an extended data packet is received. Code 1 means
     /// that this packet comes from stderr, other codes are not
     /// defined (see

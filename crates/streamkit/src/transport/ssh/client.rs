@@ -418,14 +418,15 @@ impl russh::client::Handler for ClientHandler {
         Ok(())
     }
 
-    async fn data(
+    async fn data_bytes(
         &mut self,
         channel: ChannelId,
-        data: &[u8],
+        data: bytes::Bytes,
         _session: &mut Session,
     ) -> Result<(), Self::Error> {
+        // Owned bytes: the channel keeps them without a copy.
         if let Some(conn) = self.slot.get() {
-            conn.on_data(channel.number(), data);
+            conn.on_data_owned(channel.number(), data);
         }
         Ok(())
     }

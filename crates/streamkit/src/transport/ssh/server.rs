@@ -458,14 +458,15 @@ impl russh::server::Handler for ServerHandler {
         Ok(())
     }
 
-    async fn data(
+    async fn data_bytes(
         &mut self,
         channel: ChannelId,
-        data: &[u8],
+        data: bytes::Bytes,
         _session: &mut Session,
     ) -> Result<(), Self::Error> {
+        // Owned bytes: the channel keeps them without a copy.
         if let Some(conn) = self.conn() {
-            conn.on_data(channel.number(), data);
+            conn.on_data_owned(channel.number(), data);
         }
         Ok(())
     }
