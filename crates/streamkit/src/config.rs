@@ -144,9 +144,16 @@ impl Services {
 pub struct Options {
     /// Services accepted. Default: [`Services::Any`]. Applies to the next open.
     pub services: Services,
-    /// Receive window per channel, in bytes: the most a channel buffers for a reader
-    /// that does not read. Default 1 MiB, at least 64 KiB. Applies to new channels.
+    /// Receive window each channel starts with, in bytes. Default 1 MiB, at least
+    /// 64 KiB. Applies to new channels.
     pub channel_window: u32,
+    /// Largest a channel's receive window grows to, in bytes: the most a channel
+    /// buffers for a reader that does not read. Default 8 MiB. The window doubles
+    /// (from `channel_window`) each time the reader has kept up with a whole
+    /// window's worth of data, so fast streams are not held back by credit round
+    /// trips; a value not above `channel_window` keeps the window fixed. Applies to
+    /// new channels.
+    pub max_channel_window: u32,
     /// Bytes a writer may queue on a channel before writes wait. Default 256 KiB.
     /// Applies to new channels.
     pub send_buffer: usize,
@@ -262,6 +269,7 @@ impl Default for Options {
         Options {
             services: Services::Any,
             channel_window: 1024 * 1024,
+            max_channel_window: 8 * 1024 * 1024,
             send_buffer: 256 * 1024,
             max_frame_size: 16 * 1024 * 1024,
             max_header_bytes: 16 * 1024,

@@ -195,7 +195,8 @@ impl Channel {
 
     /// Bytes received and waiting to be read (data, error frames, partial frames).
     ///
-    /// Bounded by the channel window (see [`Options::channel_window`](crate::Options)),
+    /// Bounded by the channel's window (at most
+    /// [`Options::max_channel_window`](crate::Options)),
     /// plus, while `read_frame` assembles a frame larger than what has arrived, that
     /// frame (at most the frame-size limit).
     pub fn buffered(&self) -> usize {

@@ -43,11 +43,18 @@ use crate::wire::{EXT_CONTROL, EXT_ERROR, INITIAL_CREDIT};
 /// the data too. Up to this many buffered error bytes do not hold credit back.
 const ERROR_AUTO_CREDIT: usize = 64 * 1024;
 
+/// Room a new send chunk gets for the small writes that follow it.
+const COALESCE: usize = 64 * 1024;
+
 /// Limits and sizes for one channel.
 #[derive(Debug, Clone)]
 pub(crate) struct StateConfig {
     /// Receive window: most bytes the peer may have outstanding (at least [`INITIAL_CREDIT`]).
+    /// It is where the window starts; see `max_window`.
     pub window: u32,
+    /// Largest the window grows to while the reader keeps up (no growth when it is
+    /// not above `window`).
+    pub max_window: u32,
     /// Largest frame accepted (data and error streams) or written.
     pub max_frame: usize,
     /// Bytes a writer may queue locally before `write` waits.
@@ -154,6 +161,9 @@ pub(crate) struct ChannelState {
     ctl_decoder: ControlDecoder,
     /// Total bytes the peer may send (data and errors), ever.
     rx_limit: u64,
+    /// The receive window now: `cfg.window`, doubled at a grant while the reader keeps
+    /// up, up to `cfg.max_window`.
+    rx_window: u32,
     rx_received: u64,
     /// Bytes released to the peer's credit or waiting to be (consumed by the application).
     rx_consumed: u64,
@@ -205,6 +215,7 @@ impl ChannelState {
             rx_err_held: 0,
             ctl_decoder: ControlDecoder::new(ctl_max),
             rx_limit: u64::from(INITIAL_CREDIT),
+            rx_window: cfg.window,
             rx_received: 0,
             rx_consumed: 0,
             rx_fin: false,
@@ -251,7 +262,7 @@ impl ChannelState {
 
     /// Grants the peer the rest of our window; called once when the channel is established.
     pub(crate) fn open_window(&mut self) -> Wake {
-        let target = self.rx_consumed + u64::from(self.cfg.window);
+        let target = self.rx_consumed + u64::from(self.rx_window);
         if target > self.rx_limit {
             self.out_credit += target - self.rx_limit;
             self.rx_limit = target;
@@ -625,9 +636,18 @@ impl ChannelState {
         if self.rx_fin || self.is_closed() || self.failure().is_some() {
             return Wake::default();
         }
-        let target = self.rx_consumed + u64::from(self.cfg.window);
-        let grant = target - self.rx_limit.min(target);
-        if grant >= u64::from(self.cfg.window / 2) {
+        let window = u64::from(self.rx_window);
+        let mut target = self.rx_consumed + window;
+        let mut grant = target - self.rx_limit.min(target);
+        if grant >= window / 2 {
+            // The reader has kept up (little is left unread), so the window, not the
+            // reader, limits the sender: double it. A reader that falls behind stops
+            // the growth, and nothing ever buffers more than `max_window`.
+            if self.rx_window < self.cfg.max_window && self.rx.len() as u64 <= window / 4 {
+                self.rx_window = self.rx_window.saturating_mul(2).min(self.cfg.max_window);
+                target = self.rx_consumed + u64::from(self.rx_window);
+                grant = target - self.rx_limit.min(target);
+            }
             self.out_credit += grant;
             self.rx_limit = target;
             return Wake {
@@ -828,10 +848,17 @@ impl ChannelState {
 
     fn enqueue(&mut self, error_stream: bool, bytes: &[u8], framed: bool) {
         let len = bytes.len() + if framed { frame::HEADER_LEN } else { 0 };
+        // Append to the last chunk only while it has room: growing it would copy
+        // everything still queued (its front is shared with packets in flight).
         let tail = match (self.tx.back_mut(), error_stream) {
-            (Some(Queued::Data(b)), false) | (Some(Queued::Error(b)), true) => b,
+            (Some(Queued::Data(b)), false) | (Some(Queued::Error(b)), true)
+                if b.capacity() - b.len() >= len =>
+            {
+                b
+            }
             _ => {
-                let b = BytesMut::with_capacity(len.max(4096));
+                // Small writes share a chunk, so they leave in large packets.
+                let b = BytesMut::with_capacity(len.max(COALESCE.min(self.cfg.send_buffer)));
                 self.tx.push_back(if error_stream {
                     Queued::Error(b)
                 } else {

@@ -8,6 +8,7 @@ const WINDOW: u32 = 256 * 1024;
 fn cfg() -> StateConfig {
     StateConfig {
         window: WINDOW,
+        max_window: WINDOW,
         max_frame: 1024 * 1024,
         send_buffer: 128 * 1024,
         max_trailer_bytes: 1024,
@@ -32,8 +33,12 @@ enum Side {
 
 impl Pair {
     fn new() -> Pair {
-        let mut a = ChannelState::new(cfg());
-        let mut b = ChannelState::new(cfg());
+        Pair::with(cfg())
+    }
+
+    fn with(cfg: StateConfig) -> Pair {
+        let mut a = ChannelState::new(cfg.clone());
+        let mut b = ChannelState::new(cfg);
         let _ = a.open_window();
         let _ = b.open_window();
         Pair {
@@ -153,6 +158,48 @@ fn a_stalled_reader_bounds_what_is_buffered() {
     assert!(!got.is_empty());
     p.settle();
     assert!(matches!(p.a.write(&chunk).0, Step::Ready(_)));
+}
+
+/// Writes 64 KiB chunks from A until A's writes wait, without B reading; returns
+/// what B then holds.
+fn fill_until_held(p: &mut Pair) -> usize {
+    let chunk = vec![7u8; 64 * 1024];
+    for _ in 0..10_000 {
+        let step = p.a.write(&chunk).0;
+        p.settle();
+        if step == Step::Pending {
+            return p.b.buffered();
+        }
+    }
+    panic!("the writer was never held back");
+}
+
+#[test]
+fn the_window_grows_while_the_reader_keeps_up_and_never_past_its_ceiling() {
+    let max = 4 * WINDOW;
+    let grows = StateConfig {
+        max_window: max,
+        ..cfg()
+    };
+    // A reader that never read: no growth, one window buffered.
+    let mut p = Pair::with(grows.clone());
+    assert_eq!(fill_until_held(&mut p), WINDOW as usize);
+
+    // A reader that keeps up: the window doubles up to its ceiling, and once the
+    // reader stops, what it holds is bounded by the ceiling.
+    let mut p = Pair::with(grows);
+    let chunk = vec![7u8; 64 * 1024];
+    for _ in 0..200 {
+        let _ = p.a.write(&chunk);
+        p.settle();
+        let _ = read_all(&mut p.b);
+        p.settle();
+    }
+    let held = fill_until_held(&mut p);
+    assert!(
+        held > 2 * WINDOW as usize && held <= max as usize,
+        "held {held}, window {WINDOW}, ceiling {max}"
+    );
 }
 
 #[test]

@@ -23,11 +23,14 @@ use crate::transport::inproc::{InprocLink, InprocOpenFailed, InprocWriter};
 use crate::wire::{EXT_CONTROL, EXT_ERROR};
 
 /// SSH-level window per channel. Between Streamkit peers our own credit (at most
-/// `channel_window`) bounds buffering and russh re-opens this window as packets
-/// arrive, so it only needs to exceed the credit. For standard SSH clients it is the
+/// `max_channel_window`) bounds buffering and russh re-opens this window as packets
+/// arrive, so it only needs to exceed the credit: twice the ceiling, so that the SSH
+/// window never limits a channel whose credit has grown. For standard SSH clients it is the
 /// flow control (granted by hand as the application reads), starting at this size.
 pub(crate) fn ssh_window(opts: &Options) -> u32 {
-    opts.channel_window.saturating_mul(2)
+    opts.max_channel_window
+        .max(opts.channel_window)
+        .saturating_mul(2)
 }
 
 /// Cipher preference: AES-GCM first where the CPU has AES instructions.
