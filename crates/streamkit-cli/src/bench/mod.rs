@@ -27,10 +27,26 @@ pub struct Args {
     /// Also write every figure as JSON to FILE.
     #[arg(long, value_name = "FILE")]
     json: Option<std::path::PathBuf>,
+    /// Measure only these groups (comma-separated): memory, latency, rpc, bulk,
+    /// frames, opens. All of them by default.
+    #[arg(long, value_name = "GROUPS", value_delimiter = ',')]
+    only: Vec<Group>,
+}
+
+/// A group of rows in the table.
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Group {
+    Memory,
+    Latency,
+    Rpc,
+    Bulk,
+    Frames,
+    Opens,
 }
 
 /// How much each row does.
 struct Sizes {
+    quick: bool,
     bulk: usize,
     frames: usize,
     round_trips: usize,
@@ -44,6 +60,7 @@ impl Sizes {
     fn new(quick: bool) -> Sizes {
         if quick {
             Sizes {
+                quick,
                 bulk: 32 << 20,
                 frames: 100_000,
                 round_trips: 1_000,
@@ -54,6 +71,7 @@ impl Sizes {
             }
         } else {
             Sizes {
+                quick,
                 bulk: 512 << 20,
                 frames: 1_000_000,
                 round_trips: 10_000,
@@ -110,7 +128,9 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let dir = std::env::temp_dir().join(format!("streamkit-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir).context("creating a scratch directory")?;
     let started = Instant::now();
-    let result = measure(&sizes, &dir).await;
+    let only = args.only.clone();
+    let want = move |g: Group| only.is_empty() || only.contains(&g);
+    let result = measure(&sizes, &dir, &want).await;
     let _ = std::fs::remove_dir_all(&dir);
     let rows = result?;
     print_table(&rows);
@@ -362,6 +382,23 @@ where
     Ok(n as f64 / t.elapsed().as_secs_f64())
 }
 
+/// The best of `runs` of each of two measurements, taken in turns so that a
+/// noisy spell on a shared machine slows both alike.
+async fn best_pair<F, Fut, G, Gut>(runs: usize, ours: F, theirs: G) -> anyhow::Result<(f64, f64)>
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<f64>>,
+    G: Fn() -> Gut,
+    Gut: std::future::Future<Output = anyhow::Result<f64>>,
+{
+    let (mut a, mut b) = (0.0f64, 0.0f64);
+    for _ in 0..runs {
+        a = a.max(ours().await?);
+        b = b.max(theirs().await?);
+    }
+    Ok((a, b))
+}
+
 /// The best of `runs`: noise on a shared machine only ever slows a run down.
 async fn best<F, Fut>(runs: usize, f: F) -> anyhow::Result<f64>
 where
@@ -375,12 +412,20 @@ where
     Ok(top)
 }
 
-async fn measure(s: &Sizes, dir: &std::path::Path) -> anyhow::Result<Vec<Row>> {
+async fn measure(
+    s: &Sizes,
+    dir: &std::path::Path,
+    want: &dyn Fn(Group) -> bool,
+) -> anyhow::Result<Vec<Row>> {
     let mut rows = Vec::new();
-    let runs = 3;
+    let runs = if s.quick { 2 } else { 5 };
     let opts = Options::default();
-    let plain =
-        PlainRussh::start(opts.channel_window.saturating_mul(2), opts.max_packet_size).await?;
+    // The same SSH window as ours (twice the credit window's ceiling).
+    let window = opts
+        .max_channel_window
+        .max(opts.channel_window)
+        .saturating_mul(2);
+    let plain = PlainRussh::start(window, opts.max_packet_size).await?;
     let plain_conn = plain.connect().await?;
     let tcp = pair("tcp://127.0.0.1:0").await?;
     let unix = pair(&format!("unix://{}", dir.join("sk.sock").display())).await?;
@@ -390,274 +435,306 @@ async fn measure(s: &Sizes, dir: &std::path::Path) -> anyhow::Result<Vec<Row>> {
         s.bulk >> 20
     );
 
-    // Memory first, while the heap is fresh: freed bulk buffers would be reused.
-    // ---- memory (both ends live in this process: per end is half the growth)
-    let per_end = |before: f64, after: f64, n: usize| (after - before).max(0.0) / n as f64 / 2.0;
-    let before = rss()?;
-    let mut held = Vec::with_capacity(s.idle);
-    for _ in 0..s.idle {
-        held.push(tcp.client.open("server", "hold", ()).await?);
-    }
-    let ours = per_end(before, rss()?, s.idle);
-    let before = rss()?;
-    let held_plain = baseline::plain_idle_channels(&plain_conn, s.idle).await?;
-    let theirs = per_end(before, rss()?, s.idle);
-    rows.push(Row {
-        name: format!("memory per idle channel, {}", s.idle),
-        unit: "bytes/end",
-        ours,
-        baseline: "plain russh channel",
-        theirs: Some(theirs),
-    });
-    drop(held);
-    drop(held_plain);
-
-    // Connections: the peers exist before the first measurement, so only the
-    // connections themselves are counted.
-    let ids: Vec<Identity> = (0..s.idle).map(|_| Identity::generate()).collect();
-    let server_id = Identity::generate();
-    let mut trust = Trust::new();
-    for id in &ids {
-        trust = trust.with_key(id.public_key());
-    }
-    let server =
-        Peer::new(PeerConfig::new("server", server_id.clone(), trust).with_options(options()))?;
-    let server_addr = server.bind("tcp://127.0.0.1:0").await?.to_string();
-    let mut clients = Vec::with_capacity(s.idle);
-    for (i, id) in ids.into_iter().enumerate() {
-        clients.push(Peer::new(
-            PeerConfig::new(
-                format!("c{i}"),
-                id,
-                Trust::new().with_key(server_id.public_key()),
-            )
-            .with_options(options()),
-        )?);
-    }
-    let before = rss()?;
-    for c in &clients {
-        c.connect(&server_addr).await?;
-    }
-    let ours = per_end(before, rss()?, s.idle);
-    let before = rss()?;
-    let mut conns = Vec::with_capacity(s.idle);
-    for _ in 0..s.idle {
-        conns.push(plain.connect().await?);
-    }
-    let theirs = per_end(before, rss()?, s.idle);
-    rows.push(Row {
-        name: format!("memory per idle connection, {}", s.idle),
-        unit: "bytes/end",
-        ours,
-        baseline: "plain russh connection",
-        theirs: Some(theirs),
-    });
-    drop(conns);
-    for c in clients {
-        c.shutdown().await;
-    }
-    server.shutdown().await;
-
-    // ---- latency
-    let mut ours = sk_echo(&tcp, s.round_trips).await?;
-    let (c, sv) = baseline::tcp_pair().await?;
-    let mut theirs = baseline::raw_echo(c, sv, s.round_trips).await?;
-    let mut plain_rtts = baseline::plain_echo(&plain_conn, s.round_trips).await?;
-    ours.sort();
-    theirs.sort();
-    plain_rtts.sort();
-    for (label, p) in [("p50", 0.5), ("p99", 0.99), ("p999", 0.999)] {
-        rows.push(Row {
-            name: format!("echo 64 B round trip {label}"),
-            unit: "µs",
-            ours: micros(percentile(&ours, p)),
-            baseline: "raw TCP socket",
-            theirs: Some(micros(percentile(&theirs, p))),
-        });
-    }
-    rows.push(Row {
-        name: "echo 64 B round trip p50".into(),
-        unit: "µs",
-        ours: micros(percentile(&ours, 0.5)),
-        baseline: "plain russh channel",
-        theirs: Some(micros(percentile(&plain_rtts, 0.5))),
-    });
-
-    // ---- rpc: unary calls, 100-byte payload, protobuf both sides
-    let levels = [1, 64];
-    let ours = rpc::streamkit(&tcp.server, &tcp.client, s.calls, &levels).await?;
-    let theirs = rpc::tonic(s.calls, &levels).await?;
-    for ((n, o), t) in levels.iter().zip(&ours).zip(&theirs) {
-        rows.push(Row {
-            name: format!("rpc unary 100 B, {n} in flight"),
-            unit: "calls/s",
-            ours: o.per_sec,
-            baseline: "tonic (gRPC)",
-            theirs: Some(t.per_sec),
-        });
-        for (label, p) in [("p50", 0.5), ("p99", 0.99)] {
-            rows.push(Row {
-                name: format!("rpc unary 100 B, {n} in flight, {label}"),
-                unit: "µs",
-                ours: micros(percentile(&o.latencies, p)),
-                baseline: "tonic (gRPC)",
-                theirs: Some(micros(percentile(&t.latencies, p))),
-            });
+    if want(Group::Memory) {
+        // Memory first, while the heap is fresh: freed bulk buffers would be reused.
+        // ---- memory (both ends live in this process: per end is half the growth)
+        let per_end =
+            |before: f64, after: f64, n: usize| (after - before).max(0.0) / n as f64 / 2.0;
+        let before = rss()?;
+        let mut held = Vec::with_capacity(s.idle);
+        for _ in 0..s.idle {
+            held.push(tcp.client.open("server", "hold", ()).await?);
         }
-    }
-
-    // ---- bulk
-    let ours = best(runs, || sk_bulk(&tcp, 1, s.bulk)).await?;
-    let theirs = best(runs, || baseline::plain_bulk(&plain_conn, 1, s.bulk)).await?;
-    rows.push(Row {
-        name: "bulk tcp, 1 channel".into(),
-        unit: "MB/s",
-        ours,
-        baseline: "plain russh channel",
-        theirs: Some(theirs),
-    });
-    let raw_tcp = best(runs, || async {
-        let (c, sv) = baseline::tcp_pair().await?;
-        baseline::raw_bulk(c, sv, s.bulk).await
-    })
-    .await?;
-    rows.push(Row {
-        name: "bulk tcp, 1 channel".into(),
-        unit: "MB/s",
-        ours,
-        baseline: "raw TCP socket",
-        theirs: Some(raw_tcp),
-    });
-    let ours16 = best(runs, || sk_bulk(&tcp, 16, s.bulk)).await?;
-    rows.push(Row {
-        name: "bulk tcp, 16 channels".into(),
-        unit: "MB/s",
-        ours: ours16,
-        baseline: "streamkit, 1 channel",
-        theirs: Some(ours),
-    });
-    let theirs16 = best(runs, || baseline::plain_bulk(&plain_conn, 16, s.bulk)).await?;
-    rows.push(Row {
-        name: "bulk tcp, 16 channels".into(),
-        unit: "MB/s",
-        ours: ours16,
-        baseline: "plain russh, 16 channels",
-        theirs: Some(theirs16),
-    });
-    let ours_unix = best(runs, || sk_bulk(&unix, 1, s.bulk)).await?;
-    let raw_unix = best(runs, || async {
-        let (c, sv) = baseline::unix_pair(dir).await?;
-        baseline::raw_bulk(c, sv, s.bulk).await
-    })
-    .await?;
-    rows.push(Row {
-        name: "bulk unix, 1 channel".into(),
-        unit: "MB/s",
-        ours: ours_unix,
-        baseline: "raw Unix socket",
-        theirs: Some(raw_unix),
-    });
-    let ours_unix16 = best(runs, || sk_bulk(&unix, 16, s.bulk)).await?;
-    rows.push(Row {
-        name: "bulk unix, 16 channels".into(),
-        unit: "MB/s",
-        ours: ours_unix16,
-        baseline: "streamkit, 1 channel",
-        theirs: Some(ours_unix),
-    });
-
-    let ours_inproc = best(runs, || sk_bulk(&inproc, 1, s.bulk)).await?;
-    rows.push(Row {
-        name: "bulk inproc, 1 channel".into(),
-        unit: "MB/s",
-        ours: ours_inproc,
-        baseline: "streamkit tcp, 1 channel",
-        theirs: Some(ours),
-    });
-    let mpsc = best(runs, || baseline::mpsc_bulk(s.bulk)).await?;
-    rows.push(Row {
-        name: "bulk inproc, 1 channel".into(),
-        unit: "MB/s",
-        ours: ours_inproc,
-        baseline: "tokio mpsc of chunks",
-        theirs: Some(mpsc),
-    });
-    let ours_inproc16 = best(runs, || sk_bulk(&inproc, 16, s.bulk)).await?;
-    rows.push(Row {
-        name: "bulk inproc, 16 channels".into(),
-        unit: "MB/s",
-        ours: ours_inproc16,
-        baseline: "streamkit, 1 channel",
-        theirs: Some(ours_inproc),
-    });
-
-    // ---- frames
-    for size in [64usize, 4096] {
-        let n = if size == 64 { s.frames } else { s.frames / 4 };
-        let ours = best(runs, || sk_frames(&inproc, size, n)).await?;
-        let theirs = best(runs, || baseline::mpsc_frames(size, n)).await?;
+        let ours = per_end(before, rss()?, s.idle);
+        let before = rss()?;
+        let held_plain = baseline::plain_idle_channels(&plain_conn, s.idle).await?;
+        let theirs = per_end(before, rss()?, s.idle);
         rows.push(Row {
-            name: format!("frames inproc, {size} B one way"),
-            unit: "frames/s",
+            name: format!("memory per idle channel, {}", s.idle),
+            unit: "bytes/end",
             ours,
-            baseline: "tokio mpsc, one per frame",
+            baseline: "plain russh channel",
             theirs: Some(theirs),
         });
+        drop(held);
+        drop(held_plain);
+
+        // Connections: the peers exist before the first measurement, so only the
+        // connections themselves are counted.
+        let ids: Vec<Identity> = (0..s.idle).map(|_| Identity::generate()).collect();
+        let server_id = Identity::generate();
+        let mut trust = Trust::new();
+        for id in &ids {
+            trust = trust.with_key(id.public_key());
+        }
+        let server =
+            Peer::new(PeerConfig::new("server", server_id.clone(), trust).with_options(options()))?;
+        let server_addr = server.bind("tcp://127.0.0.1:0").await?.to_string();
+        let mut clients = Vec::with_capacity(s.idle);
+        for (i, id) in ids.into_iter().enumerate() {
+            clients.push(Peer::new(
+                PeerConfig::new(
+                    format!("c{i}"),
+                    id,
+                    Trust::new().with_key(server_id.public_key()),
+                )
+                .with_options(options()),
+            )?);
+        }
+        let before = rss()?;
+        for c in &clients {
+            c.connect(&server_addr).await?;
+        }
+        let ours = per_end(before, rss()?, s.idle);
+        let before = rss()?;
+        let mut conns = Vec::with_capacity(s.idle);
+        for _ in 0..s.idle {
+            conns.push(plain.connect().await?);
+        }
+        let theirs = per_end(before, rss()?, s.idle);
+        rows.push(Row {
+            name: format!("memory per idle connection, {}", s.idle),
+            unit: "bytes/end",
+            ours,
+            baseline: "plain russh connection",
+            theirs: Some(theirs),
+        });
+        drop(conns);
+        for c in clients {
+            c.shutdown().await;
+        }
+        server.shutdown().await;
     }
-    for size in [64usize, 4096] {
-        let n = if size == 64 { s.frames } else { s.frames / 4 };
-        let ours = best(runs, || sk_frames(&tcp, size, n)).await?;
-        let theirs = best(runs, || async {
+    if want(Group::Latency) {
+        // ---- latency
+        let mut ours = sk_echo(&tcp, s.round_trips).await?;
+        let (c, sv) = baseline::tcp_pair().await?;
+        let mut theirs = baseline::raw_echo(c, sv, s.round_trips).await?;
+        let mut plain_rtts = baseline::plain_echo(&plain_conn, s.round_trips).await?;
+        ours.sort();
+        theirs.sort();
+        plain_rtts.sort();
+        for (label, p) in [("p50", 0.5), ("p99", 0.99), ("p999", 0.999)] {
+            rows.push(Row {
+                name: format!("echo 64 B round trip {label}"),
+                unit: "µs",
+                ours: micros(percentile(&ours, p)),
+                baseline: "raw TCP socket",
+                theirs: Some(micros(percentile(&theirs, p))),
+            });
+        }
+        rows.push(Row {
+            name: "echo 64 B round trip p50".into(),
+            unit: "µs",
+            ours: micros(percentile(&ours, 0.5)),
+            baseline: "plain russh channel",
+            theirs: Some(micros(percentile(&plain_rtts, 0.5))),
+        });
+    }
+    if want(Group::Rpc) {
+        // ---- rpc: unary calls, 100-byte payload, protobuf both sides
+        let levels = [1, 64];
+        let ours = rpc::streamkit(&tcp.server, &tcp.client, s.calls, &levels).await?;
+        let theirs = rpc::tonic(s.calls, &levels).await?;
+        for ((n, o), t) in levels.iter().zip(&ours).zip(&theirs) {
+            rows.push(Row {
+                name: format!("rpc unary 100 B, {n} in flight"),
+                unit: "calls/s",
+                ours: o.per_sec,
+                baseline: "tonic (gRPC)",
+                theirs: Some(t.per_sec),
+            });
+            for (label, p) in [("p50", 0.5), ("p99", 0.99)] {
+                rows.push(Row {
+                    name: format!("rpc unary 100 B, {n} in flight, {label}"),
+                    unit: "µs",
+                    ours: micros(percentile(&o.latencies, p)),
+                    baseline: "tonic (gRPC)",
+                    theirs: Some(micros(percentile(&t.latencies, p))),
+                });
+            }
+        }
+    }
+    if want(Group::Bulk) {
+        // ---- bulk
+        let (ours, theirs) = best_pair(
+            runs,
+            || sk_bulk(&tcp, 1, s.bulk),
+            || baseline::plain_bulk(&plain_conn, 1, s.bulk),
+        )
+        .await?;
+        rows.push(Row {
+            name: "bulk tcp, 1 channel".into(),
+            unit: "MB/s",
+            ours,
+            baseline: "plain russh channel",
+            theirs: Some(theirs),
+        });
+        let raw_tcp = best(runs, || async {
             let (c, sv) = baseline::tcp_pair().await?;
-            baseline::raw_frames(c, sv, size, n).await
+            baseline::raw_bulk(c, sv, s.bulk).await
         })
         .await?;
         rows.push(Row {
-            name: format!("frames tcp, {size} B one way"),
-            unit: "frames/s",
+            name: "bulk tcp, 1 channel".into(),
+            unit: "MB/s",
             ours,
-            baseline: "raw TCP, length-prefixed",
+            baseline: "raw TCP socket",
+            theirs: Some(raw_tcp),
+        });
+        let (ours16, theirs16) = best_pair(
+            runs,
+            || sk_bulk(&tcp, 16, s.bulk),
+            || baseline::plain_bulk(&plain_conn, 16, s.bulk),
+        )
+        .await?;
+        rows.push(Row {
+            name: "bulk tcp, 16 channels".into(),
+            unit: "MB/s",
+            ours: ours16,
+            baseline: "streamkit, 1 channel",
+            theirs: Some(ours),
+        });
+        rows.push(Row {
+            name: "bulk tcp, 16 channels".into(),
+            unit: "MB/s",
+            ours: ours16,
+            baseline: "plain russh, 16 channels",
+            theirs: Some(theirs16),
+        });
+        let (ours_unix, raw_unix) = best_pair(
+            runs,
+            || sk_bulk(&unix, 1, s.bulk),
+            || async {
+                let (c, sv) = baseline::unix_pair(dir).await?;
+                baseline::raw_bulk(c, sv, s.bulk).await
+            },
+        )
+        .await?;
+        rows.push(Row {
+            name: "bulk unix, 1 channel".into(),
+            unit: "MB/s",
+            ours: ours_unix,
+            baseline: "raw Unix socket",
+            theirs: Some(raw_unix),
+        });
+        let ours_unix16 = best(runs, || sk_bulk(&unix, 16, s.bulk)).await?;
+        rows.push(Row {
+            name: "bulk unix, 16 channels".into(),
+            unit: "MB/s",
+            ours: ours_unix16,
+            baseline: "streamkit, 1 channel",
+            theirs: Some(ours_unix),
+        });
+
+        let (ours_inproc, mpsc) = best_pair(
+            runs,
+            || sk_bulk(&inproc, 1, s.bulk),
+            || baseline::mpsc_bulk(s.bulk),
+        )
+        .await?;
+        rows.push(Row {
+            name: "bulk inproc, 1 channel".into(),
+            unit: "MB/s",
+            ours: ours_inproc,
+            baseline: "streamkit tcp, 1 channel",
+            theirs: Some(ours),
+        });
+        rows.push(Row {
+            name: "bulk inproc, 1 channel".into(),
+            unit: "MB/s",
+            ours: ours_inproc,
+            baseline: "tokio mpsc of chunks",
+            theirs: Some(mpsc),
+        });
+        let ours_inproc16 = best(runs, || sk_bulk(&inproc, 16, s.bulk)).await?;
+        rows.push(Row {
+            name: "bulk inproc, 16 channels".into(),
+            unit: "MB/s",
+            ours: ours_inproc16,
+            baseline: "streamkit, 1 channel",
+            theirs: Some(ours_inproc),
+        });
+    }
+    if want(Group::Frames) {
+        // ---- frames
+        for size in [64usize, 4096] {
+            let n = if size == 64 { s.frames } else { s.frames / 4 };
+            let (ours, theirs) = best_pair(
+                runs,
+                || sk_frames(&inproc, size, n),
+                || baseline::mpsc_frames(size, n),
+            )
+            .await?;
+            rows.push(Row {
+                name: format!("frames inproc, {size} B one way"),
+                unit: "frames/s",
+                ours,
+                baseline: "tokio mpsc, one per frame",
+                theirs: Some(theirs),
+            });
+        }
+        for size in [64usize, 4096] {
+            let n = if size == 64 { s.frames } else { s.frames / 4 };
+            let (ours, theirs) = best_pair(
+                runs,
+                || sk_frames(&tcp, size, n),
+                || async {
+                    let (c, sv) = baseline::tcp_pair().await?;
+                    baseline::raw_frames(c, sv, size, n).await
+                },
+            )
+            .await?;
+            rows.push(Row {
+                name: format!("frames tcp, {size} B one way"),
+                unit: "frames/s",
+                ours,
+                baseline: "raw TCP, length-prefixed",
+                theirs: Some(theirs),
+            });
+        }
+    }
+    if want(Group::Opens) {
+        // ---- opens
+        let client = tcp.client.clone();
+        let (ours, theirs) = best_pair(
+            runs,
+            || opens_sequential(s.opens, || sk_open_once(&client)),
+            || opens_sequential(s.opens, || baseline::plain_open_once(&plain_conn)),
+        )
+        .await?;
+        rows.push(Row {
+            name: "opens, sequential".into(),
+            unit: "opens/s",
+            ours,
+            baseline: "plain russh channel",
+            theirs: Some(theirs),
+        });
+        let plain_conn = std::sync::Arc::new(plain_conn);
+        let (ours, theirs) = best_pair(
+            runs,
+            || {
+                opens_parallel(s.in_flight, || {
+                    let c = client.clone();
+                    async move { sk_open_once(&c).await }
+                })
+            },
+            || {
+                opens_parallel(s.in_flight, || {
+                    let c = plain_conn.clone();
+                    async move { baseline::plain_open_once(&c).await }
+                })
+            },
+        )
+        .await?;
+        rows.push(Row {
+            name: format!("opens, {} in flight", s.in_flight),
+            unit: "opens/s",
+            ours,
+            baseline: "plain russh channel",
             theirs: Some(theirs),
         });
     }
-
-    // ---- opens
-    let client = tcp.client.clone();
-    let ours = best(runs, || opens_sequential(s.opens, || sk_open_once(&client))).await?;
-    let theirs = best(runs, || {
-        opens_sequential(s.opens, || baseline::plain_open_once(&plain_conn))
-    })
-    .await?;
-    rows.push(Row {
-        name: "opens, sequential".into(),
-        unit: "opens/s",
-        ours,
-        baseline: "plain russh channel",
-        theirs: Some(theirs),
-    });
-    let ours = best(runs, || {
-        opens_parallel(s.in_flight, || {
-            let c = client.clone();
-            async move { sk_open_once(&c).await }
-        })
-    })
-    .await?;
-    let plain_conn = std::sync::Arc::new(plain_conn);
-    let theirs = best(runs, || {
-        opens_parallel(s.in_flight, || {
-            let c = plain_conn.clone();
-            async move { baseline::plain_open_once(&c).await }
-        })
-    })
-    .await?;
-    rows.push(Row {
-        name: format!("opens, {} in flight", s.in_flight),
-        unit: "opens/s",
-        ours,
-        baseline: "plain russh channel",
-        theirs: Some(theirs),
-    });
-
     tcp.client.shutdown().await;
     tcp.server.shutdown().await;
     unix.client.shutdown().await;
