@@ -11,7 +11,7 @@ use bytes::Bytes;
 use streamkit::{
     ChannelError, Headers, Identity, Options, Peer, PeerConfig, ReadHalf, Services, Trust,
 };
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWriteExt, ReadBuf};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -128,6 +128,37 @@ fn channel_error(e: std::io::Error) -> ChannelError {
     }
 }
 
+/// Reads stdin on a thread of its own, in large reads, and hands the chunks over.
+///
+/// tokio's `stdin()` makes one trip to its blocking pool per read: bulk input through
+/// a pipe ran at a quarter of the channel's speed. A thread that only reads keeps
+/// the pipe drained while the channel sends. At most four chunks wait.
+fn read_stdin() -> tokio::sync::mpsc::Receiver<std::io::Result<Vec<u8>>> {
+    const CHUNK: usize = 256 * 1024;
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    std::thread::spawn(move || {
+        let mut stdin = std::io::stdin().lock();
+        loop {
+            let mut buf = vec![0u8; CHUNK];
+            match std::io::Read::read(&mut stdin, &mut buf) {
+                Ok(0) => return,
+                Ok(n) => {
+                    buf.truncate(n);
+                    if tx.blocking_send(Ok(buf)).is_err() {
+                        return; // the channel is done with input
+                    }
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    let _ = tx.blocking_send(Err(e));
+                    return;
+                }
+            }
+        }
+    });
+    rx
+}
+
 fn print_error_frame(e: &[u8]) {
     let mut err = std::io::stderr().lock();
     let _ = err.write_all(e);
@@ -146,22 +177,16 @@ pub async fn run(args: Args) -> anyhow::Result<u8> {
 
     // stdin to the channel, then the end of stream. If the service stops reading
     // (it finished), the rest of stdin is dropped: that is not an error.
+    let mut chunks = read_stdin();
     let input = tokio::spawn(async move {
-        let mut stdin = tokio::io::stdin();
-        let mut buf = vec![0u8; 64 * 1024];
-        loop {
-            let n = match stdin.read(&mut buf).await {
-                Ok(0) => break,
-                Ok(n) => n,
-                Err(e) => return Err(anyhow::Error::new(e).context("reading stdin")),
-            };
-            match w.write_all(&buf[..n]).await {
-                Ok(()) => {}
-                Err(_) => return Ok(()),
+        while let Some(chunk) = chunks.recv().await {
+            let chunk = chunk.context("reading stdin")?;
+            if w.write_all(&chunk).await.is_err() {
+                return Ok(());
             }
         }
         let _ = w.close_write().await;
-        Ok(())
+        Ok::<_, anyhow::Error>(())
     });
 
     let mut stdout = tokio::io::stdout();
