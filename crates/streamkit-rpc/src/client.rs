@@ -143,19 +143,33 @@ pub(crate) async fn start(
     if let Some(e) = session.dead.get() {
         return Err(e.clone());
     }
-    let id = session.next_id.fetch_add(1, Ordering::Relaxed);
-    let outputs = Inbox::new(session.window);
-    outputs.grant_to(session.out.clone(), id);
     let gate = Gate::new(session.window);
     if let Some(i) = &input {
         check_size(i.len(), session.max_message)?;
         gate.take(i.len()).await?;
     }
-    {
+    // The callee tells a cancel that overtook its call from a late one by the
+    // highest id it has seen, so ids must reach it in order: the id is taken and the
+    // CALL queued under one lock, through a place reserved beforehand. Nothing is
+    // registered before that, so a call dropped while it waits leaves no trace.
+    let permit = session.out.reserve().await?;
+    let budget_us = match deadline {
+        None => 0,
+        Some(d) => {
+            let left = d.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(RpcError::deadline());
+            }
+            u64::try_from(left.as_micros()).unwrap_or(u64::MAX).max(1)
+        }
+    };
+    let outputs = Inbox::new(session.window);
+    let id = {
         let mut calls = lock(&session.calls);
         if let Some(e) = session.dead.get() {
             return Err(e.clone());
         }
+        let id = session.next_id.fetch_add(1, Ordering::Relaxed);
         calls.insert(
             id,
             Pending {
@@ -163,8 +177,20 @@ pub(crate) async fn start(
                 gate: gate.clone(),
             },
         );
-    }
-    let mut handle = CallHandle {
+        permit.send(
+            Wire::Call {
+                id,
+                method: method.to_owned(),
+                budget_us,
+                input,
+                last,
+            }
+            .encode(),
+        );
+        id
+    };
+    outputs.grant_to(session.out.clone(), id);
+    Ok(CallHandle {
         session: session.clone(),
         id,
         outputs,
@@ -172,30 +198,7 @@ pub(crate) async fn start(
         deadline,
         done: false,
         sent_last: last,
-    };
-    let budget_us = match deadline {
-        None => 0,
-        Some(d) => {
-            let left = d.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                handle.done = true;
-                lock(&session.calls).remove(&id);
-                return Err(RpcError::deadline());
-            }
-            u64::try_from(left.as_micros()).unwrap_or(u64::MAX).max(1)
-        }
-    };
-    session
-        .out
-        .send(Wire::Call {
-            id,
-            method: method.to_owned(),
-            budget_us,
-            input,
-            last,
-        })
-        .await?;
-    Ok(handle)
+    })
 }
 
 /// One call in flight, untyped. Dropping it before the call ended cancels the

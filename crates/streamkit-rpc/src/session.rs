@@ -32,13 +32,16 @@ pub(crate) fn cost(len: usize) -> usize {
 /// peer that stops reading cannot make this grow beyond one entry per call.
 #[derive(Default)]
 struct Urgent {
+    /// The latest catalogue: a newer one replaces one not yet sent.
+    methods: Option<Bytes>,
     credit: std::collections::HashMap<u64, u64>,
     other: Vec<Bytes>,
 }
 
 impl Urgent {
     fn take(&mut self) -> Vec<Bytes> {
-        let mut out = std::mem::take(&mut self.other);
+        let mut out: Vec<Bytes> = self.methods.take().into_iter().collect();
+        out.append(&mut self.other);
         out.extend(
             self.credit
                 .drain()
@@ -122,8 +125,21 @@ impl Outbox {
             .map_err(|_| RpcError::unavailable("connection lost"))
     }
 
+    /// Reserves a place in the queue, waiting while it is full: what is sent
+    /// through the permit keeps the order the permits are used in.
+    pub(crate) async fn reserve(&self) -> Result<mpsc::Permit<'_, Bytes>, RpcError> {
+        if self.shared.dead.load(Ordering::SeqCst) {
+            return Err(RpcError::unavailable("connection lost"));
+        }
+        self.tx
+            .reserve()
+            .await
+            .map_err(|_| RpcError::unavailable("connection lost"))
+    }
+
     /// Queues a control message without waiting (from `Drop`, or from a reader
-    /// that must not stall). Only for messages bounded by the number of calls.
+    /// that must not stall). What waits stays bounded: credit merges per call, a
+    /// catalogue replaces the one before it, and cancels are one per call.
     pub(crate) fn send_now(&self, m: Wire) {
         {
             let mut u = lock(&self.shared.urgent);
@@ -132,6 +148,7 @@ impl Outbox {
                     let c = u.credit.entry(id).or_default();
                     *c = c.saturating_add(bytes);
                 }
+                m @ Wire::Methods { .. } => u.methods = Some(m.encode()),
                 m => u.other.push(m.encode()),
             }
         }

@@ -107,6 +107,9 @@ pub enum DecodeError {
     /// Unknown flag bits.
     #[error("unknown flags {0:#x}")]
     BadFlags(u8),
+    /// Well-formed, but not allowed (a catalogue with an id, too many methods).
+    #[error("invalid rpc message: {0}")]
+    Invalid(&'static str),
 }
 
 fn put_varint(buf: &mut BytesMut, mut v: u64) {
@@ -291,11 +294,11 @@ impl Message {
             }
             METHODS => {
                 if id != 0 {
-                    return Err(DecodeError::BadString("a catalogue has id 0"));
+                    return Err(DecodeError::Invalid("a catalogue must have id 0"));
                 }
                 let n = r.varint()?;
                 if n > MAX_METHODS as u64 {
-                    return Err(DecodeError::BadString("too many methods"));
+                    return Err(DecodeError::Invalid("too many methods"));
                 }
                 // Each name takes at least one byte: never reserve more than the frame holds.
                 let mut names = Vec::with_capacity((n as usize).min(frame.len()));
@@ -450,7 +453,7 @@ mod tests {
             ),
             (
                 &[METHODS, 0, 0xff, 0xff, 0xff, 0xff, 0x0f],
-                DecodeError::BadString("too many methods"),
+                DecodeError::Invalid("too many methods"),
             ),
         ];
         for (bytes, want) in cases {

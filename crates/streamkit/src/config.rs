@@ -148,7 +148,8 @@ pub struct Options {
     /// 64 KiB. Applies to new channels.
     pub channel_window: u32,
     /// Largest a channel's receive window grows to, in bytes: the most a channel
-    /// buffers for a reader that does not read. Default 8 MiB. The window doubles
+    /// buffers for a reader that does not read (a standard SSH client, which knows
+    /// only SSH's window, starts with twice this). Default 8 MiB. The window doubles
     /// (from `channel_window`) each time the reader has kept up with a whole
     /// window's worth of data, so fast streams are not held back by credit round
     /// trips; a value not above `channel_window` keeps the window fixed. Applies to

@@ -195,9 +195,11 @@ fn the_window_grows_while_the_reader_keeps_up_and_never_past_its_ceiling() {
         let _ = read_all(&mut p.b);
         p.settle();
     }
+    // It holds what the last grant allowed: more than half the ceiling (so the window
+    // reached the ceiling; the start was a quarter of it), never more than all of it.
     let held = fill_until_held(&mut p);
     assert!(
-        held > 2 * WINDOW as usize && held <= max as usize,
+        held > max as usize / 2 && held <= max as usize,
         "held {held}, window {WINDOW}, ceiling {max}"
     );
 }
