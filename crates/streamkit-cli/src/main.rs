@@ -2,6 +2,8 @@
 
 #![forbid(unsafe_code)]
 
+// Without the `bench` feature, `streamkit bench` only says how to build it.
+#[cfg_attr(not(feature = "bench"), path = "no_bench.rs")]
 mod bench;
 mod call;
 mod demo;

@@ -30,9 +30,9 @@ struct EachWord {
     visit: Callback<String, ()>,
 }
 
-/// Also run by `cargo test` (`tests/plugin_example.rs`).
+/// Also run by `cargo test` (`tests/scenarios/plugin_example.rs`).
 #[tokio::main]
-pub async fn main() {
+async fn main() {
     let mut args = std::env::args().skip(1);
     let result = match args.next().as_deref() {
         Some("--plugin") => plugin(&args.next().unwrap(), &args.next().unwrap()).await,

@@ -76,7 +76,7 @@ pub use error::{
 };
 pub use keys::{Identity, PublicKey};
 pub use peer::events::{Event, Events};
-pub use peer::{AcceptError, ListenError, Peer, ServiceListener};
+pub use peer::{AcceptError, ListenError, Peer, PeerStats, ServiceListener};
 pub use trust::Trust;
 pub use wire::reason::{OpenRefusal, ResetCode};
 

@@ -151,10 +151,10 @@ pub async fn tonic(total: usize, levels: &[usize]) -> anyhow::Result<Vec<Figures
         |conn| conn.and_then(|s| s.set_nodelay(true).map(|()| s)),
     );
     let server = tokio::spawn(
+        // One service: served directly, without tonic's router (axum).
         tonic::transport::Server::builder()
             .tcp_nodelay(true)
-            .add_service(EchoServer)
-            .serve_with_incoming(incoming),
+            .serve_with_incoming(EchoServer, incoming),
     );
     let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))?
         .tcp_nodelay(true)

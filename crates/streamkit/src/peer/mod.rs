@@ -34,6 +34,23 @@ pub struct Peer {
     inner: Arc<PeerInner>,
 }
 
+/// What a peer holds at one moment: see [`Peer::stats`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct PeerStats {
+    /// Connections established (authenticated), over every transport.
+    pub connections: usize,
+    /// Connections in their SSH handshake, accepted or dialled.
+    pub handshakes: usize,
+    /// Channels open on all connections (not yet closed on this side).
+    pub channels: usize,
+    /// Bytes received and held for readers: data, error frames, frames being
+    /// assembled.
+    pub buffered: usize,
+    /// Bytes written by the application and not yet handed to the connection.
+    pub send_buffered: usize,
+}
+
 /// Why [`Peer::accept`] returned no channel.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
@@ -78,6 +95,8 @@ pub(crate) struct PeerInner {
     dialers: Mutex<HashMap<Endpoint, Arc<dialer::Dialer>>>,
     /// Connections (established or in their handshake) per remote IP address.
     per_address: Mutex<HashMap<std::net::IpAddr, usize>>,
+    /// Connections in their SSH handshake, either way (see [`PeerStats`]).
+    pub(crate) handshakes: Arc<AtomicUsize>,
     pub(crate) events: events::Emitter,
     accept: Arc<AcceptQueue>,
     /// Services whose channels go to a [`ServiceListener`] instead of `accept`.
@@ -266,6 +285,24 @@ impl PeerInner {
     fn channel_count(&self) -> usize {
         lock(&self.conns).values().map(|c| c.channel_count()).sum()
     }
+
+    fn stats(&self) -> PeerStats {
+        let conns = self.connections();
+        let mut stats = PeerStats {
+            connections: conns.len(),
+            handshakes: self.handshakes.load(Ordering::SeqCst),
+            ..PeerStats::default()
+        };
+        for c in &conns {
+            for ch in c.channels() {
+                stats.channels += 1;
+                let (rx, tx) = ch.peek(|s| (s.buffered(), s.send_buffered()));
+                stats.buffered += rx;
+                stats.send_buffered += tx;
+            }
+        }
+        stats
+    }
 }
 
 impl Drop for PeerInner {
@@ -302,6 +339,7 @@ impl Peer {
                 conns: Mutex::new(BTreeMap::new()),
                 dialers: Mutex::new(HashMap::new()),
                 per_address: Mutex::new(HashMap::new()),
+                handshakes: Arc::default(),
                 events: events::Emitter::default(),
                 accept: Arc::new(AcceptQueue::default()),
                 listened: Mutex::new(HashMap::new()),
@@ -453,6 +491,65 @@ impl Peer {
         Ok(conn.remote_name.clone())
     }
 
+    /// Runs a connection over a byte stream that is already open (a pipe, a child
+    /// process's stdio, a channel of another connection, an in-memory duplex), as
+    /// the SSH client: the same handshake, trust checks and channels as
+    /// [`connect`](Self::connect). The server's key is checked against this peer's
+    /// trust by the name it announces, or by `label` in `known_hosts`; `label`
+    /// also names the stream in messages and events. Returns the remote's name
+    /// once authenticated. A stream has no address to dial again: when it ends,
+    /// the connection is lost for good.
+    pub async fn connect_stream<S>(&self, stream: S, label: &str) -> Result<String, ConnectError>
+    where
+        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + 'static,
+    {
+        if self.inner.is_shutting_down() {
+            return Err(ConnectError::ShutDown);
+        }
+        let (r, w) = tokio::io::split(stream);
+        let socket = crate::transport::Socket::Io(Box::new(r), Box::new(w));
+        let conn = crate::transport::ssh::client::handshake(
+            &self.inner,
+            socket,
+            label.to_owned(),
+            vec![label.to_owned()],
+        )
+        .await?;
+        Ok(conn.remote_name.clone())
+    }
+
+    /// The other end of [`connect_stream`](Self::connect_stream): runs the SSH
+    /// server over `stream`, and the remote authenticates as it would on a bound
+    /// endpoint. Returns the remote's name once it has authenticated; the
+    /// connection then runs in the background until the stream ends.
+    pub async fn serve_stream<S>(&self, stream: S, label: &str) -> Result<String, ConnectError>
+    where
+        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + 'static,
+    {
+        if self.inner.is_shutting_down() {
+            return Err(ConnectError::ShutDown);
+        }
+        let (r, w) = tokio::io::split(stream);
+        let socket = crate::transport::Socket::Io(Box::new(r), Box::new(w));
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        tokio::spawn(server::serve(
+            self.inner.clone(),
+            socket,
+            label.to_owned(),
+            None,
+            Some(tx),
+        ));
+        let failed = |why: String| ConnectError::Handshake {
+            endpoint: label.to_owned(),
+            why,
+        };
+        match rx.await {
+            Ok(Ok(name)) => Ok(name),
+            Ok(Err(why)) => Err(failed(why)),
+            Err(_) => Err(failed("connection closed during the handshake".into())),
+        }
+    }
+
     /// Closes the connection made by `connect(url)` and stops re-dialling it.
     pub async fn disconnect(&self, url: &str) -> Result<(), ConnectError> {
         let ep = Endpoint::parse(url)?;
@@ -586,6 +683,12 @@ impl Peer {
         self.inner.channel_count()
     }
 
+    /// What this peer holds now: connections, channels, bytes. A snapshot; cheap
+    /// enough to poll, not free (it visits every channel).
+    pub fn stats(&self) -> PeerStats {
+        self.inner.stats()
+    }
+
     /// Shuts down gracefully: stops listening and accepting, lets open channels
     /// finish for up to the close timeout, resets what is left, and closes every
     /// connection. Returns how many channels had to be reset.
@@ -630,7 +733,7 @@ async fn accept_loop(peer: Weak<PeerInner>, listener: Arc<Listener>) {
                 if peer.is_shutting_down() {
                     continue;
                 }
-                tokio::spawn(server::serve(peer, socket, addr, ip));
+                tokio::spawn(server::serve(peer, socket, addr, ip, None));
             }
             Err(e) => {
                 // Out of descriptors and the like: wait a little rather than spin.

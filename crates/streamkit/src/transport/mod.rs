@@ -56,21 +56,45 @@ impl KillSwitch {
     }
 }
 
-/// A TCP or Unix stream.
-#[derive(Debug)]
+/// The reading half of any byte stream SSH can run over.
+pub(crate) type BoxRead = Box<dyn AsyncRead + Send + Unpin>;
+/// The writing half of any byte stream SSH can run over.
+pub(crate) type BoxWrite = Box<dyn AsyncWrite + Send + Unpin>;
+
+/// One unit of a counter for as long as it lives (a connection in its handshake).
+pub(crate) struct Counted(Arc<AtomicUsize>);
+
+impl Counted {
+    pub(crate) fn new(counter: &Arc<AtomicUsize>) -> Counted {
+        counter.fetch_add(1, Ordering::SeqCst);
+        Counted(counter.clone())
+    }
+}
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// A TCP or Unix stream, or any other byte stream (a pipe, a channel).
 pub(crate) enum Socket {
     Tcp(TcpStream),
     Unix(UnixStream),
+    Io(BoxRead, BoxWrite),
 }
 
 enum ReadSock {
     Tcp(tcp::OwnedReadHalf),
     Unix(unix::OwnedReadHalf),
+    Io(BoxRead),
 }
 
 enum WriteSock {
     Tcp(tcp::OwnedWriteHalf),
     Unix(unix::OwnedWriteHalf),
+    /// Written by the writer task only (it has no non-blocking write).
+    Io(tokio::sync::Mutex<BoxWrite>),
 }
 
 impl WriteSock {
@@ -78,6 +102,7 @@ impl WriteSock {
         match self {
             WriteSock::Tcp(s) => s.try_write(data),
             WriteSock::Unix(s) => s.try_write(data),
+            WriteSock::Io(_) => Err(io::ErrorKind::WouldBlock.into()),
         }
     }
 
@@ -85,6 +110,7 @@ impl WriteSock {
         match self {
             WriteSock::Tcp(s) => s.writable().await,
             WriteSock::Unix(s) => s.writable().await,
+            WriteSock::Io(_) => Ok(()),
         }
     }
 }
@@ -109,6 +135,8 @@ pub(crate) struct Outbound {
 #[derive(Default)]
 struct OutState {
     buf: BytesMut,
+    /// Bytes taken from `buf` and being written (streams without non-blocking writes).
+    in_flight: usize,
     error: Option<io::ErrorKind>,
     closing: bool,
 }
@@ -141,7 +169,7 @@ impl Outbound {
             }
         }
         if off < data.len() {
-            if st.buf.len() + data.len() - off > HARD_CAP {
+            if st.buf.len() + st.in_flight + data.len() - off > HARD_CAP {
                 st.error = Some(io::ErrorKind::OutOfMemory);
                 st.buf = BytesMut::new();
                 drop(st);
@@ -155,7 +183,8 @@ impl Outbound {
                 ));
             }
             st.buf.extend_from_slice(&data[off..]);
-            self.backlog.store(st.buf.len(), Ordering::Release);
+            self.backlog
+                .store(st.buf.len() + st.in_flight, Ordering::Release);
             drop(st);
             self.wake_writer.notify_one();
         }
@@ -187,6 +216,10 @@ impl Outbound {
 
     /// Drains the queue into the socket until the connection closes.
     async fn run(self: Arc<Self>) {
+        if let WriteSock::Io(w) = &self.sock {
+            let mut w = w.lock().await;
+            return self.clone().run_io(&mut w).await;
+        }
         let mut linger = None;
         loop {
             let woken = self.wake_writer.notified();
@@ -249,6 +282,66 @@ impl Outbound {
     }
 }
 
+impl Outbound {
+    /// [`run`](Self::run) for a stream without non-blocking writes: the queue is
+    /// taken whole and written with `write_all`.
+    async fn run_io(self: Arc<Self>, w: &mut BoxWrite) {
+        use tokio::io::AsyncWriteExt as _;
+        let mut linger = None;
+        loop {
+            let woken = self.wake_writer.notified();
+            let (chunk, closing) = {
+                let mut st = crate::channel::shared::lock(&self.pending);
+                let chunk = st.buf.split().freeze();
+                st.in_flight = chunk.len();
+                (chunk, st.closing)
+            };
+            if self.switch.is_killed() || (chunk.is_empty() && closing) {
+                break;
+            }
+            if chunk.is_empty() {
+                woken.await;
+                continue;
+            }
+            if closing && linger.is_none() {
+                linger = Some(tokio::time::Instant::now() + LINGER);
+            }
+            let write = async {
+                w.write_all(&chunk).await?;
+                w.flush().await
+            };
+            let res = tokio::select! {
+                r = write => r,
+                () = self.switch.killed() => break,
+                () = async {
+                    match linger {
+                        Some(deadline) => tokio::time::sleep_until(deadline).await,
+                        None => std::future::pending().await,
+                    }
+                } => Err(io::ErrorKind::TimedOut.into()),
+            };
+            if let Err(e) = res {
+                crate::channel::shared::lock(&self.pending).error = Some(e.kind());
+                self.backlog.store(0, Ordering::Release);
+                self.drained.notify_waiters();
+                self.switch.kill();
+                break;
+            }
+            let left = {
+                let mut st = crate::channel::shared::lock(&self.pending);
+                st.in_flight = 0;
+                st.buf.len()
+            };
+            self.backlog.store(left, Ordering::Release);
+            if left <= LOW_WATER {
+                self.drained.notify_waiters();
+            }
+        }
+        let _ = w.shutdown().await;
+        self.drained.notify_waiters();
+    }
+}
+
 /// A socket as the SSH session sees it: reads go straight to the socket, writes
 /// never block (see [`Outbound`]), and a [`KillSwitch`] can end both.
 pub(crate) struct SshStream {
@@ -270,6 +363,7 @@ impl SshStream {
                 let (r, w) = s.into_split();
                 (ReadSock::Unix(r), WriteSock::Unix(w))
             }
+            Socket::Io(r, w) => (ReadSock::Io(r), WriteSock::Io(tokio::sync::Mutex::new(w))),
         };
         let out = Arc::new(Outbound {
             sock: write,
@@ -319,6 +413,7 @@ impl AsyncRead for SshStream {
         match &mut this.read {
             ReadSock::Tcp(s) => Pin::new(s).poll_read(cx, buf),
             ReadSock::Unix(s) => Pin::new(s).poll_read(cx, buf),
+            ReadSock::Io(s) => Pin::new(s).poll_read(cx, buf),
         }
     }
 }

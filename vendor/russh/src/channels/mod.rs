@@ -10,7 +10,7 @@ use crate::{ChannelId, ChannelOpenFailure, Error, Pty, Sig};
 pub mod io;
 
 mod channel_ref;
-pub use channel_ref::ChannelRef;
+pub use channel_ref::{ChannelRef, live_channel_refs};
 
 mod channel_stream;
 pub use channel_stream::ChannelStream;
@@ -494,10 +494,7 @@ impl<S: From<(ChannelId, ChannelMsg)> + Send + Sync + 'static> Channel<S> {
                 write_half,
                 read_half,
             },
-            ChannelRef {
-                sender: tx,
-                window_size,
-            },
+            ChannelRef::with_window(tx, window_size),
         )
     }
 

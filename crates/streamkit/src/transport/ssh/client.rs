@@ -49,21 +49,35 @@ pub(crate) async fn dial(
     peer: &Arc<PeerInner>,
     ep: &Endpoint,
 ) -> Result<Arc<Connection>, ConnectError> {
-    let opts = peer.options();
-    let endpoint = ep.to_string();
     let socket = transport::dial(ep)
         .await
         .map_err(|source| ConnectError::Io {
-            endpoint: endpoint.clone(),
+            endpoint: ep.to_string(),
             source,
         })?;
+    handshake(peer, socket, ep.to_string(), ep.known_host_names()).await
+}
+
+/// Runs the SSH client side over `socket`: key exchange, the server's key checked
+/// against `host_names` (the names `known_hosts` may list it under) and its
+/// announced name, authentication; returns the registered connection. `endpoint`
+/// names the other end in messages.
+pub(crate) async fn handshake(
+    peer: &Arc<PeerInner>,
+    socket: transport::Socket,
+    endpoint: String,
+    host_names: Vec<String>,
+) -> Result<Arc<Connection>, ConnectError> {
+    let opts = peer.options();
+    let _handshaking = transport::Counted::new(&peer.handshakes);
     let (stream, kill, out) = SshStream::new(socket);
     let hs = Arc::new(Mutex::new(Handshake::default()));
     let slot = Arc::new(ConnSlot::default());
     let handler = ClientHandler {
         peer: Arc::downgrade(peer),
         trust: peer.trust(),
-        endpoint: ep.clone(),
+        endpoint: endpoint.clone(),
+        host_names,
         hs: hs.clone(),
         slot: slot.clone(),
         checked: false,
@@ -157,7 +171,7 @@ pub(crate) async fn dial(
         // notice, so report it here.
         conn.lose("connection closed during the handshake");
         return Err(ConnectError::Handshake {
-            endpoint: ep.to_string(),
+            endpoint: conn.remote_addr.clone(),
             why: "connection closed during the handshake".into(),
         });
     }
@@ -168,7 +182,10 @@ pub(crate) async fn dial(
 pub(crate) struct ClientHandler {
     peer: Weak<PeerInner>,
     trust: Trust,
-    endpoint: Endpoint,
+    /// The other end, for messages.
+    endpoint: String,
+    /// Names `known_hosts` may list the server under (its endpoint).
+    host_names: Vec<String>,
     hs: Arc<Mutex<Handshake>>,
     slot: Arc<ConnSlot>,
     /// The first key exchange has been checked (later ones are rekeys).
@@ -233,7 +250,7 @@ impl russh::client::Handler for ClientHandler {
             return Ok(());
         }
         self.checked = true;
-        let endpoint = self.endpoint.to_string();
+        let endpoint = self.endpoint.clone();
         let remote = ident::parse_ident(session.remote_sshid());
         let (name, software) = match remote {
             Ok(ident::RemoteIdent {
@@ -256,10 +273,7 @@ impl russh::client::Handler for ClientHandler {
                 why: "no host key".into(),
             }));
         };
-        match self
-            .trust
-            .check_host_key(&self.endpoint.known_host_names(), &name, &key)
-        {
+        match self.trust.check_host_key(&self.host_names, &name, &key) {
             Ok(()) => {
                 lock(&self.hs).server_name = Some(name);
                 Ok(())

@@ -66,13 +66,19 @@ pub(crate) fn keepalive(opts: &crate::config::Options) -> (Option<Duration>, usi
     }
 }
 
-/// Runs one accepted socket until its connection ends.
+/// Reports how a served connection's handshake ended: the client's name, or why not.
+pub(crate) type Ready = tokio::sync::oneshot::Sender<Result<String, String>>;
+
+/// Runs one accepted socket until its connection ends. `ready`, if given, hears
+/// how the handshake ended.
 pub(crate) async fn serve(
     peer: Arc<PeerInner>,
     socket: Socket,
     remote_addr: String,
     ip: Option<IpAddr>,
+    ready: Option<Ready>,
 ) {
+    let ready = Arc::new(std::sync::Mutex::new(ready));
     let opts = peer.options();
     // Counted from accept to the end of the connection, handshakes included.
     struct Counted(Weak<PeerInner>, IpAddr);
@@ -92,6 +98,7 @@ pub(crate) async fn serve(
         }
         Counted(Arc::downgrade(&peer), ip)
     });
+    let handshaking = Some(crate::transport::Counted::new(&peer.handshakes));
     let (stream, kill, out) = SshStream::new(socket);
     let slot = Arc::new(ConnSlot::default());
     let handler = ServerHandler {
@@ -103,6 +110,8 @@ pub(crate) async fn serve(
         out,
         user: None,
         over_limit,
+        ready: ready.clone(),
+        handshaking,
     };
     // A client that has not authenticated within the handshake timeout is dropped,
     // whatever it is doing (garbage, a truncated handshake, silence).
@@ -132,6 +141,9 @@ pub(crate) async fn serve(
     // Free the address's place before the peer leaves `peers()`, so that whoever sees
     // it gone can connect again at once.
     drop(counted);
+    if let Some(ready) = crate::channel::shared::lock(&ready).take() {
+        let _ = ready.send(Err(reason.clone()));
+    }
     match slot.get() {
         Some(conn) => conn.lose(&reason),
         None => tracing::debug!(remote = %remote_addr, %reason, "handshake ended"),
@@ -159,6 +171,9 @@ pub(crate) struct ServerHandler {
     user: Option<String>,
     /// Why this client is refused before it authenticates (shown as the banner).
     over_limit: Option<String>,
+    ready: Arc<std::sync::Mutex<Option<Ready>>>,
+    /// Counts this connection as in its handshake until it authenticates.
+    handshaking: Option<crate::transport::Counted>,
 }
 
 impl ServerHandler {
@@ -262,7 +277,12 @@ impl russh::server::Handler for ServerHandler {
         );
         // The session runs this callback, so it cannot have ended yet.
         let _ = self.slot.set(conn.clone());
+        self.handshaking = None;
+        let name = conn.remote_name.clone();
         peer.register(conn);
+        if let Some(ready) = crate::channel::shared::lock(&self.ready).take() {
+            let _ = ready.send(Ok(name));
+        }
         Ok(())
     }
 

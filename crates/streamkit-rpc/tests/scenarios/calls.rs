@@ -1,6 +1,5 @@
 //! RPC scenarios: real peers over real TCP connections (and in-process, where the
 //! transport matters), every call shape, every codec, bad input.
-#![allow(clippy::unwrap_used)]
 
 use std::future::Future;
 use std::sync::Arc;

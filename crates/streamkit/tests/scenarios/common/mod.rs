@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod proxy;
+pub mod sim;
 
 use std::future::Future;
 use std::time::Duration;
@@ -39,11 +40,24 @@ pub async fn within<F: Future>(f: F) -> F::Output {
 }
 
 /// Waits while `cond` holds (for counts that settle in the background), failing
-/// the test only if that hangs.
-pub async fn wait_while(mut cond: impl FnMut() -> bool) {
+/// the test only if that hangs. The condition is checked again at each event of
+/// `peers` (channels and connections closing) and, for what has no event (tasks
+/// ending, descriptors closing), every 10 ms: it never spins.
+pub async fn wait_while(peers: &[&Peer], mut cond: impl FnMut() -> bool) {
+    let mut events: Vec<_> = peers.iter().map(|p| p.events()).collect();
     within(async {
         while cond() {
-            tokio::task::yield_now().await;
+            let tick = tokio::time::sleep(Duration::from_millis(10));
+            if events.is_empty() {
+                tick.await;
+                continue;
+            }
+            let any_event =
+                futures::future::select_all(events.iter_mut().map(|e| Box::pin(e.next())));
+            tokio::select! {
+                _ = any_event => {}
+                () = tick => {}
+            }
         }
     })
     .await;
@@ -146,6 +160,26 @@ pub async fn pair_with(kind: Kind, alice_opts: Options, bob_opts: Options) -> Pa
         url,
         scratch,
     }
+}
+
+/// "bob" serving, "alice" connected to him over a simulated link (in-memory pipes
+/// with real SSH on top, see [`sim`]): for tests on tokio's paused clock.
+pub async fn sim_pair(alice_opts: Options, bob_opts: Options) -> (Peer, Peer, sim::Link) {
+    let (a, b) = (who("alice"), who("bob"));
+    let alice = peer_with(&a, &[&b], alice_opts);
+    let bob = peer_with(&b, &[&a], bob_opts);
+    let link = sim::Link::default();
+    let (dialling, serving) = link.ends();
+    let (name, served) = within(async {
+        tokio::join!(
+            alice.connect_stream(dialling, "sim"),
+            bob.serve_stream(serving, "sim")
+        )
+    })
+    .await;
+    assert_eq!(name.expect("connect over the link"), "bob");
+    assert_eq!(served.expect("serve over the link"), "alice");
+    (alice, bob, link)
 }
 
 /// Serves every accepted channel with `echo`: bytes back, then the trailers back.

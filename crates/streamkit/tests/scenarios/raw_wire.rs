@@ -2,13 +2,10 @@
 //! (russh, with none of our channel logic) names parents that do not exist or
 //! that belong to another connection. Each is refused with "parent channel not
 //! found" and the connection stays up.
-#![allow(clippy::unwrap_used)]
-
-mod common;
 
 use std::sync::Arc;
 
-use common::*;
+use crate::common::*;
 use russh::keys::PrivateKeyWithHashAlg;
 use streamkit::wire::open::{OpenRequest, ParentRef};
 use streamkit::{Identity, OpenRefusal, Trust};

@@ -4,14 +4,11 @@
 //! client accepts each child, dials a local HTTP server (Python's `http.server`)
 //! and joins them. Twenty pages are fetched at once through the public port and
 //! checked byte for byte. Runs over every transport between the two peers.
-#![allow(clippy::unwrap_used)]
-
-mod common;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use common::*;
+use crate::common::*;
 use streamkit::Channel;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -43,7 +40,7 @@ impl HttpServer {
             .stderr(std::process::Stdio::null())
             .kill_on_drop(true)
             .spawn()
-            .expect("python3 is needed for this test (.ci/run installs it)");
+            .expect("python3 not found: run scripts/dev-setup");
         // "Serving HTTP on 127.0.0.1 port 41234 (http://127.0.0.1:41234/) ..."
         let mut out = tokio::io::BufReader::new(child.stdout.take().unwrap());
         let mut line = String::new();

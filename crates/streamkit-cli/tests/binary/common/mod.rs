@@ -70,6 +70,14 @@ pub fn run(args: &[&str], stdin: &[u8]) -> Output {
     out
 }
 
+/// Fails the test with the setup command when a tool it drives is missing (the
+/// suite never installs anything itself).
+pub fn require_tool(tool: &str, what: &str) {
+    let found = std::env::var_os("PATH")
+        .is_some_and(|path| std::env::split_paths(&path).any(|dir| dir.join(tool).is_file()));
+    assert!(found, "{what} (`{tool}`) not found: run scripts/dev-setup");
+}
+
 pub fn wait_with_timeout(child: Child) -> Output {
     let (tx, rx) = mpsc::channel();
     let pid = child.id();
@@ -142,6 +150,7 @@ impl Server {
     }
 
     pub fn signal(&self, sig: &str) {
+        require_tool("kill", "kill (procps)");
         let pid = self.child.as_ref().unwrap().id();
         assert!(
             Command::new("kill")

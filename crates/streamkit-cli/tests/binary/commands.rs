@@ -1,14 +1,11 @@
 //! The `streamkit` binary, driven as a user would: real processes, real keys,
 //! real sockets; stdin, stdout, stderr and exit codes checked.
-#![allow(clippy::unwrap_used)]
-
-mod common;
 
 use std::io::{Read, Write};
 use std::process::{Command, Output, Stdio};
 use std::sync::mpsc;
 
-use common::*;
+use crate::common::*;
 
 fn standard_server(k: &Keys, extra: &[&str]) -> Server {
     let mut args = vec![
@@ -410,4 +407,40 @@ fn call_prints_results_as_json_lines_in_every_codec() {
     let out = run_open(&call_args(&k, srv.url(), "demo.add", "{oops", "json"), b"");
     assert_ne!(out.status.code(), Some(0));
     assert!(stderr(&out).contains("is not JSON"), "{}", stderr(&out));
+}
+
+/// `streamkit bench --quick` measures every group and writes every row: a smoke
+/// check that the harness runs (no figure is judged here).
+#[cfg(feature = "bench")]
+#[test]
+fn bench_quick_measures_every_group() {
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("bench.json");
+    let out = run(&["bench", "--quick", "--json", json.to_str().unwrap()], b"");
+    assert!(out.status.success(), "{}", stderr(&out));
+    let table = String::from_utf8_lossy(&out.stdout);
+    let rows: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let rows = rows["rows"].as_array().unwrap();
+    for group in ["memory", "echo", "rpc", "bulk", "frames", "opens"] {
+        assert!(
+            rows.iter()
+                .any(|r| r["name"].as_str().unwrap().starts_with(group)),
+            "no {group} row in:\n{table}"
+        );
+    }
+    for r in rows {
+        assert!(r["streamkit"].as_f64().unwrap() > 0.0, "{r}");
+    }
+}
+
+/// The binary a user installs has no baselines: `bench` says how to get them.
+#[cfg(not(feature = "bench"))]
+#[test]
+fn bench_without_its_feature_says_how_to_build_it() {
+    let out = run(&["bench", "--quick"], b"");
+    assert_eq!(out.status.code(), Some(255));
+    let err = stderr(&out);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains("--features bench"), "{err}");
 }

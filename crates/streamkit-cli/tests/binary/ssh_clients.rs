@@ -1,15 +1,12 @@
 //! Standard SSH clients against Streamkit: the real OpenSSH `ssh` and paramiko (a
 //! second, independent implementation) against a real `streamkit serve`, and
 //! `ssh` against a peer made with the library.
-#![allow(clippy::unwrap_used)]
-
-mod common;
 
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
-use common::*;
+use crate::common::*;
 
 /// Services for these tests.
 const WHO: &str = r#"who=exec:echo "$STREAMKIT_PEER $LANG $*"; echo "to stderr" >&2; exit 7"#;
@@ -60,6 +57,7 @@ fn ssh(k: &Keys, port: &str) -> Command {
 /// `ssh` that may prompt (through `SSH_ASKPASS`).
 fn ssh_interactive(k: &Keys, port: &str) -> Command {
     let kh = known_hosts(k, port);
+    require_tool("ssh", "the OpenSSH client");
     let mut c = Command::new("ssh");
     c.args(["-F", "/dev/null", "-p", port, "-i"])
         .arg(k.path("client"))
@@ -263,40 +261,23 @@ fn openssh_requests_we_do_not_serve_are_refused() {
     assert_eq!(out.stdout, b"still works");
 }
 
-/// paramiko, installed into a virtualenv under the target directory on first use.
+/// The Python with paramiko that `scripts/dev-setup` installs (`.venv` at the
+/// top of the project, or `$STREAMKIT_PYTHON`). The test never installs it: a
+/// missing one fails with the command that does.
 fn paramiko_python() -> PathBuf {
-    let venv = Path::new(env!("CARGO_TARGET_TMPDIR")).join("paramiko-venv");
-    let python = venv.join("bin/python");
-    let ready = |py: &Path| {
-        Command::new(py)
-            .args(["-c", "import paramiko"])
-            .status()
-            .is_ok_and(|s| s.success())
-    };
-    if !ready(&python) {
-        let status = Command::new("python3")
-            .arg("-m")
-            .arg("venv")
-            .arg(&venv)
-            .status()
-            .unwrap();
-        assert!(status.success(), "python3 -m venv failed");
-        let out = Command::new(venv.join("bin/pip"))
-            .args([
-                "install",
-                "--quiet",
-                "--disable-pip-version-check",
-                "paramiko==5.1.0",
-            ])
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "pip install paramiko failed: {}",
-            stderr(&out)
-        );
-        assert!(ready(&python));
-    }
+    let python = std::env::var_os("STREAMKIT_PYTHON").map_or_else(
+        || Path::new(env!("CARGO_MANIFEST_DIR")).join("../../.venv/bin/python"),
+        PathBuf::from,
+    );
+    let ready = Command::new(&python)
+        .args(["-c", "import paramiko"])
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(
+        ready,
+        "paramiko not found at {}: run scripts/dev-setup",
+        python.display()
+    );
     python
 }
 

@@ -1,6 +1,5 @@
 //! The RPC wire spoken by hand, as a foreign client would: what the server does
 //! with messages our own client never sends.
-#![allow(clippy::unwrap_used)]
 
 use std::time::Duration;
 

@@ -1,13 +1,11 @@
 //! Resilience under injected faults: a TCP proxy that cuts, stalls and drops bytes
 //! between real peers; keepalive, reconnect, limits, shutdown and churn.
-#![allow(clippy::unwrap_used)]
 
-mod common;
+use std::time::Duration;
 
-use std::time::{Duration, Instant};
-
-use common::proxy::Proxy;
-use common::*;
+use crate::common::proxy::Proxy;
+use crate::common::sim::Fault;
+use crate::common::*;
 use streamkit::{ChannelError, ConnectError, Event, Events, OpenErrorKind, Options, Reconnect};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -51,24 +49,26 @@ async fn proxied(alice_opts: Options, bob_opts: Options) -> (Pair, Proxy) {
     )
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+/// On the paused clock over a simulated link: the bound is exact, not a guess
+/// padded for a slow machine.
+#[tokio::test(start_paused = true)]
 async fn keepalive_detects_a_stalled_connection_within_its_bound() {
     let mut opts = Options::default();
     opts.keepalive_interval = Some(Duration::from_millis(200));
     opts.keepalive_misses = 3;
     opts.reconnect = Reconnect::never();
-    let (p, proxy) = proxied(opts.clone(), opts).await;
-    serve_echo(&p.bob);
-    let mut ch = within(p.alice.open("bob", "echo", ())).await.unwrap();
+    let (alice, bob, link) = sim_pair(opts.clone(), opts).await;
+    serve_echo(&bob);
+    let mut ch = within(alice.open("bob", "echo", ())).await.unwrap();
     ch.write_frame(b"before").await.unwrap();
     within(ch.read_frame()).await.unwrap();
-    let mut events = p.alice.events();
-    // The proxy stops forwarding: packets are neither delivered nor refused.
-    proxy.stall();
-    let stalled = Instant::now();
+    let mut events = alice.events();
+    // The link stops forwarding: packets are neither delivered nor refused.
+    link.set(Fault::Stall);
+    let stalled = tokio::time::Instant::now();
     let e = wait_for(&mut events, |e| matches!(e, Event::Disconnected { .. })).await;
     let took = stalled.elapsed();
-    eprintln!("keepalive: stalled connection declared gone after {took:?} (bound 600ms)");
+    eprintln!("keepalive: a stalled link declared gone after {took:?} (virtual time)");
     let Event::Disconnected { peer, reason, .. } = e else {
         unreachable!()
     };
@@ -77,39 +77,36 @@ async fn keepalive_detects_a_stalled_connection_within_its_bound() {
         reason.contains("keepalive") || reason.contains("Keepalive"),
         "{reason}"
     );
-    // Declared gone within interval × misses (600 ms) of the last word from bob;
-    // scheduling on a loaded 2-core machine gets a generous margin.
-    assert!(
-        took < Duration::from_millis(600) + Duration::from_secs(2),
-        "took {took:?}"
-    );
-    // And not cut early: 0.9 × the bound of silence is needed (bob's last word came
-    // just before the stall).
-    assert!(took > Duration::from_millis(400), "took {took:?}");
-    assert!(p.alice.peers().is_empty());
+    // Declared gone within interval × misses (600 ms) of the last word from bob,
+    // and not before 0.9 × that of silence (bob's last word came just before the
+    // stall).
+    assert!(took <= Duration::from_millis(600), "took {took:?}");
+    assert!(took >= Duration::from_millis(500), "took {took:?}");
+    assert!(alice.peers().is_empty());
     assert!(matches!(
         within(ch.read_frame()).await,
         Err(ChannelError::ConnectionLost(_))
     ));
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[tokio::test(start_paused = true)]
 async fn an_idle_healthy_connection_is_never_cut() {
     let mut opts = Options::default();
     opts.keepalive_interval = Some(Duration::from_millis(100));
     opts.keepalive_misses = 2;
-    let p = pair_with(Kind::Tcp, opts.clone(), opts).await;
-    serve_echo(&p.bob);
-    let mut events = p.alice.events();
-    let mut ch = within(p.alice.open("bob", "echo", ())).await.unwrap();
-    // Idle for ten times the keepalive bound: the scenario is the waiting itself.
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    let (alice, bob, _link) = sim_pair(opts.clone(), opts).await;
+    serve_echo(&bob);
+    let mut events = alice.events();
+    let mut ch = within(alice.open("bob", "echo", ())).await.unwrap();
+    // Idle for a hundred times the keepalive bound (virtual time: the scenario is
+    // the waiting itself).
+    tokio::time::sleep(Duration::from_secs(20)).await;
     ch.write_frame(b"still here").await.unwrap();
     assert_eq!(
         &within(ch.read_frame()).await.unwrap().unwrap()[..],
         b"still here"
     );
-    assert_eq!(p.alice.peers(), ["bob"]);
+    assert_eq!(alice.peers(), ["bob"]);
     while let Ok(Some(e)) = tokio::time::timeout(Duration::ZERO, events.next()).await {
         assert!(!matches!(e, Event::Disconnected { .. }), "{e:?}");
     }
@@ -179,16 +176,13 @@ async fn open_waits_for_a_peer_that_is_coming_back() {
     assert!(err.to_string().contains("waited 100ms"), "{err}");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+/// Backoff on the paused clock, in-process: an unbound `inproc://` name is
+/// retried like an unreachable address.
+#[tokio::test(start_paused = true)]
 async fn first_connect_retries_until_the_server_appears() {
     let (a, b) = (who("alice"), who("bob"));
-    // A port nobody listens on yet.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let url = format!("tcp://127.0.0.1:{port}");
+    let scratch = Scratch::new();
+    let url = scratch.endpoint(Kind::Inproc, "late-bob");
     let mut opts = Options::default();
     opts.reconnect = fast_reconnect();
     let alice = peer_with(&a, &[&b], opts);
@@ -197,24 +191,33 @@ async fn first_connect_retries_until_the_server_appears() {
         let (alice, url) = (alice.clone(), url.clone());
         tokio::spawn(async move { alice.connect(&url).await })
     };
-    // It is retrying...
-    wait_for(&mut events, |e| {
-        matches!(e, Event::Reconnecting { attempt: 2, .. })
-    })
-    .await;
+    // It is retrying, with growing delays...
+    let mut delays = Vec::new();
+    for attempt in 1..=4 {
+        let e = wait_for(&mut events, |e| matches!(e, Event::Reconnecting { .. })).await;
+        let Event::Reconnecting {
+            attempt: n, delay, ..
+        } = e
+        else {
+            unreachable!()
+        };
+        assert_eq!(n, attempt);
+        delays.push(delay);
+    }
+    // 50 ms doubling to the 400 ms cap, each within ±20 %.
+    for (delay, base) in delays.iter().zip([50u64, 100, 200, 400]) {
+        let base = Duration::from_millis(base);
+        assert!(
+            *delay >= base.mul_f64(0.8) && *delay <= base.mul_f64(1.2),
+            "{delays:?}"
+        );
+    }
     // ...until bob shows up.
     let bob = peer(&b, &[&a]);
     bob.bind(&url).await.unwrap();
     assert_eq!(within(connecting).await.unwrap().unwrap(), "bob");
     // Asked not to retry, connect fails at once; trust failures are never retried.
-    let nobody = format!(
-        "tcp://127.0.0.1:{}",
-        std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port()
-    );
+    let nobody = scratch.endpoint(Kind::Inproc, "nobody");
     let once = peer_with(&a, &[&b], no_retry());
     assert!(matches!(
         within(once.connect(&nobody)).await,
@@ -227,16 +230,21 @@ async fn first_connect_retries_until_the_server_appears() {
     ));
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[tokio::test(start_paused = true)]
 async fn an_attempt_limit_gives_up() {
     let mut opts = Options::default();
     let mut r = fast_reconnect();
     r.max_attempts = Some(3);
     opts.reconnect = r;
     let (a, b) = (who("alice"), who("bob"));
+    let scratch = Scratch::new();
     let alice = peer_with(&a, &[&b], opts);
     let bob = peer(&b, &[&a]);
-    let url = bob.bind("tcp://127.0.0.1:0").await.unwrap().to_string();
+    let url = bob
+        .bind(&scratch.endpoint(Kind::Inproc, "bob"))
+        .await
+        .unwrap()
+        .to_string();
     within(alice.connect(&url)).await.unwrap();
     let mut events = alice.events();
     // bob goes away for good.
@@ -253,26 +261,32 @@ async fn an_attempt_limit_gives_up() {
     ));
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[tokio::test(start_paused = true)]
 async fn bytes_dropped_one_way_are_detected_by_keepalive() {
     let mut opts = Options::default();
     opts.keepalive_interval = Some(Duration::from_millis(200));
     opts.keepalive_misses = 3;
     opts.reconnect = Reconnect::never();
-    let (p, proxy) = proxied(opts.clone(), opts).await;
-    let mut events = p.bob.events();
+    let (_alice, bob, link) = sim_pair(opts.clone(), opts).await;
+    let mut events = bob.events();
     // alice's packets vanish on the way to bob: bob hears nothing and gives up on her.
-    proxy.drop_upstream();
+    link.set(Fault::DropUpstream);
+    let since = tokio::time::Instant::now();
     let e = wait_for(&mut events, |e| matches!(e, Event::Disconnected { .. })).await;
     assert!(
         matches!(e, Event::Disconnected { ref peer, .. } if peer == "alice"),
         "{e:?}"
     );
+    assert!(
+        since.elapsed() <= Duration::from_millis(600),
+        "{:?}",
+        since.elapsed()
+    );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[tokio::test(start_paused = true)]
 async fn read_and_write_timeouts_leave_the_channel_usable() {
-    let p = pair(Kind::Tcp).await;
+    let p = pair(Kind::Inproc).await;
     let bob = p.bob.clone();
     let (go_tx, go_rx) = tokio::sync::oneshot::channel::<()>();
     let served = tokio::spawn(async move {
@@ -323,12 +337,7 @@ async fn connections_per_address_are_limited_with_a_clear_error() {
     );
     // Everything else keeps working, and a freed place can be used.
     within(peers[0].disconnect(&url)).await.unwrap();
-    within(async {
-        while bob.peers().len() > 1 {
-            tokio::task::yield_now().await;
-        }
-    })
-    .await;
+    wait_while(&[&bob], || bob.peers().len() > 1).await;
     within(peers[2].connect(&url)).await.unwrap();
 }
 

@@ -1,10 +1,9 @@
 //! The channel conformance suite: every channel scenario, run over every transport
 //! (TCP, Unix sockets, in-process) from this one place.
-#![allow(clippy::unwrap_used)]
 
-mod common;
+use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use streamkit::{ChannelError, Headers, OpenErrorKind, OpenRefusal, ResetCode};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -470,7 +469,10 @@ async fn a_thousand_channels_at_once(kind: Kind) {
         within(t).await.unwrap();
     }
     // Every channel closes on both sides.
-    wait_while(|| p.alice.channel_count() + p.bob.channel_count() > 0).await;
+    wait_while(&[&p.alice, &p.bob], || {
+        p.alice.channel_count() + p.bob.channel_count() > 0
+    })
+    .await;
 }
 
 async fn vanished_peer_fails_reads_and_leaves_peers(kind: Kind) {
@@ -513,10 +515,8 @@ async fn close_without_reading_completes(kind: Kind) {
     let chunk = pattern(64 * 1024, 9);
     within(async {
         while ch.buffered() < window || ch.send_buffered() < send_buffer * 3 / 4 {
-            use futures::FutureExt as _;
-            if ch.write(&chunk).now_or_never().is_none() {
-                tokio::task::yield_now().await;
-            }
+            // A write waits for room; while none comes, look at the counts again.
+            let _ = tokio::time::timeout(Duration::from_millis(5), ch.write(&chunk)).await;
         }
     })
     .await;
@@ -536,7 +536,7 @@ async fn an_open_reset_at_once_fails_instead_of_hanging(kind: Kind) {
         let err = within(ch.read_frame()).await.unwrap_err();
         assert!(matches!(err, ChannelError::ResetByPeer { .. }), "{err}");
     }
-    wait_while(|| p.alice.channel_count() > 0).await;
+    wait_while(&[&p.alice, &p.bob], || p.alice.channel_count() > 0).await;
 }
 
 async fn error_frames_larger_than_the_window(kind: Kind) {
@@ -675,7 +675,10 @@ async fn children_nest_both_ways_to_any_depth(kind: Kind) {
     }
     assert!(p.bob.accept().now_or_never().is_none());
     // Closed children are forgotten by their parents.
-    wait_while(|| parent.child_count() > 1 || child.child_count() > 0).await;
+    wait_while(&[&p.alice, &p.bob], || {
+        parent.child_count() > 1 || child.child_count() > 0
+    })
+    .await;
 }
 
 async fn closing_a_parent_closes_its_children(kind: Kind) {
@@ -724,7 +727,10 @@ async fn closing_a_parent_closes_its_children(kind: Kind) {
         within(parent.accept()).await.unwrap_err(),
         ChannelError::Closed
     );
-    wait_while(|| p.alice.channel_count() + p.bob.channel_count() > 0).await;
+    wait_while(&[&p.alice, &p.bob], || {
+        p.alice.channel_count() + p.bob.channel_count() > 0
+    })
+    .await;
     assert_eq!(parent.child_count(), 0);
 }
 
@@ -919,7 +925,10 @@ async fn children_closed_before_accept_leave_the_queue(kind: Kind) {
         child.reset();
     }
     // bob forgets them, queue included: only the parents are left.
-    wait_while(|| p.bob.channel_count() > 1 || p.alice.channel_count() > 1).await;
+    wait_while(&[&p.alice, &p.bob], || {
+        p.bob.channel_count() > 1 || p.alice.channel_count() > 1
+    })
+    .await;
     use futures::FutureExt as _;
     let mut next = std::pin::pin!(bob_parent.accept());
     assert!(
@@ -966,7 +975,10 @@ async fn a_deep_chain_of_unaccepted_children_closes(kind: Kind) {
         ),
         "{err}"
     );
-    wait_while(|| p.bob.channel_count() + p.alice.channel_count() > 0).await;
+    wait_while(&[&p.alice, &p.bob], || {
+        p.bob.channel_count() + p.alice.channel_count() > 0
+    })
+    .await;
 }
 
 async fn a_child_finished_before_accept_keeps_its_data(kind: Kind) {

@@ -1,11 +1,8 @@
 //! What is particular to `inproc://`: process-wide names, binding it beside
 //! `tcp://`, connecting before the name is bound, and the connection's life tied
 //! to both peers. Every channel scenario also runs over it (tests/conformance.rs).
-#![allow(clippy::unwrap_used)]
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use streamkit::{BindError, ChannelError, ConnectError, Event};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
