@@ -25,8 +25,11 @@ export RUSTFLAGS="-Cpasses=sancov-module \
  -Cllvm-args=-sanitizer-coverage-stack-depth \
  --cfg fuzzing -Cdebug-assertions -Coverflow-checks"
 # --target keeps these flags away from build scripts and proc macros.
-cargo build --locked --profile "$profile" --target "$triple" --bins
-bin="target/$triple/$profile"
+# In the main workspace's target directory, so that build scripts and proc macros
+# built for the tests are reused.
+target_dir=${CARGO_TARGET_DIR:-../target}
+cargo build --locked --profile "$profile" --target "$triple" --target-dir "$target_dir" --bins
+bin="$target_dir/$triple/$profile"
 
 targets=$(sed -n 's/^name = "\(.*\)"$/\1/p' Cargo.toml | grep -v '^streamkit-fuzz$')
 run_one() {
