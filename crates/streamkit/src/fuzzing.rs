@@ -2,7 +2,10 @@
 //! is not already public) and for the micro-benchmarks in `benches/`. Not part of
 //! the API.
 
-use crate::channel::state::{ChannelState, StateConfig, Step, Transmit, Wake};
+use bytes::Bytes;
+
+use crate::channel::{ChannelState, Config, Step, Transmit, Wake};
+use crate::error::ChannelError;
 use crate::wire::{EXT_CONTROL, EXT_ERROR};
 
 /// Parses `authorized_keys` text.
@@ -23,24 +26,26 @@ pub fn known_hosts(text: &str) -> usize {
 /// kind and a run of bytes. Panics if an invariant breaks.
 pub fn channel_state(input: &[u8]) {
     const WINDOW: u32 = 64 * 1024;
-    let mut s = ChannelState::new(StateConfig {
+    let mut s = ChannelState::native(Config {
         window: WINDOW,
         max_window: 4 * WINDOW,
         max_frame: 32 * 1024,
         send_buffer: 16 * 1024,
         max_trailer_bytes: 1024,
-        read_timeout: None,
-        write_timeout: None,
     });
     let _ = s.open_window();
     let mut rest = input;
     let mut buf = [0u8; 512];
     while let Some((&op, tail)) = rest.split_first() {
-        let len = usize::from(tail.first().copied().unwrap_or(0)).min(tail.len());
-        let (chunk, next) = tail.split_at(len);
+        // A length byte, then that many bytes (the length is not part of the chunk,
+        // so a control or error stream can start with any byte).
+        let Some((&len, body)) = tail.split_first() else {
+            break;
+        };
+        let (chunk, next) = body.split_at(usize::from(len).min(body.len()));
         rest = next;
         let _ = match op % 12 {
-            0 => s.on_data(chunk),
+            0 => s.on_data(Bytes::copy_from_slice(chunk)),
             1 => s.on_extended(EXT_ERROR, chunk),
             2 => s.on_extended(EXT_CONTROL, chunk),
             3 => s.on_extended(u32::from(op), chunk),
@@ -53,6 +58,9 @@ pub fn channel_state(input: &[u8]) {
             10 => s.poll_transmit(1024).1,
             _ => match op % 5 {
                 0 => s.on_close(),
+                4 if op & 0x40 != 0 => {
+                    s.on_connection_lost(&ChannelError::ConnectionLost("fuzzed".into()))
+                }
                 1 => s.reset(),
                 2 => s.on_eof(),
                 3 => s.close().1,
@@ -85,17 +93,15 @@ pub fn channel_state(input: &[u8]) {
 /// as a connection would (write, transmit in packets of up to 64 KiB, receive, read),
 /// with no I/O; returns the payload bytes read. The micro-benchmarks time it.
 pub fn frames_through_states(count: usize, size: usize) -> usize {
-    let cfg = StateConfig {
+    let cfg = Config {
         window: 1024 * 1024,
         max_window: 8 * 1024 * 1024,
         max_frame: 16 * 1024 * 1024,
         send_buffer: 256 * 1024,
         max_trailer_bytes: 16 * 1024,
-        read_timeout: None,
-        write_timeout: None,
     };
-    let mut tx = ChannelState::new(cfg.clone());
-    let mut rx = ChannelState::new(cfg);
+    let mut tx = ChannelState::native(cfg.clone());
+    let mut rx = ChannelState::native(cfg);
     let _ = tx.open_window();
     let _ = rx.open_window();
     let payload = vec![7u8; size];
@@ -118,7 +124,7 @@ pub fn frames_through_states(count: usize, size: usize) -> usize {
 fn deliver(from: &mut ChannelState, to: &mut ChannelState) {
     while let (Some(t), _) = from.poll_transmit(64 * 1024) {
         let _ = match t {
-            Transmit::Data(b) => to.on_data_owned(b),
+            Transmit::Data(b) => to.on_data(b),
             Transmit::Control(b) => to.on_extended(EXT_CONTROL, &b),
             _ => Wake::default(),
         };

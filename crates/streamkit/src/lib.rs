@@ -52,24 +52,30 @@
 
 mod channel;
 mod config;
+mod connection;
 pub mod endpoint;
 pub mod error;
 mod keys;
 mod peer;
 mod transport;
 mod trust;
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
 pub mod wire;
+#[cfg(not(feature = "fuzzing"))]
+mod wire;
 
+#[cfg(feature = "fuzzing")]
 #[doc(hidden)]
 pub mod fuzzing;
 
 pub use bytes::Bytes;
-pub use channel::{
-    Channel, ChannelMeta, Frames, Headers, JoinError, JoinStats, ReadHalf, WriteHalf,
-};
+pub use channel::Headers;
 pub use config::{
     AccessRequest, Authorize, MAX_HEADER_BYTES_LIMIT, Options, PeerConfig, Reconnect, Services,
 };
+pub use connection::handle::{Channel, ChannelMeta, ReadHalf, WriteHalf};
+pub use connection::join::{Frames, JoinError, JoinStats};
 pub use endpoint::Endpoint;
 pub use error::{
     BindError, ChannelError, ConfigError, ConnectError, KeyError, OpenError, OpenErrorKind,

@@ -8,18 +8,19 @@ use std::time::Duration;
 use tokio::sync::Notify;
 
 use super::PeerInner;
-use super::connection::Connection;
 use super::events::Event;
-use crate::channel::shared::lock;
+use crate::connection::Conn;
+use crate::connection::driver::lock;
 use crate::endpoint::Endpoint;
 use crate::error::ConnectError;
+use crate::transport::Host;
 
 /// One endpoint being kept connected.
 pub(crate) struct Dialer {
     pub(crate) endpoint: Endpoint,
     stopped: AtomicBool,
     stop: Notify,
-    conn: Mutex<Option<Arc<Connection>>>,
+    conn: Mutex<Option<Arc<Conn>>>,
 }
 
 impl Dialer {
@@ -33,7 +34,7 @@ impl Dialer {
     }
 
     /// Stops re-dialling; returns the current connection, if any.
-    pub(crate) fn stop(&self) -> Option<Arc<Connection>> {
+    pub(crate) fn stop(&self) -> Option<Arc<Conn>> {
         // Under the lock that `store` takes: a dial finishing now either sees the
         // stop or is handed back here.
         let conn = {
@@ -47,7 +48,7 @@ impl Dialer {
 
     /// Makes `conn` the endpoint's connection; `false` (and the connection closed)
     /// if the dialer was stopped meanwhile.
-    async fn store(&self, conn: Arc<Connection>) -> bool {
+    async fn store(&self, conn: Arc<Conn>) -> bool {
         {
             let mut slot = lock(&self.conn);
             if !self.is_stopped() {
@@ -61,14 +62,16 @@ impl Dialer {
 
     /// The name of the peer at this endpoint, when it was last connected.
     pub(crate) fn peer_name(&self) -> Option<String> {
-        lock(&self.conn).as_ref().map(|c| c.remote_name.clone())
+        lock(&self.conn)
+            .as_ref()
+            .map(|c| c.info.remote_name.clone())
     }
 
     fn is_stopped(&self) -> bool {
         self.stopped.load(Ordering::SeqCst)
     }
 
-    pub(crate) fn current(&self) -> Option<Arc<Connection>> {
+    pub(crate) fn current(&self) -> Option<Arc<Conn>> {
         lock(&self.conn).clone()
     }
 
@@ -108,13 +111,14 @@ fn jitter(d: Duration) -> Duration {
 pub(crate) async fn first_connect(
     peer: &Arc<PeerInner>,
     dialer: &Dialer,
-) -> Result<Arc<Connection>, ConnectError> {
+) -> Result<Arc<Conn>, ConnectError> {
     let mut attempt = 0u32;
     loop {
         if dialer.is_stopped() {
             return Err(ConnectError::Cancelled(dialer.endpoint.to_string()));
         }
-        match crate::transport::connect(peer, &dialer.endpoint).await {
+        let host: Arc<dyn Host> = peer.clone();
+        match crate::transport::connect(&host, &dialer.endpoint).await {
             Ok(conn) => {
                 if !dialer.store(conn.clone()).await {
                     return Err(ConnectError::Cancelled(dialer.endpoint.to_string()));
@@ -164,7 +168,10 @@ pub(crate) async fn supervise(peer: Weak<PeerInner>, dialer: Arc<Dialer>) {
         {
             attempt = 0;
         }
-        let reason = conn.lost().map(|r| r.to_string()).unwrap_or_default();
+        let reason = conn
+            .lost()
+            .map(|e| crate::connection::state::lost_reason(&e).to_string())
+            .unwrap_or_default();
         let mut error = reason;
         loop {
             let Some(p) = peer.upgrade() else { return };
@@ -199,9 +206,10 @@ pub(crate) async fn supervise(peer: Weak<PeerInner>, dialer: Arc<Dialer>) {
                 return;
             }
             let Some(p) = peer.upgrade() else { return };
-            match crate::transport::connect(&p, &dialer.endpoint).await {
+            let host: Arc<dyn Host> = p;
+            match crate::transport::connect(&host, &dialer.endpoint).await {
                 Ok(conn) => {
-                    tracing::info!(endpoint = %dialer.endpoint, peer = %conn.remote_name, attempt, "reconnected");
+                    tracing::info!(endpoint = %dialer.endpoint, peer = %conn.info.remote_name, attempt, "reconnected");
                     if !dialer.store(conn).await {
                         return;
                     }

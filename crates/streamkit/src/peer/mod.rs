@@ -1,29 +1,33 @@
 //! Peers: the sockets of Streamkit. A peer binds and connects any number of
 //! endpoints; every connection carries channels both ways.
 
-mod compat;
-pub(crate) mod connection;
 mod dialer;
 pub mod events;
+mod host;
+mod listen;
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+pub use listen::ServiceListener;
+
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock, Weak};
 
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 
-use crate::channel::shared::lock;
-use crate::channel::{Channel, ChannelMeta, Headers};
+use crate::channel::Headers;
 use crate::config::{Authorize, Options, PeerConfig};
+use crate::connection::Conn;
+use crate::connection::accept::{AcceptQueue, AcceptSlot};
+use crate::connection::driver::lock;
+use crate::connection::handle::{Channel, ChannelMeta};
 use crate::endpoint::Endpoint;
 use crate::error::{BindError, ConfigError, ConnectError, OpenError, OpenErrorKind};
 use crate::keys::{Identity, PublicKey};
-use crate::transport::Listener;
 use crate::transport::ssh::server;
+use crate::transport::{Host, Listener};
 use crate::trust::Trust;
 use crate::wire::ident::validate_peer_name;
-use connection::Connection;
 
 /// A Streamkit peer.
 ///
@@ -86,17 +90,19 @@ struct Bound {
 }
 
 pub(crate) struct PeerInner {
+    /// This peer, for the observers of its connections.
+    me: Weak<PeerInner>,
     name: String,
     identity: Identity,
     token: Option<String>,
     settings: RwLock<Settings>,
     listeners: Mutex<Vec<Bound>>,
-    conns: Mutex<BTreeMap<u64, Arc<Connection>>>,
+    conns: Mutex<BTreeMap<u64, Arc<Conn>>>,
     dialers: Mutex<HashMap<Endpoint, Arc<dialer::Dialer>>>,
     /// Connections (established or in their handshake) per remote IP address.
     per_address: Mutex<HashMap<std::net::IpAddr, usize>>,
     /// Connections in their SSH handshake, either way (see [`PeerStats`]).
-    pub(crate) handshakes: Arc<AtomicUsize>,
+    handshakes: Arc<AtomicUsize>,
     pub(crate) events: events::Emitter,
     accept: Arc<AcceptQueue>,
     /// Services whose channels go to a [`ServiceListener`] instead of `accept`.
@@ -115,18 +121,6 @@ impl std::fmt::Debug for PeerInner {
 }
 
 impl PeerInner {
-    pub(crate) fn name(&self) -> &str {
-        &self.name
-    }
-
-    pub(crate) fn identity(&self) -> &Identity {
-        &self.identity
-    }
-
-    pub(crate) fn token(&self) -> Option<&str> {
-        self.token.as_deref()
-    }
-
     pub(crate) fn options(&self) -> Arc<Options> {
         self.settings
             .read()
@@ -156,44 +150,18 @@ impl PeerInner {
     }
 
     /// A place in the queue `service`'s channels go to.
-    pub(crate) fn accept_slot(&self, service: &str, max: usize) -> Option<AcceptSlot> {
+    fn accept_slot(&self, service: &str, max: usize) -> Option<AcceptSlot> {
         let listened = lock(&self.listened).get(service).cloned();
         listened.as_ref().unwrap_or(&self.accept).reserve(max)
     }
 
     /// Whether a [`ServiceListener`] takes `service`'s channels.
-    pub(crate) fn listens(&self, service: &str) -> bool {
+    fn listens(&self, service: &str) -> bool {
         lock(&self.listened).contains_key(service)
     }
 
-    pub(crate) fn register(&self, conn: Arc<Connection>) {
-        if self.is_shutting_down() {
-            // A handshake that finished after shutdown began.
-            tokio::spawn(async move { conn.close("peer shut down").await });
-            return;
-        }
-        tracing::debug!(peer = %conn.remote_name, addr = %conn.remote_addr, "connected");
-        let event = events::Event::Connected {
-            peer: conn.remote_name.clone(),
-            endpoint: conn.remote_addr.clone(),
-            dialed: conn.dialed,
-        };
-        {
-            // Checked and inserted under the lock `lose` takes to unregister: a
-            // connection lost meanwhile is never left registered, and its
-            // Disconnected event cannot come before this Connected one.
-            let mut conns = lock(&self.conns);
-            if conn.lost().is_some() {
-                return;
-            }
-            conns.insert(conn.id, conn);
-            self.events.emit(|| event);
-        }
-        self.changed.notify_waiters();
-    }
-
     /// Forgets a connection; `true` if it was registered.
-    pub(crate) fn unregister(&self, id: u64) -> bool {
+    fn unregister(&self, id: u64) -> bool {
         let was = lock(&self.conns).remove(&id).is_some();
         self.changed.notify_waiters();
         was
@@ -228,16 +196,12 @@ impl PeerInner {
     }
 
     /// Waits until a live connection to `name` exists, for at most `wait`.
-    async fn connection_to(
-        &self,
-        name: &str,
-        wait: std::time::Duration,
-    ) -> Option<Arc<Connection>> {
+    async fn connection_to(&self, name: &str, wait: std::time::Duration) -> Option<Arc<Conn>> {
         let find = || {
             lock(&self.conns)
                 .values()
                 .rev()
-                .find(|c| c.remote_name == name && c.lost().is_none())
+                .find(|c| c.info.remote_name == name && c.lost().is_none())
                 .cloned()
         };
         let waiting = async {
@@ -258,10 +222,6 @@ impl PeerInner {
         }
     }
 
-    pub(crate) fn channels_changed(&self) {
-        self.changed.notify_waiters();
-    }
-
     /// Waits until no channel is open, for at most `timeout`; `false` if some still are.
     async fn channels_gone(&self, timeout: std::time::Duration) -> bool {
         let wait = async {
@@ -278,7 +238,7 @@ impl PeerInner {
         tokio::time::timeout(timeout, wait).await.is_ok()
     }
 
-    fn connections(&self) -> Vec<Arc<Connection>> {
+    fn connections(&self) -> Vec<Arc<Conn>> {
         lock(&self.conns).values().cloned().collect()
     }
 
@@ -294,12 +254,10 @@ impl PeerInner {
             ..PeerStats::default()
         };
         for c in &conns {
-            for ch in c.channels() {
-                stats.channels += 1;
-                let (rx, tx) = ch.peek(|s| (s.buffered(), s.send_buffered()));
-                stats.buffered += rx;
-                stats.send_buffered += tx;
-            }
+            stats.channels += c.channel_count();
+            let (rx, tx) = c.buffered();
+            stats.buffered += rx;
+            stats.send_buffered += tx;
         }
         stats
     }
@@ -326,7 +284,8 @@ impl Peer {
         validate_peer_name(&config.name)?;
         config.options.validate()?;
         Ok(Peer {
-            inner: Arc::new(PeerInner {
+            inner: Arc::new_cyclic(|me| PeerInner {
+                me: me.clone(),
                 name: config.name,
                 identity: config.identity,
                 token: config.token,
@@ -400,8 +359,9 @@ impl Peer {
         }
         let ep = Endpoint::parse(url)?;
         let (listener, bound, task) = if let Endpoint::Inproc(name) = &ep {
-            crate::transport::inproc::bind(&self.inner, name)?;
-            let listener = Listener::Inproc(name.clone(), Arc::downgrade(&self.inner));
+            let host: Arc<dyn Host> = self.inner.clone();
+            crate::transport::inproc::bind(&host, name)?;
+            let listener = Listener::Inproc(name.clone(), Arc::downgrade(&host));
             // Nothing to accept: connecting peers build both ends of the connection.
             (Arc::new(listener), ep.clone(), tokio::spawn(async {}))
         } else {
@@ -488,7 +448,7 @@ impl Peer {
             return Err(ConnectError::ShutDown);
         }
         tokio::spawn(dialer::supervise(Arc::downgrade(&self.inner), d));
-        Ok(conn.remote_name.clone())
+        Ok(conn.info.remote_name.clone())
     }
 
     /// Runs a connection over a byte stream that is already open (a pipe, a child
@@ -508,14 +468,15 @@ impl Peer {
         }
         let (r, w) = tokio::io::split(stream);
         let socket = crate::transport::Socket::Io(Box::new(r), Box::new(w));
+        let host: Arc<dyn Host> = self.inner.clone();
         let conn = crate::transport::ssh::client::handshake(
-            &self.inner,
+            &host,
             socket,
             label.to_owned(),
             vec![label.to_owned()],
         )
         .await?;
-        Ok(conn.remote_name.clone())
+        Ok(conn.info.remote_name.clone())
     }
 
     /// The other end of [`connect_stream`](Self::connect_stream): runs the SSH
@@ -533,7 +494,7 @@ impl Peer {
         let socket = crate::transport::Socket::Io(Box::new(r), Box::new(w));
         let (tx, rx) = tokio::sync::oneshot::channel();
         tokio::spawn(server::serve(
-            self.inner.clone(),
+            self.inner.clone() as Arc<dyn Host>,
             socket,
             label.to_owned(),
             None,
@@ -572,8 +533,8 @@ impl Peer {
     pub fn peers(&self) -> Vec<String> {
         let mut names: Vec<String> = Vec::new();
         for c in lock(&self.inner.conns).values() {
-            if !names.contains(&c.remote_name) {
-                names.push(c.remote_name.clone());
+            if !names.contains(&c.info.remote_name) {
+                names.push(c.info.remote_name.clone());
             }
         }
         names
@@ -587,7 +548,7 @@ impl Peer {
             .inner
             .connections()
             .into_iter()
-            .filter(|c| c.remote_name == name)
+            .filter(|c| c.info.remote_name == name)
             .collect();
         // Also the dialers waiting to bring this peer back (between attempts).
         let mut stopped = false;
@@ -637,9 +598,7 @@ impl Peer {
             .connection_to(peer, opts.open_wait)
             .await
             .ok_or_else(|| err(OpenErrorKind::NoSuchPeer(opts.open_wait)))?;
-        conn.open(service, headers.into(), None, &opts)
-            .await
-            .map_err(err)
+        conn.open(service, headers.into(), None).await.map_err(err)
     }
 
     /// Waits for the next channel a remote peer opened, on any connection.
@@ -711,9 +670,9 @@ impl Peer {
         let mut reset = 0;
         if !finished {
             for conn in inner.connections() {
-                for ch in conn.channels() {
+                for key in conn.open_keys() {
                     reset += 1;
-                    ch.update(|s| ((), s.on_shutdown()));
+                    conn.step(|s| s.shutdown(key));
                 }
             }
             // Give the resets a moment to leave.
@@ -730,6 +689,7 @@ async fn accept_loop(peer: Weak<PeerInner>, listener: Arc<Listener>) {
         match listener.accept().await {
             Ok((socket, addr, ip)) => {
                 let Some(peer) = peer.upgrade() else { return };
+                let peer: Arc<dyn Host> = peer;
                 if peer.is_shutting_down() {
                     continue;
                 }
@@ -740,220 +700,6 @@ async fn accept_loop(peer: Weak<PeerInner>, listener: Arc<Listener>) {
                 tracing::warn!(error = %e, "accept failed");
                 tokio::time::sleep(std::time::Duration::from_millis(50)).await;
             }
-        }
-    }
-}
-
-/// The channels of one service, taken out of [`Peer::accept`] by [`Peer::listen`].
-pub struct ServiceListener {
-    peer: Weak<PeerInner>,
-    service: String,
-    queue: Arc<AcceptQueue>,
-}
-
-impl std::fmt::Debug for ServiceListener {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ServiceListener")
-            .field("service", &self.service)
-            .finish_non_exhaustive()
-    }
-}
-
-impl ServiceListener {
-    /// Waits for the next channel opened for this service. Cancel-safe. Fails once
-    /// the peer shuts down (channels that arrived before are still returned).
-    pub async fn accept(&self) -> Result<(ChannelMeta, Channel), AcceptError> {
-        let ch = self.queue.pop().await.ok_or(AcceptError::ShutDown)?;
-        Ok((ch.meta().clone(), ch))
-    }
-
-    /// The service this listener takes.
-    pub fn service(&self) -> &str {
-        &self.service
-    }
-}
-
-impl ServiceListener {
-    /// Gives the service back now (as dropping the listener does): opens for it
-    /// are refused from here on, [`accept`](Self::accept) returns what was already
-    /// queued and then fails, and the service can be listened to again at once.
-    pub fn close(&self) {
-        if let Some(peer) = self.peer.upgrade() {
-            let mut listened = lock(&peer.listened);
-            if listened
-                .get(&self.service)
-                .is_some_and(|q| Arc::ptr_eq(q, &self.queue))
-            {
-                listened.remove(&self.service);
-            }
-        }
-        // Channels that arrive from now on are refused; those waiting are reset
-        // when the last reference to the queue goes.
-        self.queue.close();
-    }
-}
-
-impl Drop for ServiceListener {
-    fn drop(&mut self) {
-        self.close();
-    }
-}
-
-/// Incoming channels waiting for [`Peer::accept`].
-#[derive(Default)]
-pub(crate) struct AcceptQueue {
-    inner: Mutex<AcceptInner>,
-    notify: Notify,
-    /// Shared by the child queues of one connection's channels: how many
-    /// children wait in all of them (reserved or queued). A child that closes
-    /// while it waits keeps its data for `accept` but leaves the channel count,
-    /// so this is what bounds them per connection.
-    pool: Option<Arc<AtomicUsize>>,
-}
-
-impl Drop for AcceptQueue {
-    fn drop(&mut self) {
-        let left = lock(&self.inner).queue.len();
-        self.unpool(left);
-    }
-}
-
-#[derive(Default)]
-struct AcceptInner {
-    queue: VecDeque<Channel>,
-    reserved: usize,
-    closed: bool,
-}
-
-impl Drop for AcceptInner {
-    fn drop(&mut self) {
-        // Channels nobody accepted are reset, so their openers see an error.
-        for mut ch in self.queue.drain(..) {
-            ch.reset();
-        }
-    }
-}
-
-/// A place in the accept queue, taken before the SSH open is accepted.
-pub(crate) struct AcceptSlot {
-    queue: Arc<AcceptQueue>,
-    used: bool,
-}
-
-impl AcceptSlot {
-    pub(crate) fn push(mut self, ch: Channel) {
-        self.used = true;
-        let mut q = lock(&self.queue.inner);
-        q.reserved -= 1;
-        if q.closed {
-            drop(q);
-            self.queue.unpool(1);
-            // Never seen by the application: the opener gets an error, not an
-            // empty reply.
-            let mut ch = ch;
-            ch.reset();
-            return;
-        }
-        q.queue.push_back(ch);
-        drop(q);
-        self.queue.notify.notify_waiters();
-    }
-}
-
-impl Drop for AcceptSlot {
-    fn drop(&mut self) {
-        if !self.used {
-            lock(&self.queue.inner).reserved -= 1;
-            self.queue.unpool(1);
-        }
-    }
-}
-
-impl AcceptQueue {
-    /// A queue for children, sharing `pool` with the other queues of a connection.
-    pub(crate) fn pooled(pool: Arc<AtomicUsize>) -> AcceptQueue {
-        AcceptQueue {
-            inner: Mutex::default(),
-            notify: Notify::new(),
-            pool: Some(pool),
-        }
-    }
-
-    fn unpool(&self, n: usize) {
-        if let Some(pool) = &self.pool
-            && n > 0
-        {
-            pool.fetch_sub(n, Ordering::SeqCst);
-        }
-    }
-
-    pub(crate) fn reserve(self: &Arc<Self>, max: usize) -> Option<AcceptSlot> {
-        let mut q = lock(&self.inner);
-        if q.closed || q.queue.len() + q.reserved >= max {
-            return None;
-        }
-        if let Some(pool) = &self.pool
-            && pool.fetch_add(1, Ordering::SeqCst) >= max
-        {
-            pool.fetch_sub(1, Ordering::SeqCst);
-            return None;
-        }
-        q.reserved += 1;
-        Some(AcceptSlot {
-            queue: self.clone(),
-            used: false,
-        })
-    }
-
-    /// Admits no more channels; those already queued can still be accepted.
-    fn close(&self) {
-        lock(&self.inner).closed = true;
-        self.notify.notify_waiters();
-    }
-
-    /// Admits no more channels and hands back those waiting (their parent
-    /// closed: the caller resets them).
-    pub(crate) fn close_and_take(&self) -> Vec<Channel> {
-        let queued = {
-            let mut q = lock(&self.inner);
-            q.closed = true;
-            std::mem::take(&mut q.queue)
-        };
-        self.notify.notify_waiters();
-        self.unpool(queued.len());
-        queued.into()
-    }
-
-    /// Takes a waiting channel out of the queue (it closed before anyone took it).
-    pub(crate) fn remove(
-        &self,
-        ch: &Arc<crate::channel::shared::ChannelShared>,
-    ) -> Option<Channel> {
-        let mut q = lock(&self.inner);
-        let i = q.queue.iter().position(|c| c.is_shared(ch))?;
-        let removed = q.queue.remove(i);
-        drop(q);
-        self.unpool(1);
-        removed
-    }
-
-    pub(crate) async fn pop(&self) -> Option<Channel> {
-        loop {
-            let notified = self.notify.notified();
-            tokio::pin!(notified);
-            notified.as_mut().enable();
-            {
-                let mut q = lock(&self.inner);
-                if let Some(ch) = q.queue.pop_front() {
-                    drop(q);
-                    self.unpool(1);
-                    return Some(ch);
-                }
-                if q.closed {
-                    return None;
-                }
-            }
-            notified.await;
         }
     }
 }

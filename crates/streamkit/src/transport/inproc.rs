@@ -1,12 +1,12 @@
 //! `inproc://name`: two peers of one process, joined without sockets, SSH or
 //! encryption.
 //!
-//! Each side gets a [`Connection`] like any other, with the same channel state
-//! machine, credit, control records and limits; only the bottom layer differs.
-//! What a channel's send pump would hand to SSH is handed straight to the other
-//! side's connection instead, as the SSH layer would after decryption. Opens go
-//! through the remote's `incoming_open`, so services, headers, authorisation and
-//! limits behave exactly as over `tcp://`.
+//! Each side gets a connection like any other, with the same channel state, credit,
+//! control records and limits; only the bottom layer differs. What a connection's
+//! driver would hand to SSH is handed straight to the other side's connection
+//! instead, as the SSH layer would after decryption. Opens are admitted and decided
+//! by the other side exactly as over `tcp://` (services, headers, authorisation,
+//! limits).
 //!
 //! Trust is checked as over SSH, against the keys the two peers hold: the bound
 //! peer must trust the connecting peer's key (or its token) for its name, and the
@@ -17,38 +17,41 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, LazyLock, Mutex, OnceLock, Weak};
 
-use crate::channel::shared::lock;
-use crate::channel::state::Transmit;
+use super::Host;
+use crate::channel::{Headers, Transmit};
+use crate::connection::accept::AcceptSlot;
+use crate::connection::driver::lock;
+use crate::connection::state::Decision;
+use crate::connection::{ChannelKey, Conn, Incoming, Link, OpenFailed, SendFailed};
 use crate::endpoint::Endpoint;
 use crate::error::{BindError, ConnectError};
-use crate::peer::PeerInner;
-use crate::peer::connection::Connection;
-use crate::transport::KillSwitch;
 use crate::trust::Refusal;
+use crate::wire::open::OpenRequest;
+use crate::wire::reason::OpenRefusal;
 use crate::wire::{EXT_CONTROL, EXT_ERROR};
 
 /// Bound `inproc://` names of this process.
-static REGISTRY: LazyLock<Mutex<HashMap<String, Weak<PeerInner>>>> =
+static REGISTRY: LazyLock<Mutex<HashMap<String, Weak<dyn Host>>>> =
     LazyLock::new(|| Mutex::new(HashMap::new()));
 
-/// Takes `name` for `peer`; a name held by a live peer is in use.
-pub(crate) fn bind(peer: &Arc<PeerInner>, name: &str) -> Result<(), BindError> {
+/// Takes `name` for `host`; a name held by a live peer is in use.
+pub(crate) fn bind(host: &Arc<dyn Host>, name: &str) -> Result<(), BindError> {
     let mut reg = lock(&REGISTRY);
     if let Some(holder) = reg.get(name).and_then(Weak::upgrade)
         && !holder.is_shutting_down()
     {
         return Err(BindError::InUse(format!("inproc://{name}")));
     }
-    reg.insert(name.to_owned(), Arc::downgrade(peer));
+    reg.insert(name.to_owned(), Arc::downgrade(host));
     Ok(())
 }
 
-/// Gives `name` back, if `peer` still holds it.
-pub(crate) fn unbind(peer: *const PeerInner, name: &str) {
+/// Gives `name` back, if `host` still holds it.
+pub(crate) fn unbind(host: &Weak<dyn Host>, name: &str) {
     let mut reg = lock(&REGISTRY);
     if reg
         .get(name)
-        .is_some_and(|w| std::ptr::eq(w.as_ptr(), peer))
+        .is_some_and(|w| std::ptr::addr_eq(w.as_ptr(), host.as_ptr()))
     {
         reg.remove(name);
     }
@@ -63,7 +66,7 @@ fn refused(name: &str, why: &str) -> ConnectError {
 
 /// Connects `client` to the peer bound at `inproc://name`; both sides' connections
 /// are registered. Returns the client's.
-pub(crate) fn dial(client: &Arc<PeerInner>, name: &str) -> Result<Arc<Connection>, ConnectError> {
+pub(crate) fn dial(client: &Arc<dyn Host>, name: &str) -> Result<Arc<Conn>, ConnectError> {
     let endpoint = format!("inproc://{name}");
     let server = lock(&REGISTRY)
         .get(name)
@@ -117,28 +120,18 @@ pub(crate) fn dial(client: &Arc<PeerInner>, name: &str) -> Result<Arc<Connection
         }
     }
 
-    let client_link = InprocLink::new(true);
-    let server_link = InprocLink::new(false);
-    let client_conn = Connection::new(
-        client,
-        server.name().to_owned(),
-        endpoint.clone(),
-        crate::transport::Link::Inproc(client_link.clone()),
-        Arc::new(KillSwitch::default()),
-        None,
-        true,
-    );
-    let server_conn = Connection::new(
-        &server,
-        client.name().to_owned(),
-        endpoint,
-        crate::transport::Link::Inproc(server_link.clone()),
-        Arc::new(KillSwitch::default()),
-        None,
-        true,
-    );
-    client_link.join(&client_conn, &server_conn);
-    server_link.join(&server_conn, &client_conn);
+    let client_conn = super::new_conn(&**client, server.name().to_owned(), endpoint.clone(), true);
+    let server_conn = super::new_conn(&*server, client.name().to_owned(), endpoint, false);
+    let client_link = InprocLink::new(client, &client_conn);
+    let server_link = InprocLink::new(&server, &server_conn);
+    let _ = client_link
+        .other
+        .set((Arc::downgrade(&server_link), Arc::downgrade(&server_conn)));
+    let _ = server_link
+        .other
+        .set((Arc::downgrade(&client_link), Arc::downgrade(&client_conn)));
+    tokio::spawn(client_conn.clone().drive(client_link));
+    tokio::spawn(server_conn.clone().drive(server_link));
     server.register(server_conn);
     client.register(client_conn.clone());
     Ok(client_conn)
@@ -146,123 +139,149 @@ pub(crate) fn dial(client: &Arc<PeerInner>, name: &str) -> Result<Arc<Connection
 
 /// One side of an in-process connection.
 pub(crate) struct InprocLink {
-    /// Whether this side connected (the other side bound).
-    dialed: bool,
-    /// This side's connection and the other side's.
-    ends: OnceLock<(Weak<Connection>, Weak<Connection>)>,
+    /// This side's peer (it admits the other side's opens).
+    host: Weak<dyn Host>,
+    this: Weak<Conn>,
+    /// The other side's link and connection.
+    other: OnceLock<(Weak<InprocLink>, Weak<Conn>)>,
     /// Channel numbers on this side.
     next_id: AtomicU32,
-}
-
-/// Why an in-process open failed.
-pub(crate) enum InprocOpenFailed {
-    Refused(u32),
-    Gone,
+    /// Where each of our channels' transmits go: the other side's channel number.
+    routes: Mutex<HashMap<ChannelKey, u32>>,
 }
 
 impl InprocLink {
-    fn new(dialed: bool) -> Arc<InprocLink> {
+    fn new(host: &Arc<dyn Host>, this: &Arc<Conn>) -> Arc<InprocLink> {
         Arc::new(InprocLink {
-            dialed,
-            ends: OnceLock::new(),
+            host: Arc::downgrade(host),
+            this: Arc::downgrade(this),
+            other: OnceLock::new(),
             next_id: AtomicU32::new(0),
+            routes: Mutex::new(HashMap::new()),
         })
     }
 
-    pub(crate) fn dialed(&self) -> bool {
-        self.dialed
+    fn other(&self) -> Option<(Arc<InprocLink>, Arc<Conn>)> {
+        let (l, c) = self.other.get()?;
+        Some((l.upgrade()?, c.upgrade()?))
     }
 
-    fn join(&self, this: &Arc<Connection>, other: &Arc<Connection>) {
-        let _ = self.ends.set((Arc::downgrade(this), Arc::downgrade(other)));
-    }
-
-    fn this(&self) -> Option<Arc<Connection>> {
-        self.ends.get().and_then(|(t, _)| t.upgrade())
-    }
-
-    fn other(&self) -> Option<Arc<Connection>> {
-        self.ends.get().and_then(|(_, o)| o.upgrade())
-    }
-
-    /// The next channel number on this side.
-    pub(crate) fn allocate(&self) -> u32 {
+    fn allocate(&self) -> u32 {
         self.next_id.fetch_add(1, Ordering::Relaxed)
     }
 
-    /// Opens a channel on the other side, as an SSH `CHANNEL_OPEN` would.
-    pub(crate) async fn open(&self, path: &str) -> Result<(u32, InprocWriter), InprocOpenFailed> {
-        let (Some(this), Some(other)) = (self.this(), self.other()) else {
-            return Err(InprocOpenFailed::Gone);
+    /// The other side asks this side to open a channel (as SSH `CHANNEL_OPEN`
+    /// would); this side admits and decides it.
+    fn incoming(
+        &self,
+        conn: &Arc<Conn>,
+        ssh: u32,
+        path: &str,
+    ) -> Result<(ChannelKey, Option<AcceptSlot>), OpenRefusal> {
+        let host = self
+            .host
+            .upgrade()
+            .filter(|h| !h.is_shutting_down())
+            .ok_or(OpenRefusal::ShuttingDown)?;
+        let opts = host.options();
+        let req = OpenRequest::decode(path, opts.max_header_bytes)
+            .map_err(|_| OpenRefusal::BadRequest)?;
+        let slot = match req.parent {
+            None => {
+                let headers = Headers::from(req.headers.clone());
+                Some(host.admit(&conn.info, &req.service, &headers)?)
+            }
+            Some(_) => None,
         };
-        if other.lost().is_some() || this.lost().is_some() {
-            return Err(InprocOpenFailed::Gone);
-        }
-        let Some(other_link) = other.inproc_link() else {
-            return Err(InprocOpenFailed::Gone);
-        };
-        let local_id = self.allocate();
-        let remote_id = other_link.allocate();
-        let accepted = other
-            .incoming_open(remote_id, path)
-            .await
-            .map_err(|r| InprocOpenFailed::Refused(r.code()))?;
-        // Registered here before the other side can send: its data may follow at once.
-        this.confirmed(local_id);
-        accepted.complete(Some(crate::transport::Writer::Inproc(InprocWriter {
-            to: Arc::downgrade(&this),
-            id: local_id,
-        })));
-        Ok((
-            local_id,
-            InprocWriter {
-                to: Arc::downgrade(&other),
-                id: remote_id,
-            },
-        ))
-    }
-
-    /// Ends the connection on both sides: this one for `why`, the other told so.
-    pub(crate) fn disconnect(&self, why: &str) {
-        if let Some(this) = self.this() {
-            this.lose(why);
-        }
-    }
-
-    /// This side's connection is gone: the other side's goes too.
-    pub(crate) fn lost(&self, why: &str) {
-        if let Some(other) = self.other() {
-            other.lose(&format!("peer closed the connection: {why}"));
+        drop(host);
+        match conn.incoming(ssh, Incoming::Native(req)) {
+            Decision::Accept(key) => Ok((key, slot)),
+            Decision::Refuse(r) => Err(r),
         }
     }
 }
 
-/// How a channel of an in-process connection sends: straight into the other
-/// side's channel.
-pub(crate) struct InprocWriter {
-    to: Weak<Connection>,
-    id: u32,
-}
+impl Link for InprocLink {
+    async fn open(self: Arc<Self>, conn: Arc<Conn>, key: ChannelKey, path: String) {
+        {
+            let Some((other_link, other)) = self.other() else {
+                return conn.open_refused(key, OpenFailed::Gone);
+            };
+            if other.lost().is_some() || conn.lost().is_some() {
+                return conn.open_refused(key, OpenFailed::Gone);
+            }
+            let local = self.allocate();
+            let remote = other_link.allocate();
+            conn.open_sent(key, local);
+            match other_link.incoming(&other, remote, &path) {
+                Ok((rkey, slot)) => {
+                    // Each side's transmits find the other's channel from now on.
+                    lock(&other_link.routes).insert(rkey, local);
+                    lock(&self.routes).insert(key, remote);
+                    // Queued for the other side's application before this side
+                    // learns it is open (a shutdown there must find it queued).
+                    if let Some(slot) = slot {
+                        slot.push(other.handle(rkey));
+                    }
+                    other.established(rkey);
+                    if !conn.open_confirmed(key) {
+                        self.forget(key); // closed already
+                    }
+                }
+                Err(r) => conn.open_refused(key, OpenFailed::Refused(r.code())),
+            }
+        }
+    }
 
-impl InprocWriter {
-    pub(crate) fn send(&self, t: Transmit) -> Result<(), ()> {
-        let to = self.to.upgrade().ok_or(())?;
-        if to.lost().is_some() {
-            return Err(());
+    async fn room(&self, _key: ChannelKey) -> usize {
+        // Our own credit is the only window.
+        usize::MAX
+    }
+
+    async fn send(&self, key: ChannelKey, t: Transmit) -> Result<(), SendFailed> {
+        let remote = lock(&self.routes).get(&key).copied().ok_or(SendFailed)?;
+        let (_, other) = self.other().ok_or(SendFailed)?;
+        if other.lost().is_some() {
+            return Err(SendFailed);
         }
         match t {
-            Transmit::Data(b) => to.on_data_owned(self.id, b),
-            Transmit::Error(b) => to.on_extended(self.id, EXT_ERROR, &b),
-            Transmit::Control(b) => to.on_extended(self.id, EXT_CONTROL, &b),
+            Transmit::Data(b) => other.on_data(remote, b),
+            Transmit::Error(b) => other.on_extended(remote, EXT_ERROR, &b),
+            Transmit::Control(b) => other.on_extended(remote, EXT_CONTROL, &b),
             Transmit::Close { eof } => {
                 if eof {
-                    to.on_eof(self.id);
+                    other.on_eof(remote);
                 }
-                to.on_close(self.id);
+                other.on_close(remote);
             }
             // Only channels of standard SSH clients send these.
             Transmit::Eof { .. } | Transmit::WindowAdjust(_) => {}
         }
         Ok(())
+    }
+
+    fn forget(&self, key: ChannelKey) {
+        lock(&self.routes).remove(&key);
+    }
+
+    async fn drained(&self) {}
+
+    async fn disconnect(&self, why: String) {
+        if let Some(this) = self.this.upgrade() {
+            this.lose(&why);
+        }
+    }
+
+    fn kill(&self) {
+        lock(&self.routes).clear();
+        let why = self
+            .this
+            .upgrade()
+            .and_then(|c| c.lost())
+            .map(|e| crate::connection::state::lost_reason(&e).to_string())
+            .unwrap_or_else(|| "connection closed".into());
+        if let Some((_, other)) = self.other() {
+            other.lose(&format!("peer closed the connection: {why}"));
+        }
     }
 }

@@ -1,9 +1,90 @@
-//! Sockets under the SSH layer: dialling, listening, and a kill switch.
+//! Transports: SSH over sockets (or any byte stream) via russh, and in-process
+//! links. A transport makes connections ([`Conn`]) and feeds them what arrives; it
+//! knows nothing of peers: what it needs from one is the [`Host`] trait.
+//!
+//! This module also holds the socket plumbing under SSH: dialling, listening, a
+//! kill switch, and writes that never block the SSH session.
 
 pub(crate) mod inproc;
 pub(crate) mod ssh;
 
-pub(crate) use ssh::{Link, Writer};
+use std::net::IpAddr;
+use std::sync::atomic::AtomicU64;
+
+use crate::channel::Headers;
+use crate::config::Options;
+use crate::connection::accept::AcceptSlot;
+use crate::connection::{Conn, ConnInfo, Limits, Observer};
+use crate::keys::Identity;
+use crate::trust::Trust;
+use crate::wire::reason::OpenRefusal;
+
+/// What a transport needs from the peer it works for.
+pub(crate) trait Host: Send + Sync + 'static {
+    fn name(&self) -> &str;
+    fn identity(&self) -> &Identity;
+    /// A token to present (as the SSH password) when our key is not trusted.
+    fn token(&self) -> Option<&str>;
+    fn options(&self) -> Arc<Options>;
+    fn trust(&self) -> Trust;
+    fn is_shutting_down(&self) -> bool;
+    /// Connections in their handshake, either way.
+    fn handshakes(&self) -> &Arc<AtomicUsize>;
+    /// Counts a connection from `ip`; `false` if that is over the limit (it is
+    /// counted anyway: release it with `release_address`).
+    fn admit_address(&self, ip: IpAddr) -> bool;
+    fn release_address(&self, ip: IpAddr);
+    /// Where a new connection reports its channels and its loss.
+    fn observer(&self) -> Arc<dyn Observer>;
+    /// A connection is ready (authenticated): the peer takes it.
+    fn register(&self, conn: Arc<Conn>);
+    /// May the remote of `conn` open `service`? A place in the accept queue if so.
+    fn admit(
+        &self,
+        conn: &ConnInfo,
+        service: &str,
+        headers: &Headers,
+    ) -> Result<AcceptSlot, OpenRefusal>;
+}
+
+static NEXT_CONN_ID: AtomicU64 = AtomicU64::new(1);
+
+/// The limits a new connection applies, from the peer's options.
+pub(crate) fn limits(opts: &Options) -> Limits {
+    Limits {
+        channel: crate::channel::Config {
+            window: opts.channel_window,
+            max_window: opts.max_channel_window,
+            max_frame: opts.max_frame_size,
+            send_buffer: opts.send_buffer,
+            max_trailer_bytes: opts.max_header_bytes,
+        },
+        max_channels: opts.max_channels_per_connection,
+        max_pending_accepts: opts.max_pending_accepts,
+        max_header_bytes: opts.max_header_bytes,
+        open_timeout: opts.open_timeout,
+        ssh_window: ssh::ssh_window(opts),
+        read_timeout: opts.read_timeout,
+        write_timeout: opts.write_timeout,
+    }
+}
+
+/// A new connection of `host`'s to `remote_name`.
+pub(crate) fn new_conn(
+    host: &dyn Host,
+    remote_name: String,
+    remote_addr: String,
+    dialed: bool,
+) -> Arc<Conn> {
+    let info = ConnInfo {
+        id: NEXT_CONN_ID.fetch_add(1, Ordering::Relaxed),
+        local_name: host.name().to_owned(),
+        remote_name,
+        remote_addr,
+        dialed,
+    };
+    Conn::new(info, limits(&host.options()), host.observer())
+}
 
 use std::io;
 use std::path::{Path, PathBuf};
@@ -153,7 +234,7 @@ const LINGER: std::time::Duration = std::time::Duration::from_secs(5);
 
 impl Outbound {
     fn write(&self, data: &[u8]) -> io::Result<usize> {
-        let mut st = crate::channel::shared::lock(&self.pending);
+        let mut st = crate::connection::driver::lock(&self.pending);
         if let Some(kind) = st.error {
             return Err(io::Error::new(kind, "connection write failed"));
         }
@@ -210,7 +291,7 @@ impl Outbound {
     }
 
     fn close(&self) {
-        crate::channel::shared::lock(&self.pending).closing = true;
+        crate::connection::driver::lock(&self.pending).closing = true;
         self.wake_writer.notify_one();
     }
 
@@ -224,7 +305,7 @@ impl Outbound {
         loop {
             let woken = self.wake_writer.notified();
             let (empty, closing) = {
-                let st = crate::channel::shared::lock(&self.pending);
+                let st = crate::connection::driver::lock(&self.pending);
                 (st.buf.is_empty(), st.closing)
             };
             if self.switch.is_killed() || (empty && closing) {
@@ -249,7 +330,7 @@ impl Outbound {
                 r = ready => r,
                 () = self.switch.killed() => break,
             };
-            let mut st = crate::channel::shared::lock(&self.pending);
+            let mut st = crate::connection::driver::lock(&self.pending);
             let res = res.and_then(|()| self.sock.try_write(&st.buf));
             match res {
                 Ok(n) => {
@@ -291,7 +372,7 @@ impl Outbound {
         loop {
             let woken = self.wake_writer.notified();
             let (chunk, closing) = {
-                let mut st = crate::channel::shared::lock(&self.pending);
+                let mut st = crate::connection::driver::lock(&self.pending);
                 let chunk = st.buf.split().freeze();
                 st.in_flight = chunk.len();
                 (chunk, st.closing)
@@ -321,14 +402,14 @@ impl Outbound {
                 } => Err(io::ErrorKind::TimedOut.into()),
             };
             if let Err(e) = res {
-                crate::channel::shared::lock(&self.pending).error = Some(e.kind());
+                crate::connection::driver::lock(&self.pending).error = Some(e.kind());
                 self.backlog.store(0, Ordering::Release);
                 self.drained.notify_waiters();
                 self.switch.kill();
                 break;
             }
             let left = {
-                let mut st = crate::channel::shared::lock(&self.pending);
+                let mut st = crate::connection::driver::lock(&self.pending);
                 st.in_flight = 0;
                 st.buf.len()
             };
@@ -444,14 +525,14 @@ impl AsyncWrite for SshStream {
     }
 }
 
-/// Connects `peer` to `ep` (any transport) and returns the registered connection.
+/// Connects `host` to `ep` (any transport) and returns the registered connection.
 pub(crate) async fn connect(
-    peer: &Arc<crate::peer::PeerInner>,
+    host: &Arc<dyn Host>,
     ep: &Endpoint,
-) -> Result<Arc<crate::peer::connection::Connection>, crate::error::ConnectError> {
+) -> Result<Arc<Conn>, crate::error::ConnectError> {
     match ep {
-        Endpoint::Inproc(name) => inproc::dial(peer, name),
-        _ => ssh::client::dial(peer, ep).await,
+        Endpoint::Inproc(name) => inproc::dial(host, name),
+        _ => ssh::client::dial(host, ep).await,
     }
 }
 
@@ -478,7 +559,7 @@ pub(crate) enum Listener {
     Tcp(TcpListener),
     Unix(UnixListener, PathBuf),
     /// An `inproc://` name: connections are made by the dialling side.
-    Inproc(String, std::sync::Weak<crate::peer::PeerInner>),
+    Inproc(String, std::sync::Weak<dyn Host>),
 }
 
 impl Listener {
@@ -534,7 +615,7 @@ impl Listener {
             Listener::Unix(_, path) => {
                 let _ = std::fs::remove_file(path);
             }
-            Listener::Inproc(name, peer) => inproc::unbind(peer.as_ptr(), name),
+            Listener::Inproc(name, host) => inproc::unbind(host, name),
             Listener::Tcp(_) => {}
         }
     }

@@ -149,7 +149,7 @@ mod tests {
     fn empty_frames_are_frames() {
         assert_eq!(
             decode_all(10, &[&[0, 0, 0, 0, 0, 0, 0, 0]]).unwrap(),
-            vec![vec![], vec![]]
+            vec![Vec::<u8>::new(), Vec::new()]
         );
     }
 

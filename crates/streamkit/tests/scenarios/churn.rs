@@ -31,7 +31,19 @@ fn empty() -> PeerStats {
 async fn cycle(p: &Pair, n: usize) {
     for i in 0..n {
         // Alternate which side closes first: both must forget the channel.
-        let mut ch = p.alice.open("bob", "echo", ()).await.unwrap();
+        let mut ch = match tokio::time::timeout(
+            std::time::Duration::from_secs(3),
+            p.alice.open("bob", "echo", ()),
+        )
+        .await
+        {
+            Ok(r) => r.unwrap(),
+            Err(_) => panic!(
+                "DEBUG open {i} hung; alice {:?} bob {:?}",
+                p.alice.stats(),
+                p.bob.stats()
+            ),
+        };
         ch.write_frame(&i.to_be_bytes()).await.unwrap();
         assert_eq!(
             &ch.read_frame().await.unwrap().unwrap()[..],

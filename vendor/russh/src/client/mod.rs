@@ -193,6 +193,8 @@ pub enum Msg {
     ChannelOpenDirectStreamLocal {
         socket_path: String,
         channel_ref: ChannelRef,
+        /// streamkit patch: told the channel's id as soon as it is assigned.
+        assigned: Option<tokio::sync::oneshot::Sender<ChannelId>>,
     },
     TcpIpForward {
         /// Provide a channel for the reply result to request a reply from the server
@@ -913,6 +915,18 @@ impl<H: Handler> Handle<H> {
         &self,
         socket_path: S,
     ) -> Result<Channel<Msg>, crate::Error> {
+        self.channel_open_direct_streamlocal_assigned(socket_path, None)
+            .await
+    }
+
+    /// streamkit patch: [`Self::channel_open_direct_streamlocal`], and `assigned` is
+    /// told the channel's id as soon as the session assigns it (before the remote
+    /// has answered), so the caller can route what arrives for it from the start.
+    pub async fn channel_open_direct_streamlocal_assigned<S: Into<String>>(
+        &self,
+        socket_path: S,
+        assigned: Option<tokio::sync::oneshot::Sender<ChannelId>>,
+    ) -> Result<Channel<Msg>, crate::Error> {
         let (sender, receiver) = channel(self.channel_buffer_size);
         let channel_ref = ChannelRef::new(sender);
         let window_size_ref = channel_ref.window_size().clone();
@@ -921,6 +935,7 @@ impl<H: Handler> Handle<H> {
             .send(Msg::ChannelOpenDirectStreamLocal {
                 socket_path: socket_path.into(),
                 channel_ref,
+                assigned,
             })
             .await
             .map_err(|_| crate::Error::SendError)?;
@@ -1674,9 +1689,13 @@ impl Session {
             Msg::ChannelOpenDirectStreamLocal {
                 socket_path,
                 channel_ref,
+                assigned,
             } => {
                 let id = self.channel_open_direct_streamlocal(&socket_path)?;
                 self.channels.insert(id, channel_ref);
+                if let Some(assigned) = assigned {
+                    let _ = assigned.send(id);
+                }
             }
             Msg::TcpIpForward {
                 reply_channel,

@@ -49,6 +49,8 @@ pub enum Msg {
     ChannelOpenDirectStreamLocal {
         socket_path: String,
         channel_ref: ChannelRef,
+        /// streamkit patch: told the channel's id as soon as it is assigned.
+        assigned: Option<tokio::sync::oneshot::Sender<ChannelId>>,
     },
     ChannelOpenForwardedTcpIp {
         connected_address: String,
@@ -313,6 +315,18 @@ impl Handle {
         &self,
         socket_path: A,
     ) -> Result<Channel<Msg>, Error> {
+        self.channel_open_direct_streamlocal_assigned(socket_path, None)
+            .await
+    }
+
+    /// streamkit patch: [`Self::channel_open_direct_streamlocal`], and `assigned` is
+    /// told the channel's id as soon as the session assigns it (before the remote
+    /// has answered), so the caller can route what arrives for it from the start.
+    pub async fn channel_open_direct_streamlocal_assigned<A: Into<String>>(
+        &self,
+        socket_path: A,
+        assigned: Option<tokio::sync::oneshot::Sender<ChannelId>>,
+    ) -> Result<Channel<Msg>, Error> {
         let (sender, receiver) = channel(self.channel_buffer_size);
         let channel_ref = ChannelRef::new(sender);
         let window_size_ref = channel_ref.window_size().clone();
@@ -321,6 +335,7 @@ impl Handle {
             .send(Msg::ChannelOpenDirectStreamLocal {
                 socket_path: socket_path.into(),
                 channel_ref,
+                assigned,
             })
             .await
             .map_err(|_| Error::SendError)?;
@@ -566,9 +581,13 @@ impl Session {
             Msg::ChannelOpenDirectStreamLocal {
                 socket_path,
                 channel_ref,
+                assigned,
             } => {
                 let id = self.channel_open_direct_streamlocal(&socket_path)?;
                 self.channels.insert(id, channel_ref);
+                if let Some(assigned) = assigned {
+                    let _ = assigned.send(id);
+                }
             }
             Msg::ChannelOpenForwardedTcpIp {
                 connected_address,

@@ -1,26 +1,27 @@
-//! The connecting side: an SSH client per `connect`.
+//! The connecting side: an SSH client per `connect` (or per stream given to
+//! `connect_stream`).
 
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use russh::client::{ChannelOpenHandle, DisconnectReason, Msg, Session};
 use russh::keys::{PrivateKeyWithHashAlg, PublicKeyOrCertificate};
-use russh::{Channel, ChannelId, ChannelOpenFailure, SshId};
+use russh::{Channel, ChannelId, SshId};
 
-use super::server::{describe, failure};
-use super::{ConnSlot, Link, Writer, preferred, ssh_window};
-use crate::channel::shared::lock;
+use super::{
+    Session as SshSession, SshLink, describe, failure, native_open, preferred, ssh_window,
+};
+use crate::connection::Conn;
+use crate::connection::driver::lock;
 use crate::endpoint::Endpoint;
 use crate::error::ConnectError;
 use crate::keys::PublicKey;
-use crate::peer::PeerInner;
-use crate::peer::connection::Connection;
-use crate::transport::{self, KillSwitch, SshStream};
+use crate::transport::{self, Host, SshStream};
 use crate::trust::{Refusal, Trust};
 use crate::wire::ident;
 use crate::wire::reason::OpenRefusal;
 
-fn config(peer: &PeerInner) -> Arc<russh::client::Config> {
-    let opts = peer.options();
+fn config(host: &dyn Host) -> Arc<russh::client::Config> {
+    let opts = host.options();
     Arc::new(russh::client::Config {
         client_id: SshId::Standard(ident::client_ident().into()),
         window_size: ssh_window(&opts),
@@ -43,19 +44,44 @@ struct Handshake {
     banner: Option<String>,
 }
 
+/// Most channels a server may open before our connection is ready (just after
+/// authentication); they are decided once it is.
+const MAX_EARLY_OPENS: usize = 64;
+
+/// What the session's handler shares with the dialling task and the driver.
+struct Shared {
+    conn: OnceLock<Arc<Conn>>,
+    link: Arc<SshLink>,
+    host: std::sync::Weak<dyn Host>,
+    /// Opens from the server that came before the connection was ready.
+    early: Mutex<Vec<(Channel<Msg>, String, ChannelOpenHandle)>>,
+    /// Why the session ended, if it did.
+    ended: Mutex<Option<String>>,
+}
+
+impl Shared {
+    fn open(&self, conn: &Arc<Conn>, channel: Channel<Msg>, path: &str, reply: ChannelOpenHandle) {
+        match self.host.upgrade().filter(|h| !h.is_shutting_down()) {
+            Some(host) => native_open(&*host, &self.link, conn, channel, path, reply),
+            None => {
+                let _ = futures::FutureExt::now_or_never(
+                    reply.reject(failure(OpenRefusal::ShuttingDown)),
+                );
+            }
+        }
+    }
+}
+
 /// Connects to `ep`, runs the SSH handshake and authentication, and returns the
 /// registered connection.
-pub(crate) async fn dial(
-    peer: &Arc<PeerInner>,
-    ep: &Endpoint,
-) -> Result<Arc<Connection>, ConnectError> {
+pub(crate) async fn dial(host: &Arc<dyn Host>, ep: &Endpoint) -> Result<Arc<Conn>, ConnectError> {
     let socket = transport::dial(ep)
         .await
         .map_err(|source| ConnectError::Io {
             endpoint: ep.to_string(),
             source,
         })?;
-    handshake(peer, socket, ep.to_string(), ep.known_host_names()).await
+    handshake(host, socket, ep.to_string(), ep.known_host_names()).await
 }
 
 /// Runs the SSH client side over `socket`: key exchange, the server's key checked
@@ -63,29 +89,33 @@ pub(crate) async fn dial(
 /// announced name, authentication; returns the registered connection. `endpoint`
 /// names the other end in messages.
 pub(crate) async fn handshake(
-    peer: &Arc<PeerInner>,
+    host: &Arc<dyn Host>,
     socket: transport::Socket,
     endpoint: String,
     host_names: Vec<String>,
-) -> Result<Arc<Connection>, ConnectError> {
-    let opts = peer.options();
-    let _handshaking = transport::Counted::new(&peer.handshakes);
+) -> Result<Arc<Conn>, ConnectError> {
+    let opts = host.options();
+    let _handshaking = transport::Counted::new(host.handshakes());
     let (stream, kill, out) = SshStream::new(socket);
     let hs = Arc::new(Mutex::new(Handshake::default()));
-    let slot = Arc::new(ConnSlot::default());
+    let shared = Arc::new(Shared {
+        conn: OnceLock::new(),
+        link: SshLink::new(out, kill.clone()),
+        host: Arc::downgrade(host),
+        early: Mutex::new(Vec::new()),
+        ended: Mutex::new(None),
+    });
     let handler = ClientHandler {
-        peer: Arc::downgrade(peer),
-        trust: peer.trust(),
+        trust: host.trust(),
         endpoint: endpoint.clone(),
         host_names,
         hs: hs.clone(),
-        slot: slot.clone(),
+        shared: shared.clone(),
         checked: false,
-        kill: kill.clone(),
         disconnect: None,
     };
     let handshake = async {
-        let handle = russh::client::connect_stream(config(peer), stream, handler).await;
+        let handle = russh::client::connect_stream(config(&**host), stream, handler).await;
         let mut handle = match handle {
             Ok(h) => h,
             Err(e) => {
@@ -103,16 +133,16 @@ pub(crate) async fn handshake(
             endpoint: endpoint.clone(),
             why: describe(&e),
         };
-        let key = PrivateKeyWithHashAlg::new(peer.identity().private().clone(), None);
+        let key = PrivateKeyWithHashAlg::new(host.identity().private().clone(), None);
         let by_key = handle
-            .authenticate_publickey(peer.name(), key)
+            .authenticate_publickey(host.name(), key)
             .await
             .map_err(auth_err)?;
         if !by_key.success() {
-            let why = match peer.token() {
+            let why = match host.token() {
                 Some(token) => {
                     let by_token = handle
-                        .authenticate_password(peer.name(), token)
+                        .authenticate_password(host.name(), token)
                         .await
                         .map_err(auth_err)?;
                     if by_token.success() {
@@ -125,8 +155,8 @@ pub(crate) async fn handshake(
                 }
                 None => Some(format!(
                     "the server does not trust our key {} for peer name {:?}",
-                    peer.identity().public_key().fingerprint(),
-                    peer.name()
+                    host.identity().public_key().fingerprint(),
+                    host.name()
                 )),
             };
             if let Some(mut why) = why {
@@ -157,40 +187,37 @@ pub(crate) async fn handshake(
             });
         }
     };
-    let conn = Connection::new(
-        peer,
-        name,
-        endpoint,
-        Link::Client(handle),
-        kill,
-        Some(out),
-        true,
-    );
-    if !slot.set(conn.clone()) {
-        // The session ended between authentication and now: nobody else will
-        // notice, so report it here.
-        conn.lose("connection closed during the handshake");
+    shared.link.set_session(SshSession::Client(handle));
+    let conn = transport::new_conn(&**host, name, endpoint.clone(), true);
+    let _ = shared.conn.set(conn.clone());
+    tokio::spawn(conn.clone().drive(shared.link.clone()));
+    // The session may have ended meanwhile: nobody else would notice.
+    let ended = lock(&shared.ended).clone();
+    if let Some(why) = ended {
+        conn.lose(&why);
         return Err(ConnectError::Handshake {
-            endpoint: conn.remote_addr.clone(),
-            why: "connection closed during the handshake".into(),
+            endpoint,
+            why: format!("connection closed during the handshake ({why})"),
         });
     }
-    peer.register(conn.clone());
+    host.register(conn.clone());
+    let early = std::mem::take(&mut *lock(&shared.early));
+    for (channel, path, reply) in early {
+        shared.open(&conn, channel, &path, reply);
+    }
     Ok(conn)
 }
 
 pub(crate) struct ClientHandler {
-    peer: Weak<PeerInner>,
     trust: Trust,
     /// The other end, for messages.
     endpoint: String,
     /// Names `known_hosts` may list the server under (its endpoint).
     host_names: Vec<String>,
     hs: Arc<Mutex<Handshake>>,
-    slot: Arc<ConnSlot>,
+    shared: Arc<Shared>,
     /// The first key exchange has been checked (later ones are rekeys).
     checked: bool,
-    kill: Arc<KillSwitch>,
     disconnect: Option<String>,
 }
 
@@ -200,26 +227,23 @@ impl ClientHandler {
         russh::Error::UnknownKey
     }
 
-    async fn conn(&self) -> Option<Arc<Connection>> {
-        match self.slot.get() {
-            Some(c) => Some(c.clone()),
-            None => self.slot.wait().await,
-        }
+    fn conn(&self) -> Option<&Arc<Conn>> {
+        self.shared.conn.get()
     }
 }
 
 impl Drop for ClientHandler {
     fn drop(&mut self) {
         // The session task ends by dropping its handler: the connection is gone.
-        if let Some(conn) = self.slot.end() {
-            let reason = self
-                .disconnect
-                .take()
-                .unwrap_or_else(|| "connection closed".to_owned());
+        let reason = self
+            .disconnect
+            .take()
+            .unwrap_or_else(|| "connection closed".to_owned());
+        *lock(&self.shared.ended) = Some(reason.clone());
+        if let Some(conn) = self.shared.conn.get() {
             conn.lose(&reason);
         }
-        let _ = &self.peer;
-        self.kill.kill();
+        self.shared.link.kill_switch().kill();
     }
 }
 
@@ -328,20 +352,24 @@ impl russh::client::Handler for ClientHandler {
         reply: ChannelOpenHandle,
         _session: &mut Session,
     ) -> Result<(), Self::Error> {
-        let Some(conn) = self.conn().await else {
-            reply
-                .reject(ChannelOpenFailure::AdministrativelyProhibited)
-                .await;
-            return Ok(());
-        };
-        let id = channel.id().number();
-        let (_read, write) = channel.split();
-        match conn.incoming_open(id, socket_path).await {
-            Ok(accepted) => {
-                reply.accept().await;
-                accepted.complete(Some(Writer::Client(write)));
+        match self.conn().cloned() {
+            Some(conn) => self.shared.open(&conn, channel, socket_path, reply),
+            None => {
+                // Just after authentication, before the dialling task made the
+                // connection: decided as soon as it has.
+                let refused = {
+                    let mut early = lock(&self.shared.early);
+                    if early.len() >= MAX_EARLY_OPENS {
+                        Some(reply)
+                    } else {
+                        early.push((channel, socket_path.to_owned(), reply));
+                        None
+                    }
+                };
+                if let Some(reply) = refused {
+                    reply.reject(failure(OpenRefusal::ResourceShortage)).await;
+                }
             }
-            Err(refusal) => reply.reject(failure(refusal)).await,
         }
         Ok(())
     }
@@ -424,10 +452,13 @@ impl russh::client::Handler for ClientHandler {
         id: ChannelId,
         _max_packet_size: u32,
         _window_size: u32,
-        _session: &mut Session,
+        session: &mut Session,
     ) -> Result<(), Self::Error> {
-        if let Some(conn) = self.slot.get() {
-            conn.confirmed(id.number());
+        if let Some(conn) = self.conn()
+            && !conn.confirmed(id.number())
+        {
+            // An open of ours that was given up: nobody will use it.
+            session.close(id)?;
         }
         Ok(())
     }
@@ -439,8 +470,8 @@ impl russh::client::Handler for ClientHandler {
         _session: &mut Session,
     ) -> Result<(), Self::Error> {
         // Owned bytes: the channel keeps them without a copy.
-        if let Some(conn) = self.slot.get() {
-            conn.on_data_owned(channel.number(), data);
+        if let Some(conn) = self.conn() {
+            conn.on_data(channel.number(), data);
         }
         Ok(())
     }
@@ -452,7 +483,7 @@ impl russh::client::Handler for ClientHandler {
         data: &[u8],
         _session: &mut Session,
     ) -> Result<(), Self::Error> {
-        if let Some(conn) = self.slot.get() {
+        if let Some(conn) = self.conn() {
             conn.on_extended(channel.number(), ext, data);
         }
         Ok(())
@@ -464,7 +495,7 @@ impl russh::client::Handler for ClientHandler {
         _new_size: u32,
         _session: &mut Session,
     ) -> Result<(), Self::Error> {
-        if let Some(conn) = self.slot.get() {
+        if let Some(conn) = self.conn() {
             conn.on_window(channel.number());
         }
         Ok(())
@@ -475,7 +506,7 @@ impl russh::client::Handler for ClientHandler {
         channel: ChannelId,
         _session: &mut Session,
     ) -> Result<(), Self::Error> {
-        if let Some(conn) = self.slot.get() {
+        if let Some(conn) = self.conn() {
             conn.on_eof(channel.number());
         }
         Ok(())
@@ -486,7 +517,7 @@ impl russh::client::Handler for ClientHandler {
         channel: ChannelId,
         _session: &mut Session,
     ) -> Result<(), Self::Error> {
-        if let Some(conn) = self.slot.get() {
+        if let Some(conn) = self.conn() {
             conn.on_close(channel.number());
         }
         Ok(())

@@ -2,24 +2,31 @@
 //!
 //! The connecting peer is the SSH client, the bound peer the SSH server; after the
 //! handshake both open channels the same way. Incoming channel traffic is taken
-//! from russh's handler callbacks, on the session's own task, straight into each
-//! channel's state; russh's per-channel queues are never used for it, so a channel
-//! nobody reads can never stall the session (see `docs/PROTOCOL.md`, flow control).
+//! from russh's handler callbacks, on the session's own task, straight into the
+//! connection's state; russh's per-channel queues are never used for it, so a
+//! channel nobody reads can never stall the session (see `docs/PROTOCOL.md`, flow
+//! control). The handler never awaits the application or another open: every open
+//! is decided in one step on the connection's state.
 
 pub(crate) mod client;
 pub(crate) mod server;
 
 use std::borrow::Cow;
-use std::sync::{Arc, OnceLock};
-use std::time::Duration;
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::{Arc, Mutex, OnceLock};
 
-use russh::{ChannelWriteHalf, cipher};
-use tokio::sync::Notify;
+use futures::FutureExt as _;
+use russh::{ChannelId, ChannelMsg, ChannelOpenFailure, ChannelWriteHalf, cipher};
 
-use crate::channel::state::Transmit;
+use super::{HIGH_WATER, Host, KillSwitch, Outbound};
+use crate::channel::{Headers, Transmit};
 use crate::config::Options;
-use crate::peer::connection::Connection;
-use crate::transport::inproc::{InprocLink, InprocOpenFailed, InprocWriter};
+use crate::connection::driver::lock;
+use crate::connection::state::Decision;
+use crate::connection::{ChannelKey, Conn, Incoming, Link, OpenFailed, SendFailed};
+use crate::wire::open::OpenRequest;
+use crate::wire::reason::OpenRefusal;
 use crate::wire::{EXT_CONTROL, EXT_ERROR};
 
 /// SSH-level window per channel. Between Streamkit peers our own credit (at most
@@ -78,27 +85,19 @@ fn has_aes_instructions() -> bool {
 pub(crate) enum Writer {
     Client(ChannelWriteHalf<russh::client::Msg>),
     Server(ChannelWriteHalf<russh::server::Msg>),
-    /// No SSH at all: see [`inproc`](crate::transport::inproc).
-    Inproc(InprocWriter),
 }
-
-/// The session is gone; nothing more can be sent.
-#[derive(Debug)]
-pub(crate) struct SendFailed;
 
 impl Writer {
     /// Bytes of data this channel may send now: the remote's SSH window, at most one
     /// packet. Zero means waiting for the remote to open its window.
-    pub(crate) async fn room(&self) -> usize {
+    async fn room(&self) -> usize {
         match self {
             Writer::Client(w) => w.writable_packet_size().await,
             Writer::Server(w) => w.writable_packet_size().await,
-            // Our own credit is the only window.
-            Writer::Inproc(_) => usize::MAX,
         }
     }
 
-    pub(crate) async fn send(&self, t: Transmit) -> Result<(), SendFailed> {
+    async fn send(&self, t: Transmit) -> Result<(), SendFailed> {
         macro_rules! go {
             ($w:expr) => {
                 match t {
@@ -123,120 +122,248 @@ impl Writer {
         let r = match self {
             Writer::Client(w) => go!(w),
             Writer::Server(w) => go!(w),
-            Writer::Inproc(w) => return w.send(t).map_err(|()| SendFailed),
         };
         r.map_err(|_| SendFailed)
     }
 }
 
-/// The session a connection runs on.
-pub(crate) enum Link {
+/// The russh session a connection runs on.
+pub(crate) enum Session {
     Client(russh::client::Handle<client::ClientHandler>),
     Server(russh::server::Handle),
-    /// No SSH at all: see [`inproc`](crate::transport::inproc).
-    Inproc(Arc<InprocLink>),
 }
 
-/// Why an outgoing open failed at the SSH level.
-pub(crate) enum OpenFailed {
-    Refused(u32),
-    Gone,
+/// One connection's way to its russh session, for the connection's driver, and
+/// what the session's handler shares with it.
+pub(crate) struct SshLink {
+    session: OnceLock<Session>,
+    writers: Mutex<HashMap<ChannelKey, Arc<Writer>>>,
+    out: Arc<Outbound>,
+    kill: Arc<KillSwitch>,
 }
 
-impl Link {
-    /// Opens a `direct-streamlocal@openssh.com` channel carrying `path`.
-    pub(crate) async fn open_streamlocal(&self, path: String) -> Result<(u32, Writer), OpenFailed> {
-        let map = |e: russh::Error| match e {
-            russh::Error::ChannelOpenFailure(r) => OpenFailed::Refused(r.code()),
-            _ => OpenFailed::Gone,
+impl SshLink {
+    pub(crate) fn new(out: Arc<Outbound>, kill: Arc<KillSwitch>) -> Arc<SshLink> {
+        Arc::new(SshLink {
+            session: OnceLock::new(),
+            writers: Mutex::new(HashMap::new()),
+            out,
+            kill,
+        })
+    }
+
+    pub(crate) fn set_session(&self, session: Session) {
+        let _ = self.session.set(session);
+    }
+
+    pub(crate) fn kill_switch(&self) -> &Arc<KillSwitch> {
+        &self.kill
+    }
+
+    fn add_writer(&self, key: ChannelKey, w: Writer) {
+        lock(&self.writers).insert(key, Arc::new(w));
+    }
+
+    fn writer(&self, key: ChannelKey) -> Option<Arc<Writer>> {
+        lock(&self.writers).get(&key).cloned()
+    }
+
+    /// Waits for our open of `key`: tells `conn` its SSH id as soon as the session
+    /// assigns it, then how the remote answered.
+    async fn finish_open<M>(
+        &self,
+        conn: &Conn,
+        key: ChannelKey,
+        assigned: tokio::sync::oneshot::Receiver<ChannelId>,
+        open: impl Future<Output = Result<russh::Channel<M>, russh::Error>>,
+        wrap: fn(ChannelWriteHalf<M>) -> Writer,
+    ) where
+        M: From<(ChannelId, ChannelMsg)> + Send + Sync + 'static,
+    {
+        tokio::pin!(open);
+        let result = tokio::select! {
+            biased;
+            id = assigned => {
+                if let Ok(id) = id {
+                    conn.open_sent(key, id.number());
+                }
+                open.await
+            }
+            r = &mut open => r,
         };
-        match self {
-            Link::Client(h) => {
-                let ch = h.channel_open_direct_streamlocal(path).await.map_err(map)?;
-                let id = ch.id().number();
+        match result {
+            Ok(ch) => {
+                // The id is known by now in any case (the task may have seen the
+                // answer before the assignment): saying it again changes nothing.
+                conn.open_sent(key, ch.id().number());
                 // The read half is dropped: incoming traffic comes through the handler.
                 let (_read, write) = ch.split();
-                Ok((id, Writer::Client(write)))
+                self.add_writer(key, wrap(write));
+                if !conn.open_confirmed(key) {
+                    self.forget(key); // closed already
+                }
             }
-            Link::Server(h) => {
-                let ch = h.channel_open_direct_streamlocal(path).await.map_err(map)?;
-                let id = ch.id().number();
-                let (_read, write) = ch.split();
-                Ok((id, Writer::Server(write)))
+            Err(russh::Error::ChannelOpenFailure(r)) => {
+                conn.open_refused(key, OpenFailed::Refused(r.code()));
             }
-            Link::Inproc(l) => match l.open(&path).await {
-                Ok((id, w)) => Ok((id, Writer::Inproc(w))),
-                Err(InprocOpenFailed::Refused(code)) => Err(OpenFailed::Refused(code)),
-                Err(InprocOpenFailed::Gone) => Err(OpenFailed::Gone),
-            },
-        }
-    }
-
-    /// Sends SSH_MSG_DISCONNECT (best effort).
-    pub(crate) async fn disconnect(&self, why: &str) {
-        match self {
-            Link::Client(h) => {
-                let _ = h
-                    .disconnect(russh::Disconnect::ByApplication, why, "en")
-                    .await;
-            }
-            Link::Server(h) => {
-                let _ = h
-                    .disconnect(
-                        russh::Disconnect::ByApplication,
-                        why.to_owned(),
-                        "en".to_owned(),
-                    )
-                    .await;
-            }
-            Link::Inproc(l) => l.disconnect(why),
+            Err(_) => conn.open_refused(key, OpenFailed::Gone),
         }
     }
 }
 
-/// Where a handler finds its connection once it exists.
-#[derive(Default)]
-pub(crate) struct ConnSlot {
-    conn: OnceLock<Arc<Connection>>,
-    ready: Notify,
-    ended: std::sync::atomic::AtomicBool,
+impl Link for SshLink {
+    async fn open(self: Arc<Self>, conn: Arc<Conn>, key: ChannelKey, path: String) {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        match self.session.get() {
+            Some(Session::Client(h)) => {
+                let open = h.channel_open_direct_streamlocal_assigned(path, Some(tx));
+                self.finish_open(&conn, key, rx, open, Writer::Client).await;
+            }
+            Some(Session::Server(h)) => {
+                let open = h.channel_open_direct_streamlocal_assigned(path, Some(tx));
+                self.finish_open(&conn, key, rx, open, Writer::Server).await;
+            }
+            None => conn.open_refused(key, OpenFailed::Gone),
+        }
+    }
+
+    async fn room(&self, key: ChannelKey) -> usize {
+        match self.writer(key) {
+            Some(w) => w.room().await,
+            None => 0,
+        }
+    }
+
+    async fn send(&self, key: ChannelKey, t: Transmit) -> Result<(), SendFailed> {
+        match self.writer(key) {
+            Some(w) => w.send(t).await,
+            None => Err(SendFailed),
+        }
+    }
+
+    fn forget(&self, key: ChannelKey) {
+        lock(&self.writers).remove(&key);
+    }
+
+    async fn drained(&self) {
+        // Backpressure from the socket: see `Outbound`.
+        if self.out.backlog() > HIGH_WATER {
+            self.out.wait_drained().await;
+        }
+    }
+
+    async fn disconnect(&self, why: String) {
+        match self.session.get() {
+            Some(Session::Client(h)) => {
+                let _ = h
+                    .disconnect(russh::Disconnect::ByApplication, &why, "en")
+                    .await;
+            }
+            Some(Session::Server(h)) => {
+                let _ = h
+                    .disconnect(russh::Disconnect::ByApplication, why, "en".to_owned())
+                    .await;
+            }
+            None => {}
+        }
+    }
+
+    fn kill(&self) {
+        lock(&self.writers).clear();
+        self.kill.kill();
+    }
 }
 
-impl ConnSlot {
-    /// Hands the connection to the handler; `false` if the session already ended
-    /// (the caller must then treat the connection as lost).
-    pub(crate) fn set(&self, conn: Arc<Connection>) -> bool {
-        let _ = self.conn.set(conn);
-        self.ready.notify_waiters();
-        !self.ended.load(std::sync::atomic::Ordering::SeqCst)
-    }
+/// The client's or the server's side of a russh session, by its message type.
+pub(crate) trait Side:
+    From<(ChannelId, ChannelMsg)> + Send + Sync + Sized + 'static
+{
+    fn wrap(w: ChannelWriteHalf<Self>) -> Writer;
+}
 
-    /// The session ended; returns the connection, if it was set.
-    pub(crate) fn end(&self) -> Option<&Arc<Connection>> {
-        self.ended.store(true, std::sync::atomic::Ordering::SeqCst);
-        self.conn.get()
+impl Side for russh::client::Msg {
+    fn wrap(w: ChannelWriteHalf<Self>) -> Writer {
+        Writer::Client(w)
     }
+}
 
-    pub(crate) fn get(&self) -> Option<&Arc<Connection>> {
-        self.conn.get()
+impl Side for russh::server::Msg {
+    fn wrap(w: ChannelWriteHalf<Self>) -> Writer {
+        Writer::Server(w)
     }
+}
 
-    /// Waits (briefly) for the connection: a server may open a channel the moment
-    /// authentication succeeds, a little before the dialling task has registered it.
-    pub(crate) async fn wait(&self) -> Option<Arc<Connection>> {
-        let deadline = tokio::time::sleep(Duration::from_secs(10));
-        tokio::pin!(deadline);
-        loop {
-            let notified = self.ready.notified();
-            tokio::pin!(notified);
-            notified.as_mut().enable();
-            if let Some(c) = self.conn.get() {
-                return Some(c.clone());
-            }
-            tokio::select! {
-                () = notified => {}
-                () = &mut deadline => return None,
+/// Decides a native open from the remote and answers it, at once: never waits.
+pub(crate) fn native_open<M: Side>(
+    host: &dyn Host,
+    link: &SshLink,
+    conn: &Arc<Conn>,
+    channel: russh::Channel<M>,
+    path: &str,
+    reply: russh::ChannelOpenHandleInner<M>,
+) {
+    let ssh = channel.id().number();
+    let refuse = |reply: russh::ChannelOpenHandleInner<M>, r: OpenRefusal| {
+        let _ = reply.reject(failure(r)).now_or_never();
+    };
+    if host.is_shutting_down() {
+        return refuse(reply, OpenRefusal::ShuttingDown);
+    }
+    let opts = host.options();
+    let req = match OpenRequest::decode(path, opts.max_header_bytes) {
+        Ok(req) => req,
+        Err(e) => {
+            tracing::info!(peer = %conn.info.remote_name, error = %e, "refused an open");
+            return refuse(reply, OpenRefusal::BadRequest);
+        }
+    };
+    // The authoriser is the application's code: it runs before the connection's lock.
+    let slot = match req.parent {
+        None => {
+            let headers = Headers::from(req.headers.clone());
+            match host.admit(&conn.info, &req.service, &headers) {
+                Ok(slot) => Some(slot),
+                Err(r) => return refuse(reply, r),
             }
         }
+        Some(_) => None,
+    };
+    match conn.incoming(ssh, Incoming::Native(req)) {
+        Decision::Accept(key) => {
+            let (_read, write) = channel.split();
+            link.add_writer(key, M::wrap(write));
+            // Queued for the application before the remote learns it is open.
+            if let Some(slot) = slot {
+                slot.push(conn.handle(key));
+            }
+            let _ = reply.accept().now_or_never();
+            conn.established(key);
+        }
+        Decision::Refuse(r) => refuse(reply, r),
+    }
+}
+
+/// The SSH open failure for a refusal: our code and description.
+pub(crate) fn failure(refusal: OpenRefusal) -> ChannelOpenFailure {
+    match refusal {
+        OpenRefusal::Prohibited => ChannelOpenFailure::AdministrativelyProhibited,
+        OpenRefusal::ConnectFailed => ChannelOpenFailure::ConnectFailed,
+        OpenRefusal::UnknownChannelType => ChannelOpenFailure::UnknownChannelType,
+        OpenRefusal::ResourceShortage => ChannelOpenFailure::ResourceShortage,
+        r => ChannelOpenFailure::Other {
+            code: r.code(),
+            reason: r.description().to_owned(),
+        },
+    }
+}
+
+/// A human description of why a session ended (without a "connection lost"
+/// prefix: the channel errors that carry it add their own).
+pub(crate) fn describe(e: &russh::Error) -> String {
+    match e {
+        russh::Error::IO(io) => io.to_string(),
+        russh::Error::Disconnect => "peer disconnected".to_owned(),
+        russh::Error::HUP => "peer hung up".to_owned(),
+        other => other.to_string(),
     }
 }

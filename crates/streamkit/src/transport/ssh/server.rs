@@ -1,38 +1,46 @@
 //! The bound side: an SSH server per accepted socket.
 
 use std::net::IpAddr;
-use std::sync::{Arc, Weak};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use russh::keys::ssh_key;
 use russh::server::{Auth, ChannelOpenHandle, Msg, PublicKeyOffer, Session, VerifiedPublicKey};
 use russh::{Channel, ChannelId, ChannelOpenFailure, MethodKind, MethodSet, SshId};
 
-use super::{ConnSlot, Link, Writer, preferred, ssh_window};
+use super::{Session as SshSession, SshLink, Writer, failure, native_open, preferred, ssh_window};
+use crate::channel::Headers;
+use crate::connection::driver::lock;
+use crate::connection::state::Decision;
+use crate::connection::{Conn, Incoming};
 use crate::keys::PublicKey;
-use crate::peer::PeerInner;
-use crate::peer::connection::Connection;
-use crate::transport::{Outbound, Socket, SshStream};
+use crate::transport::{Counted, Host, Socket, SshStream};
 use crate::trust::Trust;
 use crate::wire::ident;
+use crate::wire::open::validate_service;
 use crate::wire::reason::OpenRefusal;
 
+/// Exit status for a service that does not exist, as shells use for a missing command.
+const EXIT_NOT_FOUND: u32 = 127;
+/// Exit status for a service the client may not use or that cannot take it now.
+const EXIT_REFUSED: u32 = 126;
+
 /// The russh server configuration for a peer's current options.
-pub(crate) fn config(peer: &PeerInner) -> Arc<russh::server::Config> {
-    let opts = peer.options();
-    let trust = peer.trust();
+pub(crate) fn config(host: &dyn Host) -> Arc<russh::server::Config> {
+    let opts = host.options();
+    let trust = host.trust();
     let mut methods = vec![MethodKind::PublicKey];
     if trust.has_token() {
         methods.push(MethodKind::Password);
     }
     Arc::new(russh::server::Config {
-        server_id: SshId::Standard(ident::server_ident(peer.name()).into()),
+        server_id: SshId::Standard(ident::server_ident(host.name()).into()),
         methods: MethodSet::from(&methods[..]),
         // Refusals take a fixed time so they do not reveal which check failed.
         auth_rejection_time: Duration::from_millis(200),
         // OpenSSH clients probe with "none" first; answering it need not be slow.
         auth_rejection_time_initial: Some(Duration::ZERO),
-        keys: vec![(**peer.identity().private()).clone()],
+        keys: vec![(**host.identity().private()).clone()],
         window_size: ssh_window(&opts),
         maximum_packet_size: opts.max_packet_size,
         max_auth_attempts: opts.max_auth_attempts,
@@ -66,48 +74,46 @@ pub(crate) fn keepalive(opts: &crate::config::Options) -> (Option<Duration>, usi
     }
 }
 
-/// Reports how a served connection's handshake ended: the client's name, or why not.
-pub(crate) type Ready = tokio::sync::oneshot::Sender<Result<String, String>>;
-
 /// Runs one accepted socket until its connection ends. `ready`, if given, hears
 /// how the handshake ended.
 pub(crate) async fn serve(
-    peer: Arc<PeerInner>,
+    host: Arc<dyn Host>,
     socket: Socket,
     remote_addr: String,
     ip: Option<IpAddr>,
     ready: Option<Ready>,
 ) {
     let ready = Arc::new(std::sync::Mutex::new(ready));
-    let opts = peer.options();
+    let opts = host.options();
     // Counted from accept to the end of the connection, handshakes included.
-    struct Counted(Weak<PeerInner>, IpAddr);
-    impl Drop for Counted {
+    struct Address(std::sync::Weak<dyn Host>, IpAddr);
+    impl Drop for Address {
         fn drop(&mut self) {
-            if let Some(p) = self.0.upgrade() {
-                p.release_address(self.1);
+            if let Some(host) = self.0.upgrade() {
+                host.release_address(self.1);
             }
         }
     }
     let mut over_limit = None;
     let counted = ip.map(|ip| {
-        if !peer.admit_address(ip) {
+        if !host.admit_address(ip) {
             let max = opts.max_connections_per_address;
             tracing::info!(%ip, max, "refusing a connection over the per-address limit");
             over_limit = Some(format!("too many connections from {ip} (limit {max})"));
         }
-        Counted(Arc::downgrade(&peer), ip)
+        Address(Arc::downgrade(&host), ip)
     });
-    let handshaking = Some(crate::transport::Counted::new(&peer.handshakes));
+    let handshaking = Some(Counted::new(host.handshakes()));
     let (stream, kill, out) = SshStream::new(socket);
-    let slot = Arc::new(ConnSlot::default());
+    let shared = Arc::new(Shared {
+        conn: OnceLock::new(),
+        link: SshLink::new(out, kill.clone()),
+    });
     let handler = ServerHandler {
-        peer: Arc::downgrade(&peer),
-        trust: peer.trust(),
+        host: Arc::downgrade(&host),
+        trust: host.trust(),
         remote_addr: remote_addr.clone(),
-        slot: slot.clone(),
-        kill: kill.clone(),
-        out,
+        shared: shared.clone(),
         user: None,
         over_limit,
         ready: ready.clone(),
@@ -116,18 +122,18 @@ pub(crate) async fn serve(
     // A client that has not authenticated within the handshake timeout is dropped,
     // whatever it is doing (garbage, a truncated handshake, silence).
     let timer = {
-        let (slot, kill, addr) = (slot.clone(), kill.clone(), remote_addr.clone());
+        let (shared, kill, addr) = (shared.clone(), kill.clone(), remote_addr.clone());
         let timeout = opts.handshake_timeout;
         tokio::spawn(async move {
             tokio::time::sleep(timeout).await;
-            if slot.get().is_none() {
+            if shared.conn.get().is_none() {
                 tracing::info!(remote = %addr, "dropping a client that did not authenticate within {timeout:?}");
                 kill.kill();
             }
         })
     };
-    let config = config(&peer);
-    drop(peer);
+    let config = config(&*host);
+    drop(host);
     let result = match russh::server::run_stream(config, stream, handler).await {
         Ok(session) => session.await,
         Err(e) => Err(e),
@@ -135,45 +141,43 @@ pub(crate) async fn serve(
     timer.abort();
     let reason = match &result {
         Ok(()) => "connection closed".to_owned(),
-        Err(e) if kill.is_killed() => format!("connection closed locally ({e})"),
-        Err(e) => describe(e),
+        Err(e) if kill.is_killed() => format!("closed locally ({})", super::describe(e)),
+        Err(e) => super::describe(e),
     };
     // Free the address's place before the peer leaves `peers()`, so that whoever sees
     // it gone can connect again at once.
     drop(counted);
-    if let Some(ready) = crate::channel::shared::lock(&ready).take() {
+    if let Some(ready) = lock(&ready).take() {
         let _ = ready.send(Err(reason.clone()));
     }
-    match slot.get() {
+    match shared.conn.get() {
         Some(conn) => conn.lose(&reason),
         None => tracing::debug!(remote = %remote_addr, %reason, "handshake ended"),
     }
 }
 
-/// A human description of why a session ended.
-pub(crate) fn describe(e: &russh::Error) -> String {
-    match e {
-        russh::Error::IO(io) => format!("connection lost: {io}"),
-        russh::Error::Disconnect => "peer disconnected".to_owned(),
-        russh::Error::HUP => "peer hung up".to_owned(),
-        other => other.to_string(),
-    }
+/// Reports how a served connection's handshake ended: the client's name, or why not.
+pub(crate) type Ready = tokio::sync::oneshot::Sender<Result<String, String>>;
+
+/// What the session's handler shares with the connection's driver.
+struct Shared {
+    conn: OnceLock<Arc<Conn>>,
+    link: Arc<SshLink>,
 }
 
 pub(crate) struct ServerHandler {
-    peer: Weak<PeerInner>,
+    /// Weak: a connection does not keep its peer alive (dropping the peer closes it).
+    host: std::sync::Weak<dyn Host>,
     trust: Trust,
     remote_addr: String,
-    slot: Arc<ConnSlot>,
-    kill: Arc<crate::transport::KillSwitch>,
-    out: Arc<Outbound>,
+    shared: Arc<Shared>,
     /// The user name that authenticated (the client's peer name).
     user: Option<String>,
     /// Why this client is refused before it authenticates (shown as the banner).
     over_limit: Option<String>,
     ready: Arc<std::sync::Mutex<Option<Ready>>>,
     /// Counts this connection as in its handshake until it authenticates.
-    handshaking: Option<crate::transport::Counted>,
+    handshaking: Option<Counted>,
 }
 
 impl ServerHandler {
@@ -193,8 +197,73 @@ impl ServerHandler {
             .is_ok()
     }
 
-    fn conn(&self) -> Option<&Arc<Connection>> {
-        self.slot.get()
+    fn conn(&self) -> Option<&Arc<Conn>> {
+        self.shared.conn.get()
+    }
+
+    /// The peer, while it exists and is not shutting down.
+    fn host(&self) -> Result<Arc<dyn Host>, OpenRefusal> {
+        match self.host.upgrade() {
+            Some(h) if !h.is_shutting_down() => Ok(h),
+            _ => Err(OpenRefusal::ShuttingDown),
+        }
+    }
+
+    /// Refuses an open from a client this side has no connection for (yet).
+    async fn no_conn(reply: ChannelOpenHandle) {
+        reply
+            .reject(ChannelOpenFailure::AdministrativelyProhibited)
+            .await;
+    }
+
+    /// `exec` or `subsystem`: the first word names the service; the rest, if any,
+    /// becomes the header `args=REST`. `false` if it cannot be taken at all (no such
+    /// session, or a second request); a service that does not exist or is refused is
+    /// reported like a failing command (a message on stderr and exit status 127 or
+    /// 126), since standard clients print little for a failed request.
+    fn session_start(&self, channel: ChannelId, command: &[u8]) -> bool {
+        let Some(conn) = self.conn() else {
+            return false;
+        };
+        let ssh = channel.number();
+        let Some(mut headers) = conn.step(|s| s.session_headers(ssh)) else {
+            return false;
+        };
+        // Not UTF-8 cannot name a service: it is reported as not found.
+        let command = String::from_utf8_lossy(command);
+        let command = command.trim();
+        let (service, args) = match command.split_once(char::is_whitespace) {
+            Some((s, rest)) => (s, rest.trim_start()),
+            None => (command, ""),
+        };
+        if !args.is_empty() {
+            headers.push(format!("args={args}"));
+        }
+        let headers = Headers::from(headers);
+        let admitted = self.host().and_then(|host| {
+            validate_service(service).map_err(|_| OpenRefusal::ServiceNotFound)?;
+            host.admit(&conn.info, service, &headers)
+        });
+        let outcome = match &admitted {
+            Ok(_) => Ok(()),
+            Err(refusal) => {
+                tracing::info!(peer = %conn.info.remote_name, service, "refused: {}", refusal.description());
+                let status = if *refusal == OpenRefusal::ServiceNotFound {
+                    EXIT_NOT_FOUND
+                } else {
+                    EXIT_REFUSED
+                };
+                Err((
+                    format!("streamkit: {service}: {}\n", refusal.description()),
+                    status,
+                ))
+            }
+        };
+        let key = conn.step(|s| s.session_start(ssh, service, headers, outcome));
+        if let (Some(key), Ok(slot)) = (key, admitted) {
+            slot.push(conn.handle(key));
+        }
+        true
     }
 }
 
@@ -253,7 +322,7 @@ impl russh::server::Handler for ServerHandler {
     }
 
     async fn auth_succeeded(&mut self, session: &mut Session) -> Result<(), Self::Error> {
-        let Some(peer) = self.peer.upgrade() else {
+        let Ok(host) = self.host() else {
             return Err(russh::Error::Disconnect);
         };
         let Some(user) = self.user.clone() else {
@@ -266,21 +335,15 @@ impl russh::server::Handler for ServerHandler {
             // opened only as the application reads.
             session.set_manual_window(true);
         }
-        let conn = Connection::new(
-            &peer,
-            user,
-            self.remote_addr.clone(),
-            Link::Server(session.handle()),
-            self.kill.clone(),
-            Some(self.out.clone()),
-            native,
-        );
-        // The session runs this callback, so it cannot have ended yet.
-        let _ = self.slot.set(conn.clone());
+        let link = self.shared.link.clone();
+        link.set_session(SshSession::Server(session.handle()));
+        let conn = crate::transport::new_conn(&*host, user, self.remote_addr.clone(), false);
+        let _ = self.shared.conn.set(conn.clone());
         self.handshaking = None;
-        let name = conn.remote_name.clone();
-        peer.register(conn);
-        if let Some(ready) = crate::channel::shared::lock(&self.ready).take() {
+        tokio::spawn(conn.clone().drive(link));
+        let name = conn.info.remote_name.clone();
+        host.register(conn);
+        if let Some(ready) = lock(&self.ready).take() {
             let _ = ready.send(Ok(name));
         }
         Ok(())
@@ -294,20 +357,24 @@ impl russh::server::Handler for ServerHandler {
         _session: &mut Session,
     ) -> Result<(), Self::Error> {
         let Some(conn) = self.conn().cloned() else {
-            reply
-                .reject(ChannelOpenFailure::AdministrativelyProhibited)
-                .await;
+            Self::no_conn(reply).await;
             return Ok(());
         };
-        let id = channel.id().number();
-        let (_read, write) = channel.split();
-        match conn.incoming_open(id, socket_path).await {
-            Ok(accepted) => {
-                reply.accept().await;
-                accepted.complete(Some(Writer::Server(write)));
+        let host = match self.host() {
+            Ok(h) => h,
+            Err(r) => {
+                reply.reject(failure(r)).await;
+                return Ok(());
             }
-            Err(refusal) => reply.reject(failure(refusal)).await,
-        }
+        };
+        native_open(
+            &*host,
+            &self.shared.link,
+            &conn,
+            channel,
+            socket_path,
+            reply,
+        );
         Ok(())
     }
 
@@ -324,16 +391,22 @@ impl russh::server::Handler for ServerHandler {
         _session: &mut Session,
     ) -> Result<(), Self::Error> {
         let Some(conn) = self.conn().cloned() else {
-            reply
-                .reject(ChannelOpenFailure::AdministrativelyProhibited)
-                .await;
+            Self::no_conn(reply).await;
             return Ok(());
         };
-        let id = channel.id().number();
-        let (_read, write) = channel.split();
-        match conn.session_opened(id, Writer::Server(write)) {
-            Ok(()) => reply.accept().await,
-            Err(refusal) => reply.reject(failure(refusal)).await,
+        if let Err(r) = self.host() {
+            reply.reject(failure(r)).await;
+            return Ok(());
+        }
+        let ssh = channel.id().number();
+        match conn.incoming(ssh, Incoming::Session) {
+            Decision::Accept(key) => {
+                let (_read, write) = channel.split();
+                self.shared.link.add_writer(key, Writer::Server(write));
+                reply.accept().await;
+                conn.established(key);
+            }
+            Decision::Refuse(r) => reply.reject(failure(r)).await,
         }
         Ok(())
     }
@@ -349,19 +422,39 @@ impl russh::server::Handler for ServerHandler {
         _session: &mut Session,
     ) -> Result<(), Self::Error> {
         let Some(conn) = self.conn().cloned() else {
-            reply
-                .reject(ChannelOpenFailure::AdministrativelyProhibited)
-                .await;
+            Self::no_conn(reply).await;
             return Ok(());
         };
-        let id = channel.id().number();
-        let (_read, write) = channel.split();
-        match conn.incoming_direct_tcpip(id, host_to_connect) {
-            Ok(accepted) => {
-                reply.accept().await;
-                accepted.complete(Some(Writer::Server(write)));
+        let host = match self.host() {
+            Ok(h) => h,
+            Err(r) => {
+                reply.reject(failure(r)).await;
+                return Ok(());
             }
-            Err(refusal) => reply.reject(failure(refusal)).await,
+        };
+        if validate_service(host_to_connect).is_err() {
+            reply.reject(failure(OpenRefusal::BadRequest)).await;
+            return Ok(());
+        }
+        // The authoriser is the application's code: it runs before the connection's lock.
+        let slot = match host.admit(&conn.info, host_to_connect, &Headers::new()) {
+            Ok(slot) => slot,
+            Err(r) => {
+                reply.reject(failure(r)).await;
+                return Ok(());
+            }
+        };
+        let ssh = channel.id().number();
+        let service = host_to_connect.to_owned();
+        match conn.incoming(ssh, Incoming::DirectTcpip { service }) {
+            Decision::Accept(key) => {
+                let (_read, write) = channel.split();
+                self.shared.link.add_writer(key, Writer::Server(write));
+                slot.push(conn.handle(key));
+                reply.accept().await;
+                conn.established(key);
+            }
+            Decision::Refuse(r) => reply.reject(failure(r)).await,
         }
         Ok(())
     }
@@ -411,8 +504,9 @@ impl russh::server::Handler for ServerHandler {
         variable_value: &str,
         session: &mut Session,
     ) -> Result<(), Self::Error> {
+        let ssh = channel.number();
         match self.conn() {
-            Some(c) if c.session_env(channel.number(), variable_name, variable_value) => {
+            Some(c) if c.step(|s| s.session_env(ssh, variable_name, variable_value)) => {
                 session.channel_success(channel)
             }
             _ => session.channel_failure(channel),
@@ -433,9 +527,10 @@ impl russh::server::Handler for ServerHandler {
         data: &[u8],
         session: &mut Session,
     ) -> Result<(), Self::Error> {
-        match self.conn().cloned() {
-            Some(c) if c.session_start(channel.number(), data) => session.channel_success(channel),
-            _ => session.channel_failure(channel),
+        if self.session_start(channel, data) {
+            session.channel_success(channel)
+        } else {
+            session.channel_failure(channel)
         }
     }
 
@@ -445,11 +540,10 @@ impl russh::server::Handler for ServerHandler {
         name: &str,
         session: &mut Session,
     ) -> Result<(), Self::Error> {
-        match self.conn().cloned() {
-            Some(c) if c.session_start(channel.number(), name.as_bytes()) => {
-                session.channel_success(channel)
-            }
-            _ => session.channel_failure(channel),
+        if self.session_start(channel, name.as_bytes()) {
+            session.channel_success(channel)
+        } else {
+            session.channel_failure(channel)
         }
     }
 
@@ -470,10 +564,13 @@ impl russh::server::Handler for ServerHandler {
         id: ChannelId,
         _max_packet_size: u32,
         _window_size: u32,
-        _session: &mut Session,
+        session: &mut Session,
     ) -> Result<(), Self::Error> {
-        if let Some(conn) = self.conn() {
-            conn.confirmed(id.number());
+        if let Some(conn) = self.conn()
+            && !conn.confirmed(id.number())
+        {
+            // An open of ours that was given up: nobody will use it.
+            session.close(id)?;
         }
         Ok(())
     }
@@ -486,7 +583,7 @@ impl russh::server::Handler for ServerHandler {
     ) -> Result<(), Self::Error> {
         // Owned bytes: the channel keeps them without a copy.
         if let Some(conn) = self.conn() {
-            conn.on_data_owned(channel.number(), data);
+            conn.on_data(channel.number(), data);
         }
         Ok(())
     }
@@ -524,19 +621,5 @@ impl russh::server::Handler for ServerHandler {
             conn.on_close(channel.number());
         }
         Ok(())
-    }
-}
-
-/// The SSH open failure for a refusal: our code and description.
-pub(crate) fn failure(refusal: OpenRefusal) -> ChannelOpenFailure {
-    match refusal {
-        OpenRefusal::Prohibited => ChannelOpenFailure::AdministrativelyProhibited,
-        OpenRefusal::ConnectFailed => ChannelOpenFailure::ConnectFailed,
-        OpenRefusal::UnknownChannelType => ChannelOpenFailure::UnknownChannelType,
-        OpenRefusal::ResourceShortage => ChannelOpenFailure::ResourceShortage,
-        r => ChannelOpenFailure::Other {
-            code: r.code(),
-            reason: r.description().to_owned(),
-        },
     }
 }

@@ -1,19 +1,22 @@
 //! Two channel states wired back to back, with no sockets: each test reads like a
 //! conversation between the two ends.
 
+use bytes::{Bytes, BytesMut};
+
 use super::*;
+use crate::wire::control::{Control, ControlDecoder};
+use crate::wire::reason::ResetCode;
+use crate::wire::{EXT_CONTROL, EXT_ERROR, INITIAL_CREDIT};
 
 const WINDOW: u32 = 256 * 1024;
 
-fn cfg() -> StateConfig {
-    StateConfig {
+fn cfg() -> Config {
+    Config {
         window: WINDOW,
         max_window: WINDOW,
         max_frame: 1024 * 1024,
         send_buffer: 128 * 1024,
         max_trailer_bytes: 1024,
-        read_timeout: None,
-        write_timeout: None,
     }
 }
 
@@ -36,9 +39,9 @@ impl Pair {
         Pair::with(cfg())
     }
 
-    fn with(cfg: StateConfig) -> Pair {
-        let mut a = ChannelState::new(cfg.clone());
-        let mut b = ChannelState::new(cfg);
+    fn with(cfg: Config) -> Pair {
+        let mut a = ChannelState::native(cfg.clone());
+        let mut b = ChannelState::native(cfg);
         let _ = a.open_window();
         let _ = b.open_window();
         Pair {
@@ -62,7 +65,7 @@ impl Pair {
         let (t, _) = src.poll_transmit(mtu);
         let Some(t) = t else { return false };
         let _ = match t {
-            Transmit::Data(b) => dst.on_data(&b),
+            Transmit::Data(b) => dst.on_data(b),
             Transmit::Error(b) => dst.on_extended(EXT_ERROR, &b),
             Transmit::Control(b) => dst.on_extended(EXT_CONTROL, &b),
             Transmit::Close { .. } => dst.on_close(),
@@ -177,7 +180,7 @@ fn fill_until_held(p: &mut Pair) -> usize {
 #[test]
 fn the_window_grows_while_the_reader_keeps_up_and_never_past_its_ceiling() {
     let max = 4 * WINDOW;
-    let grows = StateConfig {
+    let grows = Config {
         max_window: max,
         ..cfg()
     };
@@ -206,9 +209,9 @@ fn the_window_grows_while_the_reader_keeps_up_and_never_past_its_ceiling() {
 
 #[test]
 fn exceeding_credit_is_a_protocol_violation() {
-    let mut b = ChannelState::new(cfg());
+    let mut b = ChannelState::native(cfg());
     let big = vec![0u8; INITIAL_CREDIT as usize + 1];
-    let _ = b.on_data(&big);
+    let _ = b.on_data(Bytes::copy_from_slice(&big));
     assert!(matches!(
         b.read(&mut [0u8; 4]).0,
         Step::Failed(ChannelError::Protocol(_))
@@ -505,7 +508,8 @@ fn connection_loss_fails_reads_after_buffered_data() {
     let mut p = Pair::new();
     write_all(&mut p, Side::A, b"last words");
     p.settle();
-    let _ = p.b.on_connection_lost(&Arc::from("peer vanished"));
+    let _ =
+        p.b.on_connection_lost(&ChannelError::ConnectionLost("peer vanished".into()));
     assert_eq!(read_all_until_err(&mut p.b), b"last words");
     assert!(matches!(
         p.b.write(b"x").0,
@@ -527,8 +531,8 @@ fn read_all_until_err(s: &mut ChannelState) -> Vec<u8> {
 
 #[test]
 fn close_without_fin_is_a_reset() {
-    let mut b = ChannelState::new(cfg());
-    let _ = b.on_data(b"abc");
+    let mut b = ChannelState::native(cfg());
+    let _ = b.on_data(Bytes::from_static(b"abc"));
     let _ = b.on_close();
     assert!(matches!(
         b.read(&mut [0u8; 8]).0,
@@ -546,7 +550,7 @@ fn protocol_violations_reset_the_channel() {
         vec![Control::Fin, Control::Trailers(vec!["late".into()])],
     ];
     for recs in cases {
-        let mut b = ChannelState::new(cfg());
+        let mut b = ChannelState::native(cfg());
         let mut wire = BytesMut::new();
         for r in &recs {
             r.encode(&mut wire);
@@ -558,11 +562,11 @@ fn protocol_violations_reset_the_channel() {
         );
     }
     // Data after FIN.
-    let mut b = ChannelState::new(cfg());
+    let mut b = ChannelState::native(cfg());
     let mut wire = BytesMut::new();
     Control::Fin.encode(&mut wire);
     let _ = b.on_extended(EXT_CONTROL, &wire);
-    let _ = b.on_data(b"late");
+    let _ = b.on_data(Bytes::from_static(b"late"));
     assert!(matches!(
         b.write(b"x").0,
         Step::Failed(ChannelError::Protocol(_))
@@ -599,10 +603,10 @@ proptest::proptest! {
     /// Arbitrary bytes on any stream never panic and never grow the buffers past the window.
     #[test]
     fn hostile_input_is_bounded(input in proptest::collection::vec((0u32..4, proptest::collection::vec(proptest::num::u8::ANY, 0..2000)), 0..50)) {
-        let mut b = ChannelState::new(cfg());
+        let mut b = ChannelState::native(cfg());
         for (kind, bytes) in input {
             let _ = match kind {
-                0 => b.on_data(&bytes),
+                0 => b.on_data(Bytes::copy_from_slice(&bytes)),
                 1 => b.on_extended(EXT_ERROR, &bytes),
                 2 => b.on_extended(EXT_CONTROL, &bytes),
                 _ => b.on_extended(99, &bytes),
@@ -616,7 +620,7 @@ proptest::proptest! {
 #[test]
 fn compat_channels_speak_plain_ssh() {
     // A session channel with a standard client: 128 KiB of SSH window advertised.
-    let mut s = ChannelState::new_compat(cfg(), 128 * 1024, true);
+    let mut s = ChannelState::compat(cfg(), 128 * 1024, true);
     let _ = s.open_window();
     let _ = s.write(b"out");
     let _ = s.write_frame(b"plain stderr", true);
@@ -645,7 +649,7 @@ fn compat_channels_speak_plain_ssh() {
         "no acknowledgement to wait for"
     );
     // The client's data, its stderr as error frames, and its EOF as end of stream.
-    let _ = s.on_data(b"in");
+    let _ = s.on_data(Bytes::from_static(b"in"));
     let _ = s.on_extended(EXT_ERROR, b"client stderr");
     let _ = s.on_eof();
     assert_eq!(read_all(&mut s), b"in");
@@ -663,11 +667,11 @@ fn compat_channels_speak_plain_ssh() {
 
 #[test]
 fn compat_flow_control_is_the_ssh_window() {
-    let mut s = ChannelState::new_compat(cfg(), WINDOW, false);
+    let mut s = ChannelState::compat(cfg(), WINDOW, false);
     let _ = s.open_window();
     let chunk = vec![0u8; 64 * 1024];
     for _ in 0..4 {
-        let _ = s.on_data(&chunk);
+        let _ = s.on_data(Bytes::copy_from_slice(&chunk));
     }
     // Nothing is granted while the reader holds the window...
     assert_eq!(s.poll_transmit(1024).0, None);
@@ -679,8 +683,8 @@ fn compat_flow_control_is_the_ssh_window() {
         Some(Transmit::WindowAdjust(WINDOW))
     );
     // A client that ignores the window gets the channel closed.
-    let mut s = ChannelState::new_compat(cfg(), 1024, false);
-    let _ = s.on_data(&[0u8; 2048]);
+    let mut s = ChannelState::compat(cfg(), 1024, false);
+    let _ = s.on_data(Bytes::from(vec![0u8; 2048]));
     assert!(matches!(
         s.read(&mut [0u8; 8]).0,
         Step::Failed(ChannelError::Protocol(_))

@@ -1,0 +1,111 @@
+//! Incoming top-level channels waiting for the application's `accept`, from any
+//! connection of a peer. A place is reserved before the SSH open is accepted, so a
+//! full queue refuses the open instead of holding it.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::Notify;
+
+use super::driver::lock;
+use super::handle::Channel;
+
+/// A queue of channels (see the module docs).
+#[derive(Default)]
+pub(crate) struct AcceptQueue {
+    inner: Mutex<Inner>,
+    notify: Notify,
+}
+
+#[derive(Default)]
+struct Inner {
+    queue: VecDeque<Channel>,
+    reserved: usize,
+    closed: bool,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        // Channels nobody accepted are reset, so their openers see an error.
+        for ch in self.queue.drain(..) {
+            refuse(ch);
+        }
+    }
+}
+
+/// Resets a channel the application never took.
+fn refuse(ch: Channel) {
+    let key = ch.key();
+    ch.conn().step(|s| s.refuse_unaccepted(key));
+}
+
+/// A place in an accept queue, taken before the SSH open is accepted.
+pub(crate) struct AcceptSlot {
+    queue: Arc<AcceptQueue>,
+    used: bool,
+}
+
+impl AcceptSlot {
+    /// Queues the channel (reset at once if the queue closed meanwhile).
+    pub(crate) fn push(mut self, ch: Channel) {
+        self.used = true;
+        let mut q = lock(&self.queue.inner);
+        q.reserved -= 1;
+        if q.closed {
+            drop(q);
+            refuse(ch);
+            return;
+        }
+        q.queue.push_back(ch);
+        drop(q);
+        self.queue.notify.notify_waiters();
+    }
+}
+
+impl Drop for AcceptSlot {
+    fn drop(&mut self) {
+        if !self.used {
+            lock(&self.queue.inner).reserved -= 1;
+        }
+    }
+}
+
+impl AcceptQueue {
+    /// A place, if fewer than `max` channels wait or are on their way.
+    pub(crate) fn reserve(self: &Arc<Self>, max: usize) -> Option<AcceptSlot> {
+        let mut q = lock(&self.inner);
+        if q.closed || q.queue.len() + q.reserved >= max {
+            return None;
+        }
+        q.reserved += 1;
+        Some(AcceptSlot {
+            queue: self.clone(),
+            used: false,
+        })
+    }
+
+    /// Admits no more channels; those already queued can still be accepted.
+    pub(crate) fn close(&self) {
+        lock(&self.inner).closed = true;
+        self.notify.notify_waiters();
+    }
+
+    /// The next channel; `None` once the queue is closed and empty. Cancel-safe.
+    pub(crate) async fn pop(&self) -> Option<Channel> {
+        loop {
+            let notified = self.notify.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            {
+                let mut q = lock(&self.inner);
+                if let Some(ch) = q.queue.pop_front() {
+                    return Some(ch);
+                }
+                if q.closed {
+                    return None;
+                }
+            }
+            notified.await;
+        }
+    }
+}

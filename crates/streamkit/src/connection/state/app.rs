@@ -1,0 +1,159 @@
+//! What the application does to channels (beyond reading and writing, which go
+//! straight to each channel's state), and the turns channels take to send.
+
+use super::*;
+
+impl ConnectionState {
+    // ------------------------------------------------------------------
+    // The application
+    // ------------------------------------------------------------------
+
+    /// Runs a channel operation for the application. `None` if the channel is gone.
+    pub(crate) fn op<R>(
+        &mut self,
+        key: ChannelKey,
+        f: impl FnOnce(&mut ChannelState) -> (R, Wake),
+    ) -> Option<R> {
+        self.with(key, f)
+    }
+
+    /// `close()`: orderly close; children are reset.
+    pub(crate) fn close(&mut self, key: ChannelKey) -> Option<Step<()>> {
+        let step = self.with(key, |s| s.close())?;
+        self.close_children(key);
+        Some(step)
+    }
+
+    /// `reset()`: abort; children are reset.
+    pub(crate) fn reset(&mut self, key: ChannelKey) {
+        self.with(key, |s| ((), s.reset()));
+        self.close_children(key);
+    }
+
+    pub(crate) fn reader_dropped(&mut self, key: ChannelKey) {
+        let Some(e) = self.entries.get_mut(&key) else {
+            return;
+        };
+        if let Holder::App { writer, .. } = e.holder {
+            e.holder = Holder::App {
+                reader: false,
+                writer,
+            };
+            if writer {
+                self.with(key, |s| ((), s.reader_dropped()));
+            } else {
+                self.release(key);
+            }
+        }
+    }
+
+    pub(crate) fn writer_dropped(&mut self, key: ChannelKey) {
+        let Some(e) = self.entries.get_mut(&key) else {
+            return;
+        };
+        if let Holder::App { reader, .. } = e.holder {
+            e.holder = Holder::App {
+                reader,
+                writer: false,
+            };
+            if reader {
+                // Like a socket's write half: dropping it ends the stream.
+                self.with(key, |s| {
+                    let (_, w) = s.close_write();
+                    ((), w)
+                });
+            } else {
+                self.release(key);
+            }
+        }
+    }
+
+    /// Nobody holds the channel any more: it finishes gracefully (a child that was
+    /// never accepted is reset instead: its opener must see an error, not an empty
+    /// reply).
+    pub(super) fn release(&mut self, key: ChannelKey) {
+        let Some(e) = self.entries.get_mut(&key) else {
+            return;
+        };
+        let handed = e.holder != Holder::Queued;
+        e.holder = Holder::Released;
+        if handed {
+            self.with(key, |s| ((), s.released()));
+        } else {
+            self.with(key, |s| ((), s.reset()));
+        }
+        self.close_children(key);
+        self.maybe_remove(key);
+    }
+
+    /// A top-level channel the application never took (its accept queue was
+    /// closed or dropped with it): reset, so its opener sees an error.
+    pub(crate) fn refuse_unaccepted(&mut self, key: ChannelKey) {
+        if let Some(e) = self.entries.get_mut(&key) {
+            e.holder = Holder::Queued;
+            self.release(key);
+        }
+    }
+
+    /// The local peer shut down and `key` did not finish in time: reset.
+    pub(crate) fn shutdown(&mut self, key: ChannelKey) {
+        self.with(key, |s| ((), s.on_shutdown()));
+    }
+
+    // ------------------------------------------------------------------
+    // To the transport
+    // ------------------------------------------------------------------
+
+    /// The channel whose turn it is to send, if any. Channels take turns of
+    /// [`TURN_BUDGET`] bytes, so small writes of many channels share the connection
+    /// fairly while each stays in order.
+    pub(crate) fn next_sender(&mut self) -> Option<ChannelKey> {
+        if let Some((key, _)) = self.turn {
+            return Some(key);
+        }
+        let key = self.ready.pop_front()?;
+        if let Some(e) = self.entries.get_mut(&key) {
+            e.scheduled = false;
+        }
+        self.turn = Some((key, 0));
+        Some(key)
+    }
+
+    /// What `key` (whose turn it is) sends next, at most `max` bytes of data;
+    /// `None` ends its turn.
+    pub(crate) fn poll_transmit(&mut self, key: ChannelKey, max: usize) -> Option<Transmit> {
+        if self.turn.map(|(k, _)| k) != Some(key) {
+            return None;
+        }
+        let routed = self.entries.get(&key).is_some_and(|e| e.ssh.is_some());
+        let t = if routed {
+            self.with(key, |s| s.poll_transmit(max)).flatten()
+        } else {
+            None
+        };
+        let Some(t) = t else {
+            self.turn = None;
+            return None;
+        };
+        if let Transmit::Data(b) | Transmit::Error(b) = &t
+            && let Some((_, sent)) = &mut self.turn
+        {
+            *sent += b.len();
+            if *sent >= TURN_BUDGET {
+                self.turn = None;
+                if self
+                    .entries
+                    .get(&key)
+                    .is_some_and(|e| e.state.wants_transmit())
+                {
+                    self.schedule(key);
+                }
+            }
+        }
+        if matches!(t, Transmit::Close { .. }) {
+            self.turn = None;
+            self.closed(key);
+        }
+        Some(t)
+    }
+}

@@ -1,0 +1,545 @@
+//! [`ConnectionState`]: everything one connection knows about its channels, as a
+//! value driven by events. It owns the channel table (each entry a
+//! [`ChannelState`] with its place among nested channels), the open ids, our opens
+//! in flight, the children waiting to be accepted, and every deadline. It never
+//! reads a clock (time comes in as `now`), never blocks and never touches a socket:
+//! the driver feeds it what the transport and the application do, and takes from it
+//! what to send ([`poll_transmit`](ConnectionState::poll_transmit)), what to ask the
+//! transport ([`poll_command`](ConnectionState::poll_command)) and when to wake it
+//! ([`poll_timeout`](ConnectionState::poll_timeout)).
+//!
+//! A channel goes through these phases:
+//!
+//! ```text
+//!  ours:     Opening ──SSH id assigned──▶ Opening{ssh} ──confirmed, way to send ready──▶ Open
+//!               └──── refused / open timeout / connection lost ────▶ OpenFailed
+//!                                                   (the opener takes the error, the entry goes)
+//!  theirs:   (decided) Accepted ──the transport accepted it and can send──▶ Open
+//!  a standard client's session:   Session ──exec──▶ Open
+//! ```
+//!
+//! Nothing is sent on a channel before it is `Open` (or a `Session`): the transport
+//! must have its way to send first. The SSH layer may confirm one of our opens (and
+//! deliver its first data) before the opener's task has told us which SSH id the
+//! open got: the channel then starts life in `early`, keyed by its SSH id, and joins
+//! its entry when the id is known. A nested open names its parent by open id,
+//! which the table knows from the moment the parent's open was sent or received, so
+//! every open is decided at once: nothing ever waits on another task.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+
+mod app;
+mod compat;
+mod nest;
+mod opens;
+
+use crate::channel::{self, ChannelState, Headers, Step, Transmit, Wake};
+use crate::error::{ChannelError, OpenErrorKind};
+use crate::wire::open::OpenRequest;
+use crate::wire::reason::OpenRefusal;
+use nest::Nest;
+
+/// A channel's name in the table: never reused within a connection (SSH ids are).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub(crate) struct ChannelKey(pub(crate) u64);
+
+/// Who opened a channel, as this side sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) enum Origin {
+    Local,
+    Remote,
+}
+
+/// What a channel is: fixed at its open, but for the remote's trailers, which
+/// arrive with its end of stream and outlive the channel's entry.
+#[derive(Debug)]
+pub(crate) struct Meta {
+    pub service: String,
+    pub headers: Headers,
+    pub local_peer: String,
+    pub remote_peer: String,
+    pub trailers: OnceLock<Headers>,
+}
+
+/// The limits a connection applies, from the peer's options when it was made.
+#[derive(Debug, Clone)]
+pub(crate) struct Limits {
+    pub channel: channel::Config,
+    pub max_channels: usize,
+    pub max_pending_accepts: usize,
+    pub max_header_bytes: usize,
+    pub open_timeout: Duration,
+    /// The SSH window this side advertises (a standard client's flow control).
+    pub ssh_window: u32,
+    /// Initial read and write timeouts of the channels' handles (not used here).
+    pub read_timeout: Option<Duration>,
+    pub write_timeout: Option<Duration>,
+}
+
+/// Where a channel stands on its way to being open (see the module's diagram).
+#[derive(Debug)]
+enum Phase {
+    /// Our open request is on its way; `ssh` once the transport assigned it.
+    Opening {
+        ssh: Option<u32>,
+        deadline: Instant,
+        waiter: Waiter,
+    },
+    /// Our open failed; the opener takes the error (then the entry goes).
+    OpenFailed(OpenErrorKind),
+    /// A standard client's `session` channel, before `exec`.
+    Session { headers: Vec<String>, bytes: usize },
+    /// The remote's open, accepted here; the transport has yet to say it can send.
+    Accepted,
+    /// Open on both sides (or closed since, with data left for its reader).
+    Open,
+}
+
+/// Whether the application still waits for an open.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Waiter {
+    Waiting,
+    /// The opener gave up: a late success is closed at once.
+    GaveUp,
+}
+
+/// Who holds the channel's handles.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Holder {
+    /// Our open in flight: the opener takes it when it is open.
+    Opener,
+    /// Waiting in its parent's accept queue: no handle yet.
+    Queued,
+    /// Nothing will hold it (a standard client's session before `exec`).
+    Nobody,
+    /// The application holds its halves.
+    App { reader: bool, writer: bool },
+    /// Every handle was dropped: the channel finishes in the background.
+    Released,
+}
+
+#[derive(Debug)]
+struct Entry {
+    phase: Phase,
+    state: ChannelState,
+    meta: Arc<Meta>,
+    /// The SSH channel's id on this side, while it is routed.
+    ssh: Option<u32>,
+    /// Who opened it and its open id, if it has one (standard clients' do not).
+    ident: Option<(Origin, u64)>,
+    nest: Nest,
+    holder: Holder,
+    /// In the transmit queue.
+    scheduled: bool,
+    /// `Opened` was reported, so `Closed` follows.
+    announced: bool,
+}
+
+/// An incoming channel-open request, decoded.
+#[derive(Debug)]
+pub(crate) enum Incoming {
+    /// From a Streamkit peer.
+    Native(OpenRequest),
+    /// A standard client's `direct-tcpip` (the host names the service).
+    DirectTcpip { service: String },
+    /// A standard client's `session` (the service comes with `exec`).
+    Session,
+}
+
+/// The answer to an incoming open.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Decision {
+    Accept(ChannelKey),
+    Refuse(OpenRefusal),
+}
+
+/// Something the driver must ask of the transport.
+#[derive(Debug)]
+pub(crate) enum Command {
+    /// Send an open request carrying `path`.
+    Open { key: ChannelKey, path: String },
+    /// Our open of `key` was given up: stop waiting for the transport.
+    Abandon { key: ChannelKey },
+    /// The SSH channel `key` is closed here: the transport can drop its writer.
+    Forget { key: ChannelKey },
+}
+
+/// Something to report above the connection.
+#[derive(Debug)]
+pub(crate) enum Report {
+    Opened { meta: Arc<Meta>, local: bool },
+    Closed { meta: Arc<Meta> },
+}
+
+/// What an open we made came to, from the transport.
+#[derive(Debug)]
+pub(crate) enum OpenOutcome {
+    Refused(u32),
+    Gone,
+}
+
+/// Waiters made ready since the driver last looked.
+#[derive(Debug, Default)]
+pub(crate) struct Wakeups {
+    pub read: Vec<ChannelKey>,
+    pub write: Vec<ChannelKey>,
+    /// Parents whose accept queue changed (or closed).
+    pub accept: Vec<ChannelKey>,
+    /// The driver has something to do.
+    pub driver: bool,
+}
+
+/// Bytes one channel sends before the next channel's turn.
+const TURN_BUDGET: usize = 512 * 1024;
+
+/// One connection's channels (see the module docs).
+#[derive(Debug)]
+pub(crate) struct ConnectionState {
+    limits: Limits,
+    local_name: String,
+    remote_name: String,
+    next_key: u64,
+    next_open_id: u64,
+    entries: HashMap<ChannelKey, Entry>,
+    by_ssh: HashMap<u32, ChannelKey>,
+    /// Channels the SSH layer confirmed before their opener said which SSH id it got.
+    early: HashMap<u32, ChannelState>,
+    idents: HashMap<(Origin, u64), ChannelKey>,
+    /// Children waiting in any accept queue of this connection.
+    queued_children: usize,
+    ready: VecDeque<ChannelKey>,
+    turn: Option<(ChannelKey, usize)>,
+    commands: VecDeque<Command>,
+    reports: VecDeque<Report>,
+    wake: Wakeups,
+    lost: Option<ChannelError>,
+}
+
+impl ConnectionState {
+    pub(crate) fn new(limits: Limits, local_name: String, remote_name: String) -> ConnectionState {
+        ConnectionState {
+            limits,
+            local_name,
+            remote_name,
+            next_key: 1,
+            next_open_id: 1,
+            entries: HashMap::new(),
+            by_ssh: HashMap::new(),
+            early: HashMap::new(),
+            idents: HashMap::new(),
+            queued_children: 0,
+            ready: VecDeque::new(),
+            turn: None,
+            commands: VecDeque::new(),
+            reports: VecDeque::new(),
+            wake: Wakeups::default(),
+            lost: None,
+        }
+    }
+
+    // ------------------------------------------------------------------
+    // Observers
+    // ------------------------------------------------------------------
+
+    /// Channels open at the SSH level and our opens in flight.
+    pub(crate) fn channel_count(&self) -> usize {
+        let unrouted_opens = self
+            .entries
+            .values()
+            .filter(|e| matches!(e.phase, Phase::Opening { ssh: None, .. }))
+            .count();
+        self.by_ssh.len() + unrouted_opens
+    }
+
+    pub(crate) fn lost(&self) -> Option<&ChannelError> {
+        self.lost.as_ref()
+    }
+
+    pub(crate) fn meta(&self, key: ChannelKey) -> Option<Arc<Meta>> {
+        self.entries.get(&key).map(|e| e.meta.clone())
+    }
+
+    pub(crate) fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
+    /// Bytes held for readers and written but unsent, over all channels.
+    pub(crate) fn buffered(&self) -> (usize, usize) {
+        self.entries.values().fold((0, 0), |(r, w), e| {
+            (r + e.state.buffered(), w + e.state.send_buffered())
+        })
+    }
+
+    /// Keys of the channels routed now (for shutdown).
+    pub(crate) fn open_keys(&self) -> Vec<ChannelKey> {
+        self.by_ssh.values().copied().collect()
+    }
+
+    /// Looks at one channel's state.
+    pub(crate) fn peek<R>(&self, key: ChannelKey, f: impl FnOnce(&ChannelState) -> R) -> Option<R> {
+        self.entries.get(&key).map(|e| f(&e.state))
+    }
+
+    pub(crate) fn child_count(&self, key: ChannelKey) -> usize {
+        self.entries.get(&key).map_or(0, |e| e.nest.child_count())
+    }
+
+    /// Takes the waiters made ready since the last call.
+    pub(crate) fn take_wakeups(&mut self) -> Wakeups {
+        std::mem::take(&mut self.wake)
+    }
+
+    pub(crate) fn poll_command(&mut self) -> Option<Command> {
+        self.commands.pop_front()
+    }
+
+    pub(crate) fn poll_report(&mut self) -> Option<Report> {
+        self.reports.pop_front()
+    }
+
+    // ------------------------------------------------------------------
+    // Entries
+    // ------------------------------------------------------------------
+
+    fn new_key(&mut self) -> ChannelKey {
+        let key = ChannelKey(self.next_key);
+        self.next_key += 1;
+        key
+    }
+
+    fn make_meta(&self, service: String, headers: Headers) -> Arc<Meta> {
+        Arc::new(Meta {
+            service,
+            headers,
+            local_peer: self.local_name.clone(),
+            remote_peer: self.remote_name.clone(),
+            trailers: OnceLock::new(),
+        })
+    }
+
+    fn insert(
+        &mut self,
+        key: ChannelKey,
+        phase: Phase,
+        holder: Holder,
+        state: ChannelState,
+        meta: Arc<Meta>,
+    ) {
+        self.entries.insert(
+            key,
+            Entry {
+                phase,
+                state,
+                meta,
+                ssh: None,
+                ident: None,
+                nest: Nest::default(),
+                holder,
+                scheduled: false,
+                announced: false,
+            },
+        );
+    }
+
+    fn route(&mut self, key: ChannelKey, ssh: u32) {
+        if let Some(e) = self.entries.get_mut(&key) {
+            e.ssh = Some(ssh);
+        }
+        self.by_ssh.insert(ssh, key);
+    }
+
+    fn set_ident(&mut self, key: ChannelKey, ident: (Origin, u64)) {
+        if let Some(e) = self.entries.get_mut(&key) {
+            e.ident = Some(ident);
+        }
+        self.idents.insert(ident, key);
+    }
+
+    /// Wakes whoever `w` names for `key`, schedules its transmit, and notices a
+    /// channel that closed.
+    fn apply(&mut self, key: ChannelKey, w: Wake) {
+        if w.read {
+            self.wake.read.push(key);
+        }
+        if w.write {
+            self.wake.write.push(key);
+        }
+        if w.transmit {
+            self.schedule(key);
+        }
+        let Some(e) = self.entries.get(&key) else {
+            return;
+        };
+        if e.meta.trailers.get().is_none()
+            && let Some(t) = e.state.trailers()
+        {
+            let _ = e.meta.trailers.set(Headers::from(t.to_vec()));
+        }
+        if e.state.is_closed() && e.ssh.is_some() {
+            self.closed(key);
+        }
+    }
+
+    fn schedule(&mut self, key: ChannelKey) {
+        if let Some(e) = self.entries.get_mut(&key)
+            && !e.scheduled
+            && e.ssh.is_some()
+            && matches!(e.phase, Phase::Open | Phase::Session { .. })
+        {
+            e.scheduled = true;
+            self.ready.push_back(key);
+            self.wake.driver = true;
+        }
+    }
+
+    /// Runs `f` on a channel's state and applies what it made ready.
+    fn with<R>(
+        &mut self,
+        key: ChannelKey,
+        f: impl FnOnce(&mut ChannelState) -> (R, Wake),
+    ) -> Option<R> {
+        let e = self.entries.get_mut(&key)?;
+        let (r, w) = f(&mut e.state);
+        self.apply(key, w);
+        Some(r)
+    }
+
+    /// The SSH channel of `key` is closed here: it leaves the routing table, its
+    /// children are closed, and the entry goes once no handle holds it.
+    fn closed(&mut self, key: ChannelKey) {
+        let Some(e) = self.entries.get_mut(&key) else {
+            return;
+        };
+        let Some(ssh) = e.ssh.take() else {
+            return;
+        };
+        if self.by_ssh.get(&ssh) == Some(&key) {
+            self.by_ssh.remove(&ssh);
+        }
+        if let Some(ident) = e.ident.take()
+            && self.idents.get(&ident) == Some(&key)
+        {
+            self.idents.remove(&ident);
+        }
+        if e.announced {
+            self.reports.push_back(Report::Closed {
+                meta: e.meta.clone(),
+            });
+        }
+        self.commands.push_back(Command::Forget { key });
+        self.wake.driver = true;
+        self.wake.read.push(key);
+        self.wake.write.push(key);
+        self.close_children(key);
+        self.leave_parent(key);
+        self.maybe_remove(key);
+    }
+
+    /// Removes an entry nobody can reach any more.
+    fn maybe_remove(&mut self, key: ChannelKey) {
+        let Some(e) = self.entries.get(&key) else {
+            return;
+        };
+        let unreachable = match e.holder {
+            Holder::Released | Holder::Nobody => true,
+            // Queued in a parent: it stays there (with its data) until accepted,
+            // unless it failed (nothing left to read).
+            Holder::Queued => e.state.has_failed(),
+            Holder::Opener | Holder::App { .. } => false,
+        };
+        if e.ssh.is_none() && unreachable {
+            let parent = e.nest.parent();
+            let queued = e.holder == Holder::Queued;
+            self.entries.remove(&key);
+            if queued {
+                self.unqueue(key, parent);
+            }
+        }
+    }
+
+    // ------------------------------------------------------------------
+    // From the transport
+    // ------------------------------------------------------------------
+
+    fn routed(&self, ssh: u32) -> Option<ChannelKey> {
+        self.by_ssh.get(&ssh).copied()
+    }
+
+    pub(crate) fn on_data(&mut self, ssh: u32, data: Bytes) {
+        if let Some(key) = self.routed(ssh) {
+            self.with(key, |s| ((), s.on_data(data)));
+        } else if let Some(s) = self.early.get_mut(&ssh) {
+            let _ = s.on_data(data);
+        }
+    }
+
+    pub(crate) fn on_extended(&mut self, ssh: u32, ext: u32, data: &[u8]) {
+        if let Some(key) = self.routed(ssh) {
+            self.with(key, |s| ((), s.on_extended(ext, data)));
+        } else if let Some(s) = self.early.get_mut(&ssh) {
+            let _ = s.on_extended(ext, data);
+        }
+    }
+
+    pub(crate) fn on_eof(&mut self, ssh: u32) {
+        if let Some(key) = self.routed(ssh) {
+            self.with(key, |s| ((), s.on_eof()));
+        } else if let Some(s) = self.early.get_mut(&ssh) {
+            let _ = s.on_eof();
+        }
+    }
+
+    /// The remote closed the SSH channel.
+    pub(crate) fn on_close(&mut self, ssh: u32) {
+        if let Some(key) = self.routed(ssh) {
+            self.with(key, |s| ((), s.on_close()));
+        } else if let Some(s) = self.early.get_mut(&ssh) {
+            let _ = s.on_close();
+        }
+    }
+
+    /// The remote opened its SSH window on a channel (standard clients: ours
+    /// may be waiting for room).
+    pub(crate) fn on_window(&mut self, ssh: u32) {
+        if let Some(key) = self.routed(ssh) {
+            self.schedule(key);
+        }
+    }
+
+    /// The connection is gone: every channel fails, every open in flight too.
+    pub(crate) fn on_lost(&mut self, e: ChannelError) {
+        if self.lost.is_some() {
+            return;
+        }
+        self.lost = Some(e.clone());
+        self.early.clear();
+        let keys: Vec<ChannelKey> = self.entries.keys().copied().collect();
+        for key in &keys {
+            let opening = matches!(
+                self.entries.get(key).map(|e| &e.phase),
+                Some(Phase::Opening { .. })
+            );
+            if opening {
+                self.fail_open(*key, OpenErrorKind::ConnectionLost(lost_reason(&e)));
+                continue;
+            }
+            self.with(*key, |s| ((), s.on_connection_lost(&e)));
+            self.closed(*key);
+        }
+        self.ready.clear();
+        self.turn = None;
+        self.wake.driver = true;
+    }
+}
+
+/// A lost connection's reason, for an open error.
+pub(crate) fn lost_reason(e: &ChannelError) -> Arc<str> {
+    match e {
+        ChannelError::ConnectionLost(r) => r.clone(),
+        other => other.to_string().into(),
+    }
+}

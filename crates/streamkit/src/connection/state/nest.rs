@@ -1,0 +1,163 @@
+//! Channels inside channels: a child's parent, a parent's children, and the
+//! children waiting for the parent's `accept`.
+//!
+//! A child is named by its parent's open id on the wire (the table knows it by
+//! key). Children waiting to be accepted count against the limit per parent and
+//! per connection; a child that finished before it was accepted keeps its data (as
+//! a TCP connection in a listen backlog does), one that was reset leaves the queue
+//! at once. A parent that closes (its application closed, reset or dropped it, or
+//! its SSH channel closed) resets its children and refuses new ones; the work is a
+//! loop, not a recursion, since a remote can nest thousands deep.
+
+use std::collections::{BTreeSet, VecDeque};
+
+use super::{ChannelKey, ConnectionState, Holder};
+use crate::error::ChannelError;
+
+/// A channel's place among nested channels.
+#[derive(Debug, Default)]
+pub(super) struct Nest {
+    parent: Option<ChannelKey>,
+    /// Live children (open at the SSH level).
+    children: BTreeSet<ChannelKey>,
+    /// Children the remote opened, waiting for `accept`.
+    queue: VecDeque<ChannelKey>,
+    /// No more children: the channel closed them.
+    closed: bool,
+}
+
+impl Nest {
+    pub(super) fn parent(&self) -> Option<ChannelKey> {
+        self.parent
+    }
+
+    pub(super) fn child_count(&self) -> usize {
+        self.children.len()
+    }
+
+    pub(super) fn queue_len(&self) -> usize {
+        self.queue.len()
+    }
+
+    /// Whether children may still arrive.
+    pub(super) fn accepts(&self) -> bool {
+        !self.closed
+    }
+}
+
+impl ConnectionState {
+    /// Makes `child` a child of `parent`. A parent that no longer takes children
+    /// resets the child at once.
+    pub(super) fn adopt(&mut self, parent: ChannelKey, child: ChannelKey) {
+        let takes = self
+            .entries
+            .get(&parent)
+            .is_some_and(|p| p.nest.accepts() && p.state.accepts_children());
+        if let Some(c) = self.entries.get_mut(&child) {
+            c.nest.parent = Some(parent);
+        }
+        if !takes {
+            self.with(child, |s| ((), s.on_parent_closed()));
+            return;
+        }
+        let first = match self.entries.get_mut(&parent) {
+            Some(p) => {
+                p.nest.children.insert(child);
+                p.nest.children.len() == 1
+            }
+            None => false,
+        };
+        if first {
+            self.with(parent, |s| ((), s.set_has_children(true)));
+        }
+    }
+
+    /// `child` waits in `parent`'s accept queue.
+    pub(super) fn enqueue(&mut self, parent: ChannelKey, child: ChannelKey) {
+        if let Some(p) = self.entries.get_mut(&parent) {
+            p.nest.queue.push_back(child);
+            self.queued_children += 1;
+            self.wake.accept.push(parent);
+        }
+    }
+
+    /// `child` leaves `parent`'s accept queue without being accepted.
+    pub(super) fn unqueue(&mut self, child: ChannelKey, parent: Option<ChannelKey>) {
+        let Some(p) = parent.and_then(|p| self.entries.get_mut(&p)) else {
+            return;
+        };
+        if let Some(i) = p.nest.queue.iter().position(|k| *k == child) {
+            p.nest.queue.remove(i);
+            self.queued_children -= 1;
+        }
+    }
+
+    /// `child`'s SSH channel closed: its parent forgets it (a queued child stays in
+    /// the queue with its data, unless it failed).
+    pub(super) fn leave_parent(&mut self, child: ChannelKey) {
+        let Some(parent) = self.entries.get(&child).and_then(|c| c.nest.parent) else {
+            return;
+        };
+        let last = match self.entries.get_mut(&parent) {
+            Some(p) => p.nest.children.remove(&child) && p.nest.children.is_empty(),
+            None => false,
+        };
+        if last {
+            self.with(parent, |s| ((), s.set_has_children(false)));
+        }
+    }
+
+    /// The next child waiting in `parent`'s queue: `Ok(None)` while none waits,
+    /// `Err` once none can come any more.
+    pub(crate) fn poll_accept_child(
+        &mut self,
+        parent: ChannelKey,
+    ) -> Result<Option<ChannelKey>, ChannelError> {
+        let Some(p) = self.entries.get_mut(&parent) else {
+            return Err(ChannelError::Closed);
+        };
+        match p.nest.queue.pop_front() {
+            Some(child) => {
+                self.queued_children -= 1;
+                if let Some(c) = self.entries.get_mut(&child) {
+                    c.holder = Holder::App {
+                        reader: true,
+                        writer: true,
+                    };
+                }
+                Ok(Some(child))
+            }
+            None if p.nest.closed || !p.state.accepts_children() => Err(ChannelError::Closed),
+            None => Ok(None),
+        }
+    }
+
+    /// `parent` closed: its children are reset and those waiting to be accepted
+    /// refused, down the whole tree.
+    pub(super) fn close_children(&mut self, parent: ChannelKey) {
+        let mut work = vec![parent];
+        while let Some(p) = work.pop() {
+            let Some(e) = self.entries.get_mut(&p) else {
+                continue;
+            };
+            e.nest.closed = true;
+            let queued: Vec<ChannelKey> = e.nest.queue.drain(..).collect();
+            let children: Vec<ChannelKey> = e.nest.children.iter().copied().collect();
+            self.queued_children -= queued.len();
+            self.wake.accept.push(p);
+            for child in queued {
+                // Never accepted: reset, and out of the table once closed.
+                if let Some(c) = self.entries.get_mut(&child) {
+                    c.holder = Holder::Released;
+                }
+                self.with(child, |s| ((), s.reset()));
+                self.maybe_remove(child);
+                work.push(child);
+            }
+            for child in children {
+                self.with(child, |s| ((), s.on_parent_closed()));
+                work.push(child);
+            }
+        }
+    }
+}

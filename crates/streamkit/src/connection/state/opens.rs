@@ -1,0 +1,444 @@
+//! Opens: ours (sent, assigned an SSH id, confirmed or refused or timed out) and
+//! the remote's (decided at once: a top-level one admitted by the layer above, a
+//! child by its parent here).
+
+use super::*;
+use crate::wire::open::ParentRef;
+
+impl ConnectionState {
+    // ------------------------------------------------------------------
+    // Our opens
+    // ------------------------------------------------------------------
+
+    /// Starts opening a channel to `service` (inside `parent`, if given). The
+    /// transport is asked to send the request ([`Command::Open`]); the opener then
+    /// polls [`poll_open`](Self::poll_open).
+    pub(crate) fn open(
+        &mut self,
+        service: &str,
+        headers: Headers,
+        parent: Option<ChannelKey>,
+        now: Instant,
+    ) -> Result<ChannelKey, OpenErrorKind> {
+        if let Some(e) = &self.lost {
+            return Err(OpenErrorKind::ConnectionLost(lost_reason(e)));
+        }
+        if self.channel_count() >= self.limits.max_channels {
+            return Err(OpenErrorKind::TooManyChannels(self.limits.max_channels));
+        }
+        let parent_ref = match parent {
+            None => None,
+            Some(p) => {
+                let e = self.entries.get(&p).ok_or(OpenErrorKind::ParentClosed)?;
+                if !e.state.accepts_children() || e.ssh.is_none() {
+                    return Err(OpenErrorKind::ParentClosed);
+                }
+                // As the receiver will see it: `Local` is a channel we (the sender) opened.
+                match e.ident {
+                    Some((Origin::Local, id)) => Some(ParentRef::Local(id)),
+                    Some((Origin::Remote, id)) => Some(ParentRef::Remote(id)),
+                    None => {
+                        return Err(OpenErrorKind::InvalidRequest(
+                            "channels cannot be opened inside this channel (the remote gave it no id)"
+                                .into(),
+                        ));
+                    }
+                }
+            }
+        };
+        let open_id = self.next_open_id;
+        let req = OpenRequest {
+            service: service.to_owned(),
+            headers: headers.as_slice().to_vec(),
+            id: Some(open_id),
+            parent: parent_ref,
+        };
+        let path = req
+            .encode(self.limits.max_header_bytes)
+            .map_err(|e| OpenErrorKind::InvalidRequest(e.to_string()))?;
+        self.next_open_id += 1;
+        let key = self.new_key();
+        let meta = self.make_meta(service.to_owned(), headers);
+        let state = ChannelState::native(self.limits.channel.clone());
+        self.insert(
+            key,
+            Phase::Opening {
+                ssh: None,
+                deadline: now + self.limits.open_timeout,
+                waiter: Waiter::Waiting,
+            },
+            Holder::Opener,
+            state,
+            meta,
+        );
+        self.set_ident(key, (Origin::Local, open_id));
+        if let Some(p) = parent {
+            self.adopt(p, key);
+        }
+        self.commands.push_back(Command::Open { key, path });
+        self.wake.driver = true;
+        Ok(key)
+    }
+
+    /// Whether our open of `key` finished: `Ready` once open (the caller now holds
+    /// its handles), `Failed` with why not.
+    pub(crate) fn poll_open(&mut self, key: ChannelKey) -> Result<bool, OpenErrorKind> {
+        let Some(e) = self.entries.get_mut(&key) else {
+            return Err(OpenErrorKind::ConnectionLost("connection closed".into()));
+        };
+        match &e.phase {
+            Phase::Opening { .. } => Ok(false),
+            Phase::Open => {
+                e.holder = Holder::App {
+                    reader: true,
+                    writer: true,
+                };
+                Ok(true)
+            }
+            Phase::OpenFailed(err) => {
+                let err = err.clone();
+                self.entries.remove(&key);
+                Err(err)
+            }
+            Phase::Session { .. } | Phase::Accepted => Ok(false),
+        }
+    }
+
+    /// The opener stopped waiting (its future was dropped): a late success is
+    /// closed at once, a failure forgotten.
+    pub(crate) fn abandon_open(&mut self, key: ChannelKey) {
+        let Some(e) = self.entries.get_mut(&key) else {
+            return;
+        };
+        match &mut e.phase {
+            Phase::Opening { waiter, .. } => *waiter = Waiter::GaveUp,
+            Phase::OpenFailed(_) => {
+                self.entries.remove(&key);
+            }
+            Phase::Open if e.holder == Holder::Opener => self.release(key),
+            _ => {}
+        }
+    }
+
+    /// The transport assigned our open of `key` its SSH id (before the remote saw
+    /// it, or, rarely, after the remote already confirmed it).
+    pub(crate) fn on_open_sent(&mut self, key: ChannelKey, ssh: u32) {
+        let Some(e) = self.entries.get_mut(&key) else {
+            return;
+        };
+        match &mut e.phase {
+            // Told once only: a channel that closed since is not routed again.
+            Phase::Opening {
+                ssh: slot @ None, ..
+            } => *slot = Some(ssh),
+            _ => return,
+        }
+        // Confirmed (and perhaps fed) already: the channel joins its entry.
+        if let Some(state) = self.early.remove(&ssh) {
+            e.state = state;
+        }
+        self.route(key, ssh);
+        // Closed before we knew it was ours (its CLOSE came with the confirmation).
+        if self.entries.get(&key).is_some_and(|e| e.state.is_closed()) {
+            self.closed(key);
+        }
+    }
+
+    /// Our open of `key` was confirmed and the transport can send on it. `false`
+    /// if its SSH channel has closed already (the transport need not keep its way
+    /// to send).
+    pub(crate) fn on_open_confirmed(&mut self, key: ChannelKey) -> bool {
+        let bound = matches!(
+            self.entries.get(&key).map(|e| &e.phase),
+            Some(Phase::Opening { ssh: Some(_), .. })
+        );
+        if bound {
+            self.opened(key);
+        }
+        self.entries.get(&key).is_some_and(|e| e.ssh.is_some())
+    }
+
+    /// The SSH layer confirmed an open of ours: data may follow at once (the
+    /// channel is open once the opener's task has its way to send:
+    /// [`on_open_confirmed`](Self::on_open_confirmed)). `false` if no open of ours
+    /// knows this id any more (it was given up: the transport closes it).
+    pub(crate) fn on_confirmed(&mut self, ssh: u32) -> bool {
+        match self.by_ssh.get(&ssh).copied() {
+            Some(key) => !matches!(
+                self.entries.get(&key).map(|e| &e.phase),
+                Some(Phase::Opening {
+                    waiter: Waiter::GaveUp,
+                    ..
+                })
+            ),
+            None => {
+                if self.lost.is_none() {
+                    self.early
+                        .insert(ssh, ChannelState::native(self.limits.channel.clone()));
+                }
+                true
+            }
+        }
+    }
+
+    /// Our open of `key` is open at both ends.
+    pub(super) fn opened(&mut self, key: ChannelKey) {
+        let Some(e) = self.entries.get_mut(&key) else {
+            return;
+        };
+        let gave_up = matches!(
+            e.phase,
+            Phase::Opening {
+                waiter: Waiter::GaveUp,
+                ..
+            }
+        );
+        e.phase = Phase::Open;
+        e.announced = true;
+        self.reports.push_back(Report::Opened {
+            meta: e.meta.clone(),
+            local: true,
+        });
+        let w = e.state.open_window();
+        self.apply(key, w);
+        if self
+            .entries
+            .get(&key)
+            .is_some_and(|e| e.state.wants_transmit())
+        {
+            self.schedule(key);
+        }
+        self.wake.write.push(key);
+        if gave_up {
+            // Nobody waits for it: it closes gracefully, as a dropped channel does.
+            self.release(key);
+        }
+    }
+
+    /// The transport's answer to our open, when it is not a confirmation (which
+    /// comes through [`on_confirmed`](Self::on_confirmed)).
+    pub(crate) fn on_open_failed(&mut self, key: ChannelKey, outcome: OpenOutcome) {
+        let err = match outcome {
+            OpenOutcome::Refused(code) => OpenErrorKind::Refused(OpenRefusal::from_code(code)),
+            OpenOutcome::Gone => OpenErrorKind::ConnectionLost(
+                self.lost
+                    .as_ref()
+                    .map_or_else(|| "connection closed".into(), lost_reason),
+            ),
+        };
+        self.fail_open(key, err);
+    }
+
+    pub(super) fn fail_open(&mut self, key: ChannelKey, err: OpenErrorKind) {
+        let Some(e) = self.entries.get_mut(&key) else {
+            return;
+        };
+        let Phase::Opening { ssh, waiter, .. } = &e.phase else {
+            return;
+        };
+        let (ssh, waiter) = (*ssh, *waiter);
+        if let Some(ssh) = ssh
+            && self.by_ssh.get(&ssh) == Some(&key)
+        {
+            self.by_ssh.remove(&ssh);
+        }
+        e.ssh = None;
+        e.phase = Phase::OpenFailed(err);
+        if let Some(ident) = e.ident.take()
+            && self.idents.get(&ident) == Some(&key)
+        {
+            self.idents.remove(&ident);
+        }
+        self.leave_parent(key);
+        self.close_children(key);
+        self.wake.write.push(key);
+        if waiter == Waiter::GaveUp {
+            self.entries.remove(&key);
+        }
+    }
+
+    /// The next deadline: the earliest open timeout.
+    pub(crate) fn poll_timeout(&self) -> Option<Instant> {
+        self.entries
+            .values()
+            .filter_map(|e| match e.phase {
+                Phase::Opening { deadline, .. } => Some(deadline),
+                _ => None,
+            })
+            .min()
+    }
+
+    /// Time passed: opens past their deadline fail (and their transport wait is
+    /// abandoned).
+    pub(crate) fn handle_timeout(&mut self, now: Instant) {
+        let expired: Vec<ChannelKey> = self
+            .entries
+            .iter()
+            .filter(|(_, e)| matches!(e.phase, Phase::Opening { deadline, .. } if deadline <= now))
+            .map(|(k, _)| *k)
+            .collect();
+        for key in expired {
+            let timeout = self.limits.open_timeout;
+            self.commands.push_back(Command::Abandon { key });
+            self.wake.driver = true;
+            self.fail_open(key, OpenErrorKind::Timeout(timeout));
+        }
+    }
+
+    // ------------------------------------------------------------------
+    // The remote's opens
+    // ------------------------------------------------------------------
+
+    /// An open request from the remote. A top-level one was admitted by the caller
+    /// already (service, authoriser, accept queue); a child is decided here.
+    pub(crate) fn on_open_request(&mut self, ssh: u32, req: Incoming) -> Decision {
+        if self.lost.is_some() {
+            return Decision::Refuse(OpenRefusal::ShuttingDown);
+        }
+        if self.channel_count() >= self.limits.max_channels {
+            return Decision::Refuse(OpenRefusal::TooManyChannels);
+        }
+        match req {
+            Incoming::Native(req) => match req.parent {
+                None => {
+                    let key = self.accept_native(ssh, req, None);
+                    Decision::Accept(key)
+                }
+                Some(parent) => self.open_child(ssh, req, parent),
+            },
+            Incoming::DirectTcpip { service } => {
+                let key = self.new_key();
+                let meta = self.make_meta(service, Headers::new());
+                let state = ChannelState::compat(
+                    self.limits.channel.clone(),
+                    self.limits.ssh_window,
+                    false,
+                );
+                self.insert(
+                    key,
+                    Phase::Accepted,
+                    Holder::App {
+                        reader: true,
+                        writer: true,
+                    },
+                    state,
+                    meta,
+                );
+                self.route(key, ssh);
+                Decision::Accept(key)
+            }
+            Incoming::Session => {
+                let key = self.new_key();
+                // Described at `exec`, when the service is known.
+                let meta = self.make_meta(String::new(), Headers::new());
+                let state =
+                    ChannelState::compat(self.limits.channel.clone(), self.limits.ssh_window, true);
+                self.insert(
+                    key,
+                    Phase::Session {
+                        headers: Vec::new(),
+                        bytes: 0,
+                    },
+                    Holder::Nobody,
+                    state,
+                    meta,
+                );
+                self.route(key, ssh);
+                Decision::Accept(key)
+            }
+        }
+    }
+
+    pub(super) fn accept_native(
+        &mut self,
+        ssh: u32,
+        req: OpenRequest,
+        parent: Option<ChannelKey>,
+    ) -> ChannelKey {
+        let key = self.new_key();
+        let meta = self.make_meta(req.service, Headers::from(req.headers));
+        let state = ChannelState::native(self.limits.channel.clone());
+        // A top-level channel goes to the peer's accept queue as a handle at once;
+        // a child waits in its parent's queue.
+        let holder = if parent.is_some() {
+            Holder::Queued
+        } else {
+            Holder::App {
+                reader: true,
+                writer: true,
+            }
+        };
+        self.insert(key, Phase::Accepted, holder, state, meta);
+        self.route(key, ssh);
+        if let Some(id) = req.id {
+            self.set_ident(key, (Origin::Remote, id));
+        }
+        if let Some(p) = parent {
+            self.adopt(p, key);
+            self.enqueue(p, key);
+        }
+        key
+    }
+
+    /// The transport accepted the remote's open of `key` and can send on it.
+    pub(crate) fn established(&mut self, key: ChannelKey) {
+        let Some(e) = self.entries.get_mut(&key) else {
+            return;
+        };
+        if !matches!(e.phase, Phase::Accepted) {
+            return;
+        }
+        e.phase = Phase::Open;
+        self.announce_incoming(key);
+        if self
+            .entries
+            .get(&key)
+            .is_some_and(|e| e.state.wants_transmit())
+        {
+            self.schedule(key);
+        }
+    }
+
+    pub(super) fn announce_incoming(&mut self, key: ChannelKey) {
+        let Some(e) = self.entries.get_mut(&key) else {
+            return;
+        };
+        e.announced = true;
+        let meta = e.meta.clone();
+        self.reports
+            .push_back(Report::Opened { meta, local: false });
+        let w = self.entries.get_mut(&key).map(|e| e.state.open_window());
+        if let Some(w) = w {
+            self.apply(key, w);
+        }
+    }
+
+    pub(super) fn open_child(&mut self, ssh: u32, req: OpenRequest, parent: ParentRef) -> Decision {
+        // As seen by the sender: `Local` is a channel it opened.
+        let ident = match parent {
+            ParentRef::Local(id) => (Origin::Remote, id),
+            ParentRef::Remote(id) => (Origin::Local, id),
+        };
+        let Some(p) = self.idents.get(&ident).copied() else {
+            return Decision::Refuse(OpenRefusal::ParentNotFound);
+        };
+        self.decide_child(ssh, req, p)
+    }
+
+    pub(super) fn decide_child(&mut self, ssh: u32, req: OpenRequest, p: ChannelKey) -> Decision {
+        let Some(pe) = self.entries.get(&p) else {
+            return Decision::Refuse(OpenRefusal::ParentNotFound);
+        };
+        // A parent we are still opening takes children too: the remote confirmed it
+        // (it opens inside it), however far our opener's task has got.
+        if !pe.state.accepts_children() || !pe.nest.accepts() {
+            return Decision::Refuse(OpenRefusal::ParentNotFound);
+        }
+        if pe.nest.queue_len() >= self.limits.max_pending_accepts
+            || self.queued_children >= self.limits.max_pending_accepts
+        {
+            return Decision::Refuse(OpenRefusal::AcceptQueueFull);
+        }
+        Decision::Accept(self.accept_native(ssh, req, Some(p)))
+    }
+}

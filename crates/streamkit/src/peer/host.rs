@@ -1,0 +1,162 @@
+//! The peer as its transports and connections see it: [`Host`] (what a transport
+//! needs from its peer) and [`Observer`] (what a connection tells it).
+
+use std::net::IpAddr;
+use std::sync::atomic::AtomicUsize;
+use std::sync::{Arc, Weak};
+
+use super::{PeerInner, events};
+use crate::channel::Headers;
+use crate::config::{AccessRequest, Options};
+use crate::connection::accept::AcceptSlot;
+use crate::connection::driver::lock;
+use crate::connection::{Conn, ConnInfo, Meta, Observer};
+use crate::keys::Identity;
+use crate::transport::Host;
+use crate::trust::Trust;
+use crate::wire::reason::OpenRefusal;
+
+/// The peer as its transports see it.
+impl Host for PeerInner {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn identity(&self) -> &Identity {
+        &self.identity
+    }
+
+    fn token(&self) -> Option<&str> {
+        self.token.as_deref()
+    }
+
+    fn options(&self) -> Arc<Options> {
+        PeerInner::options(self)
+    }
+
+    fn trust(&self) -> Trust {
+        PeerInner::trust(self)
+    }
+
+    fn is_shutting_down(&self) -> bool {
+        PeerInner::is_shutting_down(self)
+    }
+
+    fn handshakes(&self) -> &Arc<AtomicUsize> {
+        &self.handshakes
+    }
+
+    fn admit_address(&self, ip: IpAddr) -> bool {
+        PeerInner::admit_address(self, ip)
+    }
+
+    fn release_address(&self, ip: IpAddr) {
+        PeerInner::release_address(self, ip)
+    }
+
+    fn observer(&self) -> Arc<dyn Observer> {
+        Arc::new(PeerObserver {
+            peer: self.me.clone(),
+        })
+    }
+
+    fn register(&self, conn: Arc<Conn>) {
+        if self.is_shutting_down() {
+            // A handshake that finished after shutdown began.
+            tokio::spawn(async move { conn.close("peer shut down").await });
+            return;
+        }
+        let info = &conn.info;
+        tracing::debug!(peer = %info.remote_name, addr = %info.remote_addr, "connected");
+        let event = events::Event::Connected {
+            peer: info.remote_name.clone(),
+            endpoint: info.remote_addr.clone(),
+            dialed: info.dialed,
+        };
+        {
+            // Checked and inserted under the lock `lost` takes to unregister: a
+            // connection lost meanwhile is never left registered, and its
+            // Disconnected event cannot come before this Connected one.
+            let mut conns = lock(&self.conns);
+            if conn.lost().is_some() {
+                return;
+            }
+            conns.insert(conn.info.id, conn);
+            self.events.emit(|| event);
+        }
+        self.changed.notify_waiters();
+    }
+
+    fn admit(
+        &self,
+        conn: &ConnInfo,
+        service: &str,
+        headers: &Headers,
+    ) -> Result<AcceptSlot, OpenRefusal> {
+        if self.is_shutting_down() {
+            return Err(OpenRefusal::ShuttingDown);
+        }
+        let opts = self.options();
+        if !opts.services.contains(service) && !self.listens(service) {
+            return Err(OpenRefusal::ServiceNotFound);
+        }
+        if let Some(auth) = self.authorizer() {
+            let request = AccessRequest {
+                peer: &conn.remote_name,
+                service,
+                headers,
+            };
+            if !auth.authorize(&request) {
+                return Err(OpenRefusal::Denied);
+            }
+        }
+        self.accept_slot(service, opts.max_pending_accepts)
+            .ok_or(OpenRefusal::AcceptQueueFull)
+    }
+}
+
+/// What a connection reports to its peer (weakly: a connection does not keep its
+/// peer alive).
+struct PeerObserver {
+    peer: Weak<PeerInner>,
+}
+
+impl Observer for PeerObserver {
+    fn opened(&self, _conn: &ConnInfo, meta: &Meta, local: bool) {
+        if let Some(peer) = self.peer.upgrade() {
+            peer.events.emit(|| events::Event::ChannelOpened {
+                peer: meta.remote_peer.clone(),
+                service: meta.service.clone(),
+                local,
+            });
+        }
+    }
+
+    fn closed(&self, _conn: &ConnInfo, meta: &Meta) {
+        if let Some(peer) = self.peer.upgrade() {
+            peer.events.emit(|| events::Event::ChannelClosed {
+                peer: meta.remote_peer.clone(),
+                service: meta.service.clone(),
+            });
+        }
+    }
+
+    fn changed(&self) {
+        if let Some(peer) = self.peer.upgrade() {
+            peer.changed.notify_waiters();
+        }
+    }
+
+    fn lost(&self, conn: &ConnInfo, reason: &str) {
+        let Some(peer) = self.peer.upgrade() else {
+            return;
+        };
+        if peer.unregister(conn.id) {
+            peer.events.emit(|| events::Event::Disconnected {
+                peer: conn.remote_name.clone(),
+                endpoint: conn.remote_addr.clone(),
+                reason: reason.to_owned(),
+            });
+        }
+    }
+}
