@@ -59,6 +59,16 @@ macro_rules! push_packet {
     }};
 }
 
+/// streamkit patch: told, on the session's task, the id a channel open was given
+/// the moment the session assigns it (before the request goes out).
+pub struct OnAssigned(pub Box<dyn FnOnce(ChannelId) + Send + Sync>);
+
+impl std::fmt::Debug for OnAssigned {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("OnAssigned")
+    }
+}
+
 mod channels;
 pub use channels::{
     Channel, ChannelMsg, ChannelReadHalf, ChannelStream, ChannelWriteHalf, live_channel_refs,

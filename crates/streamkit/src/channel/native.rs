@@ -297,18 +297,25 @@ impl Native {
                     return self.violation(why);
                 }
                 let discarded = self.recv.discarded();
-                self.fin_reply = if discarded > 0 {
-                    // Data arrived that the application will never read: its sender
-                    // must not take an acknowledgement for delivery.
-                    FinReply::Refused { discarded }
-                } else {
-                    FinReply::AckDue
-                };
-                Wake {
-                    read: true,
-                    transmit: true,
-                    ..Wake::default()
+                if discarded == 0 {
+                    self.fin_reply = FinReply::AckDue;
+                    return Wake {
+                        read: true,
+                        transmit: true,
+                        ..Wake::default()
+                    };
                 }
+                // Data arrived that the application will never read: its sender
+                // must not take an acknowledgement for delivery.
+                self.fin_reply = FinReply::Refused { discarded };
+                if matches!(self.send.state, SendState::FinQueued | SendState::FinSent) {
+                    // Our own end waits for the remote's answer, which may be a
+                    // refusal too: waiting for each other would never end. The remote
+                    // closed, what we sent may not have been read: say so now.
+                    return self.refuse_now(discarded);
+                }
+                // Answered once our own sending is finished (see `poll_transmit`).
+                Self::transmit()
             }
             Control::FinAck => {
                 if !self.send.on_fin_ack() {
@@ -336,6 +343,19 @@ impl Native {
             }
             Control::Unknown(_) => Wake::default(),
         }
+    }
+
+    /// Answers the remote's end of stream with `RESET` "closed" now: the channel
+    /// ends, and our own end of stream (unconfirmed) fails.
+    fn refuse_now(&mut self, discarded: u64) -> Wake {
+        self.local_failure.get_or_insert(ChannelError::Closed);
+        self.send.fail(ChannelError::ClosedByPeer);
+        self.recv.fail(ChannelError::Closed);
+        self.life = Life::Resetting {
+            code: ResetCode::Closed,
+            reason: format!("the peer closed the channel with {discarded} bytes unread"),
+        };
+        Wake::all()
     }
 
     /// SSH EOF: a native peer sends it only right before closing (its end of stream

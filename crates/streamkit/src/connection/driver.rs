@@ -48,8 +48,10 @@ pub(crate) struct ConnInfo {
 /// their key; the transport keeps each channel's way to send under it.
 pub(crate) trait Link: Send + Sync + 'static {
     /// Sends an open request for `key` carrying `path`, telling `conn` the SSH id
-    /// as soon as it is assigned ([`Conn::open_sent`]) and how it ended
-    /// ([`Conn::open_refused`]; a confirmation arrives through the handler).
+    /// when it is assigned, before the request goes out ([`Conn::open_sent`]), then
+    /// how it ended ([`Conn::open_confirmed`] once it can send on it, or
+    /// [`Conn::open_refused`]). The task running this may be aborted once the open
+    /// is given up.
     fn open(
         self: Arc<Self>,
         conn: Arc<Conn>,
@@ -398,6 +400,11 @@ impl Conn {
     /// transport closes it).
     pub(crate) fn confirmed(&self, ssh: u32) -> bool {
         self.step(|s| s.on_confirmed(ssh))
+    }
+
+    /// The remote refused an open of ours (its opener may have given up already).
+    pub(crate) fn refused(&self, ssh: u32) {
+        self.step(|s| s.on_refused(ssh));
     }
 
     // ---- the remote's opens ----

@@ -27,5 +27,8 @@ pub(crate) mod join;
 pub(crate) mod state;
 mod timer;
 
+#[cfg(test)]
+mod sim;
+
 pub(crate) use driver::{Conn, ConnInfo, Link, Observer, OpenFailed, SendFailed};
 pub(crate) use state::{ChannelKey, Incoming, Limits, Meta};

@@ -1941,14 +1941,17 @@ impl Session {
                     enc.channels.remove(&channel_num);
                 }
 
+                // streamkit patch: an opener that stopped waiting is no reason to
+                // end the session (the client side already ignores it), and the
+                // handler hears of the failure, as a client's does.
                 if let Some(channel_sender) = self.channels.remove(&channel_num) {
-                    channel_sender
-                        .send(ChannelMsg::OpenFailure(reason))
-                        .await
-                        .map_err(|_| crate::Error::SendError)?;
+                    let _ = channel_sender
+                        .send(ChannelMsg::OpenFailure(reason.clone()))
+                        .await;
                 }
-
-                Ok(())
+                handler
+                    .channel_open_failure(channel_num, reason, &description, &language_tag, self)
+                    .await
             }
             msg::REQUEST_SUCCESS => {
                 trace!("Global Request Success");

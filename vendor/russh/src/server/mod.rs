@@ -483,6 +483,20 @@ pub trait Handler: Sized {
         async { Ok(()) }
     }
 
+    /// streamkit patch: called when the client refused our request to open a
+    /// channel (as the client's handler is told of the server's refusals).
+    #[allow(unused_variables)]
+    fn channel_open_failure(
+        &mut self,
+        channel: ChannelId,
+        reason: ChannelOpenFailure,
+        description: &str,
+        language: &str,
+        session: &mut Session,
+    ) -> impl Future<Output = Result<(), Self::Error>> + Send {
+        async { Ok(()) }
+    }
+
     /// Called when the client confirmed our request to open a
     /// channel. A channel can only be written to after receiving this
     /// message (this library panics otherwise).

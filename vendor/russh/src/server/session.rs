@@ -50,7 +50,7 @@ pub enum Msg {
         socket_path: String,
         channel_ref: ChannelRef,
         /// streamkit patch: told the channel's id as soon as it is assigned.
-        assigned: Option<tokio::sync::oneshot::Sender<ChannelId>>,
+        assigned: Option<crate::OnAssigned>,
     },
     ChannelOpenForwardedTcpIp {
         connected_address: String,
@@ -320,12 +320,13 @@ impl Handle {
     }
 
     /// streamkit patch: [`Self::channel_open_direct_streamlocal`], and `assigned` is
-    /// told the channel's id as soon as the session assigns it (before the remote
-    /// has answered), so the caller can route what arrives for it from the start.
+    /// called, on the session's task, with the channel's id as soon as the session
+    /// assigns it: before the request goes out, so before anything the remote sends
+    /// for the channel can be handled.
     pub async fn channel_open_direct_streamlocal_assigned<A: Into<String>>(
         &self,
         socket_path: A,
-        assigned: Option<tokio::sync::oneshot::Sender<ChannelId>>,
+        assigned: Option<crate::OnAssigned>,
     ) -> Result<Channel<Msg>, Error> {
         let (sender, receiver) = channel(self.channel_buffer_size);
         let channel_ref = ChannelRef::new(sender);
@@ -586,7 +587,7 @@ impl Session {
                 let id = self.channel_open_direct_streamlocal(&socket_path)?;
                 self.channels.insert(id, channel_ref);
                 if let Some(assigned) = assigned {
-                    let _ = assigned.send(id);
+                    (assigned.0)(id);
                 }
             }
             Msg::ChannelOpenForwardedTcpIp {

@@ -19,14 +19,15 @@
 //! ```
 //!
 //! Nothing is sent on a channel before it is `Open` (or a `Session`): the transport
-//! must have its way to send first. The SSH layer may confirm one of our opens (and
-//! deliver its first data) before the opener's task has told us which SSH id the
-//! open got: the channel then starts life in `early`, keyed by its SSH id, and joins
-//! its entry when the id is known. A nested open names its parent by open id,
-//! which the table knows from the moment the parent's open was sent or received, so
-//! every open is decided at once: nothing ever waits on another task.
+//! must have its way to send first. The transport tells us the SSH id of an open of
+//! ours when it assigns it, before the request goes out, so whatever the remote
+//! sends for the channel finds it. An open given up (the opener timed out or went
+//! away) keeps its id in `given_up` until the remote answers: a late confirmation
+//! is closed at once. A nested open names its parent by open id, which the table
+//! knows from the moment the parent's open was sent or received, so every open is
+//! decided at once: nothing ever waits on another task.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -84,11 +85,7 @@ pub(crate) struct Limits {
 #[derive(Debug)]
 enum Phase {
     /// Our open request is on its way; `ssh` once the transport assigned it.
-    Opening {
-        ssh: Option<u32>,
-        deadline: Instant,
-        waiter: Waiter,
-    },
+    Opening { ssh: Option<u32>, deadline: Instant },
     /// Our open failed; the opener takes the error (then the entry goes).
     OpenFailed(OpenErrorKind),
     /// A standard client's `session` channel, before `exec`.
@@ -97,14 +94,6 @@ enum Phase {
     Accepted,
     /// Open on both sides (or closed since, with data left for its reader).
     Open,
-}
-
-/// Whether the application still waits for an open.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Waiter {
-    Waiting,
-    /// The opener gave up: a late success is closed at once.
-    GaveUp,
 }
 
 /// Who holds the channel's handles.
@@ -206,8 +195,8 @@ pub(crate) struct ConnectionState {
     next_open_id: u64,
     entries: HashMap<ChannelKey, Entry>,
     by_ssh: HashMap<u32, ChannelKey>,
-    /// Channels the SSH layer confirmed before their opener said which SSH id it got.
-    early: HashMap<u32, ChannelState>,
+    /// SSH ids of our opens given up before the remote answered them.
+    given_up: HashSet<u32>,
     idents: HashMap<(Origin, u64), ChannelKey>,
     /// Children waiting in any accept queue of this connection.
     queued_children: usize,
@@ -229,7 +218,7 @@ impl ConnectionState {
             next_open_id: 1,
             entries: HashMap::new(),
             by_ssh: HashMap::new(),
-            early: HashMap::new(),
+            given_up: HashSet::new(),
             idents: HashMap::new(),
             queued_children: 0,
             ready: VecDeque::new(),
@@ -252,7 +241,9 @@ impl ConnectionState {
             .values()
             .filter(|e| matches!(e.phase, Phase::Opening { ssh: None, .. }))
             .count();
-        self.by_ssh.len() + unrouted_opens
+        // Opens given up and not answered yet count: a remote that never answers
+        // cannot make us hold more than the limit.
+        self.by_ssh.len() + unrouted_opens + self.given_up.len()
     }
 
     pub(crate) fn lost(&self) -> Option<&ChannelError> {
@@ -265,6 +256,34 @@ impl ConnectionState {
 
     pub(crate) fn limits(&self) -> &Limits {
         &self.limits
+    }
+
+    /// Every entry, for the simulation's failure messages.
+    #[cfg(test)]
+    pub(crate) fn dump(&self) -> String {
+        let mut out = String::new();
+        let mut keys: Vec<_> = self.entries.keys().collect();
+        keys.sort();
+        for k in keys {
+            let e = &self.entries[k];
+            out.push_str(&format!(
+                "\n  {k:?} ssh={:?} phase={:?} holder={:?} service={:?} state={:?}",
+                e.ssh, e.phase, e.holder, e.meta.service, e.state
+            ));
+        }
+        out.push_str(&format!(
+            "\n  by_ssh={:?} given_up={:?}",
+            self.by_ssh, self.given_up
+        ));
+        out
+    }
+
+    /// Every entry's key (for the simulation's checks).
+    #[cfg(test)]
+    pub(crate) fn all_keys(&self) -> Vec<ChannelKey> {
+        let mut keys: Vec<_> = self.entries.keys().copied().collect();
+        keys.sort();
+        keys
     }
 
     /// Bytes held for readers and written but unsent, over all channels.
@@ -472,24 +491,18 @@ impl ConnectionState {
     pub(crate) fn on_data(&mut self, ssh: u32, data: Bytes) {
         if let Some(key) = self.routed(ssh) {
             self.with(key, |s| ((), s.on_data(data)));
-        } else if let Some(s) = self.early.get_mut(&ssh) {
-            let _ = s.on_data(data);
         }
     }
 
     pub(crate) fn on_extended(&mut self, ssh: u32, ext: u32, data: &[u8]) {
         if let Some(key) = self.routed(ssh) {
             self.with(key, |s| ((), s.on_extended(ext, data)));
-        } else if let Some(s) = self.early.get_mut(&ssh) {
-            let _ = s.on_extended(ext, data);
         }
     }
 
     pub(crate) fn on_eof(&mut self, ssh: u32) {
         if let Some(key) = self.routed(ssh) {
             self.with(key, |s| ((), s.on_eof()));
-        } else if let Some(s) = self.early.get_mut(&ssh) {
-            let _ = s.on_eof();
         }
     }
 
@@ -497,8 +510,6 @@ impl ConnectionState {
     pub(crate) fn on_close(&mut self, ssh: u32) {
         if let Some(key) = self.routed(ssh) {
             self.with(key, |s| ((), s.on_close()));
-        } else if let Some(s) = self.early.get_mut(&ssh) {
-            let _ = s.on_close();
         }
     }
 
@@ -516,7 +527,7 @@ impl ConnectionState {
             return;
         }
         self.lost = Some(e.clone());
-        self.early.clear();
+        self.given_up.clear();
         let keys: Vec<ChannelKey> = self.entries.keys().copied().collect();
         for key in &keys {
             let opening = matches!(
@@ -524,7 +535,7 @@ impl ConnectionState {
                 Some(Phase::Opening { .. })
             );
             if opening {
-                self.fail_open(*key, OpenErrorKind::ConnectionLost(lost_reason(&e)));
+                self.fail_open(*key, OpenErrorKind::ConnectionLost(lost_reason(&e)), false);
                 continue;
             }
             self.with(*key, |s| ((), s.on_connection_lost(&e)));

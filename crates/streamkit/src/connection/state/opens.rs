@@ -65,7 +65,6 @@ impl ConnectionState {
             Phase::Opening {
                 ssh: None,
                 deadline: now + self.limits.open_timeout,
-                waiter: Waiter::Waiting,
             },
             Holder::Opener,
             state,
@@ -104,14 +103,20 @@ impl ConnectionState {
         }
     }
 
-    /// The opener stopped waiting (its future was dropped): a late success is
-    /// closed at once, a failure forgotten.
+    /// The opener stopped waiting (its future was dropped): the open fails here
+    /// and its transport wait is abandoned; if the remote still answers, a late
+    /// confirmation is closed at once.
     pub(crate) fn abandon_open(&mut self, key: ChannelKey) {
-        let Some(e) = self.entries.get_mut(&key) else {
+        let Some(e) = self.entries.get(&key) else {
             return;
         };
-        match &mut e.phase {
-            Phase::Opening { waiter, .. } => *waiter = Waiter::GaveUp,
+        match &e.phase {
+            Phase::Opening { .. } => {
+                self.commands.push_back(Command::Abandon { key });
+                self.wake.driver = true;
+                self.fail_open(key, OpenErrorKind::Timeout(Duration::ZERO), true);
+                self.entries.remove(&key);
+            }
             Phase::OpenFailed(_) => {
                 self.entries.remove(&key);
             }
@@ -120,27 +125,25 @@ impl ConnectionState {
         }
     }
 
-    /// The transport assigned our open of `key` its SSH id (before the remote saw
-    /// it, or, rarely, after the remote already confirmed it).
+    /// The transport assigned our open of `key` its SSH id: before the request
+    /// went out, so before the remote can answer it.
     pub(crate) fn on_open_sent(&mut self, key: ChannelKey, ssh: u32) {
-        let Some(e) = self.entries.get_mut(&key) else {
-            return;
-        };
-        match &mut e.phase {
-            // Told once only: a channel that closed since is not routed again.
+        let pending = self.entries.get_mut(&key).and_then(|e| match &mut e.phase {
             Phase::Opening {
                 ssh: slot @ None, ..
-            } => *slot = Some(ssh),
-            _ => return,
-        }
-        // Confirmed (and perhaps fed) already: the channel joins its entry.
-        if let Some(state) = self.early.remove(&ssh) {
-            e.state = state;
-        }
-        self.route(key, ssh);
-        // Closed before we knew it was ours (its CLOSE came with the confirmation).
-        if self.entries.get(&key).is_some_and(|e| e.state.is_closed()) {
-            self.closed(key);
+            } => {
+                *slot = Some(ssh);
+                Some(())
+            }
+            _ => None,
+        });
+        match pending {
+            Some(()) => self.route(key, ssh),
+            // Given up before the id was known: the remote may still answer it.
+            None if !self.by_ssh.contains_key(&ssh) => {
+                self.given_up.insert(ssh);
+            }
+            None => {}
         }
     }
 
@@ -161,24 +164,19 @@ impl ConnectionState {
     /// The SSH layer confirmed an open of ours: data may follow at once (the
     /// channel is open once the opener's task has its way to send:
     /// [`on_open_confirmed`](Self::on_open_confirmed)). `false` if no open of ours
-    /// knows this id any more (it was given up: the transport closes it).
+    /// waits for it any more (it was given up: the transport closes it).
     pub(crate) fn on_confirmed(&mut self, ssh: u32) -> bool {
-        match self.by_ssh.get(&ssh).copied() {
-            Some(key) => !matches!(
-                self.entries.get(&key).map(|e| &e.phase),
-                Some(Phase::Opening {
-                    waiter: Waiter::GaveUp,
-                    ..
-                })
-            ),
-            None => {
-                if self.lost.is_none() {
-                    self.early
-                        .insert(ssh, ChannelState::native(self.limits.channel.clone()));
-                }
-                true
-            }
+        if self.given_up.remove(&ssh) {
+            return false;
         }
+        // The opener's task may have seen the answer first (russh wakes it before
+        // it calls the handler): open already is fine too.
+        self.by_ssh.contains_key(&ssh)
+    }
+
+    /// The remote refused an open of ours that was given up already.
+    pub(crate) fn on_refused(&mut self, ssh: u32) {
+        self.given_up.remove(&ssh);
     }
 
     /// Our open of `key` is open at both ends.
@@ -186,13 +184,6 @@ impl ConnectionState {
         let Some(e) = self.entries.get_mut(&key) else {
             return;
         };
-        let gave_up = matches!(
-            e.phase,
-            Phase::Opening {
-                waiter: Waiter::GaveUp,
-                ..
-            }
-        );
         e.phase = Phase::Open;
         e.announced = true;
         self.reports.push_back(Report::Opened {
@@ -209,10 +200,6 @@ impl ConnectionState {
             self.schedule(key);
         }
         self.wake.write.push(key);
-        if gave_up {
-            // Nobody waits for it: it closes gracefully, as a dropped channel does.
-            self.release(key);
-        }
     }
 
     /// The transport's answer to our open, when it is not a confirmation (which
@@ -226,21 +213,25 @@ impl ConnectionState {
                     .map_or_else(|| "connection closed".into(), lost_reason),
             ),
         };
-        self.fail_open(key, err);
+        self.fail_open(key, err, false);
     }
 
-    pub(super) fn fail_open(&mut self, key: ChannelKey, err: OpenErrorKind) {
+    /// Our open of `key` failed with `err`; `unanswered`: the remote may still
+    /// answer it (a timeout), so its SSH id is kept to close a late confirmation.
+    pub(super) fn fail_open(&mut self, key: ChannelKey, err: OpenErrorKind, unanswered: bool) {
         let Some(e) = self.entries.get_mut(&key) else {
             return;
         };
-        let Phase::Opening { ssh, waiter, .. } = &e.phase else {
+        let Phase::Opening { ssh, .. } = e.phase else {
             return;
         };
-        let (ssh, waiter) = (*ssh, *waiter);
-        if let Some(ssh) = ssh
-            && self.by_ssh.get(&ssh) == Some(&key)
-        {
-            self.by_ssh.remove(&ssh);
+        if let Some(ssh) = ssh {
+            if self.by_ssh.get(&ssh) == Some(&key) {
+                self.by_ssh.remove(&ssh);
+            }
+            if unanswered && self.lost.is_none() {
+                self.given_up.insert(ssh);
+            }
         }
         e.ssh = None;
         e.phase = Phase::OpenFailed(err);
@@ -252,9 +243,6 @@ impl ConnectionState {
         self.leave_parent(key);
         self.close_children(key);
         self.wake.write.push(key);
-        if waiter == Waiter::GaveUp {
-            self.entries.remove(&key);
-        }
     }
 
     /// The next deadline: the earliest open timeout.
@@ -281,7 +269,7 @@ impl ConnectionState {
             let timeout = self.limits.open_timeout;
             self.commands.push_back(Command::Abandon { key });
             self.wake.driver = true;
-            self.fail_open(key, OpenErrorKind::Timeout(timeout));
+            self.fail_open(key, OpenErrorKind::Timeout(timeout), true);
         }
     }
 

@@ -168,34 +168,19 @@ impl SshLink {
         lock(&self.writers).get(&key).cloned()
     }
 
-    /// Waits for our open of `key`: tells `conn` its SSH id as soon as the session
-    /// assigns it, then how the remote answered.
+    /// Waits for the answer to our open of `key` (its SSH id reached `conn` when
+    /// the session assigned it: see [`assigned`]).
     async fn finish_open<M>(
         &self,
         conn: &Conn,
         key: ChannelKey,
-        assigned: tokio::sync::oneshot::Receiver<ChannelId>,
         open: impl Future<Output = Result<russh::Channel<M>, russh::Error>>,
         wrap: fn(ChannelWriteHalf<M>) -> Writer,
     ) where
         M: From<(ChannelId, ChannelMsg)> + Send + Sync + 'static,
     {
-        tokio::pin!(open);
-        let result = tokio::select! {
-            biased;
-            id = assigned => {
-                if let Ok(id) = id {
-                    conn.open_sent(key, id.number());
-                }
-                open.await
-            }
-            r = &mut open => r,
-        };
-        match result {
+        match open.await {
             Ok(ch) => {
-                // The id is known by now in any case (the task may have seen the
-                // answer before the assignment): saying it again changes nothing.
-                conn.open_sent(key, ch.id().number());
                 // The read half is dropped: incoming traffic comes through the handler.
                 let (_read, write) = ch.split();
                 self.add_writer(key, wrap(write));
@@ -211,17 +196,25 @@ impl SshLink {
     }
 }
 
+/// Tells `conn`, on the session's task, the SSH id our open of `key` got, the
+/// moment the session assigns it: before the request goes out, so before anything
+/// the remote sends for the channel can arrive.
+fn assigned(conn: &Arc<Conn>, key: ChannelKey) -> russh::OnAssigned {
+    let conn = conn.clone();
+    russh::OnAssigned(Box::new(move |id| conn.open_sent(key, id.number())))
+}
+
 impl Link for SshLink {
     async fn open(self: Arc<Self>, conn: Arc<Conn>, key: ChannelKey, path: String) {
-        let (tx, rx) = tokio::sync::oneshot::channel();
+        let on_assigned = Some(assigned(&conn, key));
         match self.session.get() {
             Some(Session::Client(h)) => {
-                let open = h.channel_open_direct_streamlocal_assigned(path, Some(tx));
-                self.finish_open(&conn, key, rx, open, Writer::Client).await;
+                let open = h.channel_open_direct_streamlocal_assigned(path, on_assigned);
+                self.finish_open(&conn, key, open, Writer::Client).await;
             }
             Some(Session::Server(h)) => {
-                let open = h.channel_open_direct_streamlocal_assigned(path, Some(tx));
-                self.finish_open(&conn, key, rx, open, Writer::Server).await;
+                let open = h.channel_open_direct_streamlocal_assigned(path, on_assigned);
+                self.finish_open(&conn, key, open, Writer::Server).await;
             }
             None => conn.open_refused(key, OpenFailed::Gone),
         }

@@ -575,6 +575,20 @@ impl russh::server::Handler for ServerHandler {
         Ok(())
     }
 
+    async fn channel_open_failure(
+        &mut self,
+        channel: ChannelId,
+        _reason: russh::ChannelOpenFailure,
+        _description: &str,
+        _language: &str,
+        _session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        if let Some(conn) = self.conn() {
+            conn.refused(channel.number());
+        }
+        Ok(())
+    }
+
     async fn data_bytes(
         &mut self,
         channel: ChannelId,
