@@ -9,6 +9,86 @@ use std::sync::Arc;
 
 use crate::wire::reason::{OpenRefusal, ResetCode};
 
+/// Why a connection ended: what happened, and the I/O error under it if there was
+/// one (its [`source`](std::error::Error::source)).
+#[derive(Debug, Clone)]
+pub struct LostReason {
+    what: Arc<str>,
+    io: Option<Arc<io::Error>>,
+}
+
+impl LostReason {
+    /// A reason without an I/O error under it.
+    pub fn new(what: impl Into<Arc<str>>) -> LostReason {
+        LostReason {
+            what: what.into(),
+            io: None,
+        }
+    }
+
+    /// The socket (or stream) failed with `io`: described by its kind ("connection
+    /// reset", "unexpected end of file"), the error itself being the source.
+    pub fn io(io: io::Error) -> LostReason {
+        LostReason {
+            what: io.kind().to_string().into(),
+            io: Some(Arc::new(io)),
+        }
+    }
+
+    /// What happened, in words (the I/O error, if any, is the source).
+    pub fn what(&self) -> &str {
+        &self.what
+    }
+
+    /// The I/O error under the loss, if there was one.
+    pub fn io_error(&self) -> Option<&io::Error> {
+        self.io.as_deref()
+    }
+
+    /// What happened and the I/O error under it, in one line (for events and logs).
+    pub(crate) fn full(&self) -> String {
+        match &self.io {
+            Some(io) => format!("{}: {io}", self.what),
+            None => self.what.to_string(),
+        }
+    }
+}
+
+impl std::fmt::Display for LostReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.what)
+    }
+}
+
+impl std::error::Error for LostReason {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.io
+            .as_deref()
+            .map(|e| e as &(dyn std::error::Error + 'static))
+    }
+}
+
+impl PartialEq for LostReason {
+    fn eq(&self, other: &LostReason) -> bool {
+        self.what == other.what
+            && self.io.as_ref().map(|e| e.kind()) == other.io.as_ref().map(|e| e.kind())
+    }
+}
+
+impl Eq for LostReason {}
+
+impl From<&str> for LostReason {
+    fn from(what: &str) -> LostReason {
+        LostReason::new(what)
+    }
+}
+
+impl From<String> for LostReason {
+    fn from(what: String) -> LostReason {
+        LostReason::new(what)
+    }
+}
+
 /// Why a read or write on a channel failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
@@ -27,9 +107,10 @@ pub enum ChannelError {
     /// The remote closed the channel and reads no more: further writes cannot arrive.
     #[error("the remote peer closed the channel")]
     ClosedByPeer,
-    /// The connection carrying the channel is gone.
+    /// The connection carrying the channel is gone. The I/O error under it, if any,
+    /// is the [`source`](std::error::Error::source).
     #[error("connection lost: {0}")]
-    ConnectionLost(Arc<str>),
+    ConnectionLost(#[source] LostReason),
     /// A frame announced a length over the limit; the channel was reset.
     #[error("frame of {len} bytes is over the limit of {max}")]
     FrameTooLarge {
@@ -134,7 +215,7 @@ pub enum OpenErrorKind {
     Timeout(std::time::Duration),
     /// The connection went away.
     #[error("connection lost: {0}")]
-    ConnectionLost(Arc<str>),
+    ConnectionLost(#[source] LostReason),
     /// This peer is shutting down.
     #[error("local peer is shutting down")]
     ShuttingDown,
@@ -294,4 +375,26 @@ pub enum KeyError {
     /// The key is not ed25519.
     #[error("{0}: only ed25519 identity keys are supported")]
     Unsupported(String),
+}
+
+#[cfg(test)]
+mod tests {
+    use std::error::Error as _;
+
+    use super::*;
+
+    #[test]
+    fn a_lost_connection_says_why_once_and_keeps_its_cause() {
+        let e = ChannelError::ConnectionLost(LostReason::io(io::Error::new(
+            io::ErrorKind::UnexpectedEof,
+            "early eof",
+        )));
+        assert_eq!(e.to_string(), "connection lost: unexpected end of file");
+        let reason = e.source().expect("the reason");
+        let io = reason.source().expect("the I/O error");
+        assert_eq!(io.to_string(), "early eof");
+        let plain = ChannelError::ConnectionLost("peer disconnected".into());
+        assert_eq!(plain.to_string(), "connection lost: peer disconnected");
+        assert!(plain.source().and_then(|r| r.source()).is_none());
+    }
 }

@@ -78,7 +78,8 @@ pub use connection::handle::{Channel, ChannelMeta, ReadHalf, WriteHalf};
 pub use connection::join::{Frames, JoinError, JoinStats};
 pub use endpoint::Endpoint;
 pub use error::{
-    BindError, ChannelError, ConfigError, ConnectError, KeyError, OpenError, OpenErrorKind,
+    BindError, ChannelError, ConfigError, ConnectError, KeyError, LostReason, OpenError,
+    OpenErrorKind,
 };
 pub use keys::{Identity, PublicKey};
 pub use peer::events::{Event, Events};

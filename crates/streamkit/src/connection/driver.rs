@@ -20,7 +20,7 @@ use super::state::{
     ChannelKey, Command, ConnectionState, Decision, Incoming, Limits, Meta, Report,
 };
 use crate::channel::{ChannelState, Headers, Step, Transmit, Wake};
-use crate::error::{ChannelError, OpenErrorKind};
+use crate::error::{ChannelError, LostReason, OpenErrorKind};
 
 /// Locks a mutex, ignoring poisoning: every critical section here leaves the data
 /// consistent before anything that could panic.
@@ -437,15 +437,17 @@ impl Conn {
     }
 
     /// The connection is gone: every channel fails; the layer above forgets it.
-    pub(crate) fn lose(&self, reason: &str) {
+    pub(crate) fn lose(&self, reason: impl Into<LostReason>) {
         if self.losing.swap(true, std::sync::atomic::Ordering::SeqCst) {
             return;
         }
-        tracing::debug!(peer = %self.info.remote_name, %reason, "connection lost");
+        let reason = reason.into();
+        let full = reason.full();
+        tracing::debug!(peer = %self.info.remote_name, reason = %full, "connection lost");
         // Forget the connection first, so that whoever wakes up below already sees
         // the peer gone.
-        self.observer.lost(&self.info, reason);
-        self.step(|s| s.on_lost(ChannelError::ConnectionLost(reason.into())));
+        self.observer.lost(&self.info, &full);
+        self.step(|s| s.on_lost(ChannelError::ConnectionLost(reason)));
         for (_, task) in lock(&self.inner).opening.drain() {
             task.abort();
         }

@@ -170,7 +170,7 @@ pub(crate) async fn supervise(peer: Weak<PeerInner>, dialer: Arc<Dialer>) {
         }
         let reason = conn
             .lost()
-            .map(|e| crate::connection::state::lost_reason(&e).to_string())
+            .map(|e| crate::connection::state::lost_reason(&e).full())
             .unwrap_or_default();
         let mut error = reason;
         loop {

@@ -268,7 +268,7 @@ impl Link for InprocLink {
 
     async fn disconnect(&self, why: String) {
         if let Some(this) = self.this.upgrade() {
-            this.lose(&why);
+            this.lose(why);
         }
     }
 
@@ -278,10 +278,10 @@ impl Link for InprocLink {
             .this
             .upgrade()
             .and_then(|c| c.lost())
-            .map(|e| crate::connection::state::lost_reason(&e).to_string())
+            .map(|e| crate::connection::state::lost_reason(&e).full())
             .unwrap_or_else(|| "connection closed".into());
         if let Some((_, other)) = self.other() {
-            other.lose(&format!("peer closed the connection: {why}"));
+            other.lose(format!("peer closed the connection: {why}"));
         }
     }
 }

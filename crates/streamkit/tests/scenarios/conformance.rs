@@ -23,6 +23,7 @@ over_all! {
     a_thousand_channels_at_once => a_thousand_channels_at_once;
     vanished_peer_fails_reads_and_leaves_peers => vanished_peer_fails_reads_and_leaves_peers;
     close_without_reading_completes => close_without_reading_completes;
+    a_close_to_a_dropped_reader_is_not_success => a_close_to_a_dropped_reader_is_not_success;
     an_open_reset_at_once_fails_instead_of_hanging => an_open_reset_at_once_fails_instead_of_hanging;
     error_frames_larger_than_the_window => error_frames_larger_than_the_window;
     // Channels of channels
@@ -521,6 +522,34 @@ async fn close_without_reading_completes(kind: Kind) {
     })
     .await;
     within(ch.close()).await.unwrap();
+}
+
+/// The remote drops its end without reading: more than a window was written, so
+/// some of it was thrown away unread, and neither the writes nor `close` may report
+/// success (nothing is silently lost), round after round.
+async fn a_close_to_a_dropped_reader_is_not_success(kind: Kind) {
+    let p = pair(kind).await;
+    let bob = p.bob.clone();
+    tokio::spawn(async move {
+        while let Ok((_, ch)) = bob.accept().await {
+            drop(ch);
+        }
+    });
+    let data = pattern(3 << 20, 5);
+    for round in 0..10 {
+        let mut ch = within(p.alice.open("bob", "dropped", ())).await.unwrap();
+        let wrote = within(ch.write_all(&data)).await;
+        let closed = within(ch.close()).await;
+        let err = match (wrote, closed) {
+            (Ok(()), Ok(())) => panic!("round {round}: writes and close succeeded"),
+            (Err(e), _) => e
+                .into_inner()
+                .and_then(|e| e.downcast::<ChannelError>().ok())
+                .map(|e| *e),
+            (Ok(()), Err(e)) => Some(e),
+        };
+        assert_eq!(err, Some(ChannelError::ClosedByPeer), "round {round}");
+    }
 }
 
 async fn an_open_reset_at_once_fails_instead_of_hanging(kind: Kind) {

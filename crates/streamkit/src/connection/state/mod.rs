@@ -39,7 +39,7 @@ mod nest;
 mod opens;
 
 use crate::channel::{self, ChannelState, Headers, Step, Transmit, Wake};
-use crate::error::{ChannelError, OpenErrorKind};
+use crate::error::{ChannelError, LostReason, OpenErrorKind};
 use crate::wire::open::OpenRequest;
 use crate::wire::reason::OpenRefusal;
 use nest::Nest;
@@ -548,9 +548,9 @@ impl ConnectionState {
 }
 
 /// A lost connection's reason, for an open error.
-pub(crate) fn lost_reason(e: &ChannelError) -> Arc<str> {
+pub(crate) fn lost_reason(e: &ChannelError) -> LostReason {
     match e {
         ChannelError::ConnectionLost(r) => r.clone(),
-        other => other.to_string().into(),
+        other => LostReason::new(other.to_string()),
     }
 }

@@ -194,7 +194,7 @@ pub(crate) async fn handshake(
     // The session may have ended meanwhile: nobody else would notice.
     let ended = lock(&shared.ended).clone();
     if let Some(why) = ended {
-        conn.lose(&why);
+        conn.lose(why.clone());
         return Err(ConnectError::Handshake {
             endpoint,
             why: format!("connection closed during the handshake ({why})"),
@@ -241,7 +241,7 @@ impl Drop for ClientHandler {
             .unwrap_or_else(|| "connection closed".to_owned());
         *lock(&self.shared.ended) = Some(reason.clone());
         if let Some(conn) = self.shared.conn.get() {
-            conn.lose(&reason);
+            conn.lose(reason);
         }
         self.shared.link.kill_switch().kill();
     }

@@ -350,6 +350,14 @@ pub(crate) fn failure(refusal: OpenRefusal) -> ChannelOpenFailure {
     }
 }
 
+/// Why a session ended, as a connection's loss: an I/O error stays typed.
+pub(crate) fn lost(e: russh::Error) -> crate::error::LostReason {
+    match e {
+        russh::Error::IO(io) => crate::error::LostReason::io(io),
+        other => describe(&other).into(),
+    }
+}
+
 /// A human description of why a session ended (without a "connection lost"
 /// prefix: the channel errors that carry it add their own).
 pub(crate) fn describe(e: &russh::Error) -> String {

@@ -13,6 +13,7 @@ use crate::channel::Headers;
 use crate::connection::driver::lock;
 use crate::connection::state::Decision;
 use crate::connection::{Conn, Incoming};
+use crate::error::LostReason;
 use crate::keys::PublicKey;
 use crate::transport::{Counted, Host, Socket, SshStream};
 use crate::trust::Trust;
@@ -139,20 +140,20 @@ pub(crate) async fn serve(
         Err(e) => Err(e),
     };
     timer.abort();
-    let reason = match &result {
-        Ok(()) => "connection closed".to_owned(),
-        Err(e) if kill.is_killed() => format!("closed locally ({})", super::describe(e)),
-        Err(e) => super::describe(e),
+    let reason = match result {
+        Ok(()) => LostReason::new("connection closed"),
+        Err(e) if kill.is_killed() => format!("closed locally ({})", super::describe(&e)).into(),
+        Err(e) => super::lost(e),
     };
     // Free the address's place before the peer leaves `peers()`, so that whoever sees
     // it gone can connect again at once.
     drop(counted);
     if let Some(ready) = lock(&ready).take() {
-        let _ = ready.send(Err(reason.clone()));
+        let _ = ready.send(Err(reason.full()));
     }
     match shared.conn.get() {
-        Some(conn) => conn.lose(&reason),
-        None => tracing::debug!(remote = %remote_addr, %reason, "handshake ended"),
+        Some(conn) => conn.lose(reason),
+        None => tracing::debug!(remote = %remote_addr, reason = %reason.full(), "handshake ended"),
     }
 }
 
