@@ -13,7 +13,6 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::{Context, Poll, Waker};
 
 use tokio::sync::Notify;
-use tokio::task::JoinHandle;
 
 use super::handle::Channel;
 use super::state::{
@@ -50,8 +49,8 @@ pub(crate) trait Link: Send + Sync + 'static {
     /// Sends an open request for `key` carrying `path`, telling `conn` the SSH id
     /// when it is assigned, before the request goes out ([`Conn::open_sent`]), then
     /// how it ended ([`Conn::open_confirmed`] once it can send on it, or
-    /// [`Conn::open_refused`]). The task running this may be aborted once the open
-    /// is given up.
+    /// [`Conn::open_refused`]). It runs inside the opener's future, which drops it
+    /// when the open is given up.
     fn open(
         self: Arc<Self>,
         conn: Arc<Conn>,
@@ -111,8 +110,6 @@ struct Wakers {
 struct Inner {
     state: ConnectionState,
     wakers: HashMap<ChannelKey, Wakers>,
-    /// Our opens' tasks, to abort when the open is given up.
-    opening: HashMap<ChannelKey, JoinHandle<()>>,
     /// A polite disconnect was asked for.
     disconnect: Option<String>,
 }
@@ -132,10 +129,21 @@ pub(crate) enum Slot {
     Accept,
 }
 
+/// Sends an open request through the transport: the future is the transport's
+/// side of one open (see [`Link::open`]), run by the opener's own future.
+type Opener = Box<
+    dyn Fn(Arc<Conn>, ChannelKey, String) -> std::pin::Pin<Box<dyn Future<Output = ()> + Send>>
+        + Send
+        + Sync,
+>;
+
 /// A connection (see the module docs).
 pub(crate) struct Conn {
     pub(crate) info: ConnInfo,
     inner: Mutex<Inner>,
+    /// Dropped when the connection is lost, so that the transport's state goes
+    /// with it even while handles to this connection live on.
+    opener: Mutex<Option<Arc<Opener>>>,
     driver: Notify,
     lost: Notify,
     /// Set by the first `lose`.
@@ -167,9 +175,9 @@ impl Conn {
             inner: Mutex::new(Inner {
                 state,
                 wakers: HashMap::new(),
-                opening: HashMap::new(),
                 disconnect: None,
             }),
+            opener: Mutex::new(None),
             driver: Notify::new(),
             lost: Notify::new(),
             losing: std::sync::atomic::AtomicBool::new(false),
@@ -322,8 +330,19 @@ impl Conn {
 
     // ---- opens ----
 
-    /// Opens a channel (inside `parent`, if given) and waits for the remote's answer.
-    /// Dropping the future gives the open up (a late success is closed).
+    /// Starts the driver of this connection, through `link`: the connection works
+    /// from then on.
+    pub(crate) fn start<L: Link>(self: &Arc<Self>, link: Arc<L>) {
+        let l = link.clone();
+        let opener: Opener =
+            Box::new(move |conn, key, path| Box::pin(l.clone().open(conn, key, path)));
+        *lock(&self.opener) = Some(Arc::new(opener));
+        tokio::spawn(self.clone().drive(link));
+    }
+
+    /// Opens a channel (inside `parent`, if given) and waits for the remote's
+    /// answer. The transport's side of the open runs in this future: dropping it
+    /// gives the open up (a late success is closed).
     pub(crate) async fn open(
         self: &Arc<Self>,
         service: &str,
@@ -331,7 +350,10 @@ impl Conn {
         parent: Option<ChannelKey>,
     ) -> Result<Channel, OpenErrorKind> {
         let now = tokio::time::Instant::now().into_std();
-        let key = self.step(|s| s.open(service, headers, parent, now))?;
+        let (key, request) = self.step(|s| {
+            let key = s.open(service, headers, parent, now)?;
+            Ok::<_, OpenErrorKind>((key, s.take_request(key)))
+        })?;
         struct GiveUp<'a>(&'a Arc<Conn>, ChannelKey, bool);
         impl Drop for GiveUp<'_> {
             fn drop(&mut self) {
@@ -343,7 +365,18 @@ impl Conn {
             }
         }
         let mut guard = GiveUp(self, key, false);
+        let opener = lock(&self.opener).clone();
+        let mut transport = match (request, opener) {
+            (Some(path), Some(opener)) => Some(opener(self.clone(), key, path)),
+            _ => None,
+        };
         let opened = std::future::poll_fn(|cx| {
+            // The transport's side first: it reports into the state as it goes.
+            if let Some(t) = &mut transport
+                && t.as_mut().poll(cx).is_ready()
+            {
+                transport = None;
+            }
             let r = {
                 let mut inner = lock(&self.inner);
                 let r = inner.state.poll_open(key);
@@ -377,7 +410,6 @@ impl Conn {
     /// Our open of `key` was confirmed and the transport can now send on it;
     /// `false` if the channel already closed (the transport can drop its writer).
     pub(crate) fn open_confirmed(&self, key: ChannelKey) -> bool {
-        lock(&self.inner).opening.remove(&key);
         self.step(|s| s.on_open_confirmed(key))
     }
 
@@ -392,7 +424,6 @@ impl Conn {
             OpenFailed::Refused(code) => super::state::OpenOutcome::Refused(code),
             OpenFailed::Gone => super::state::OpenOutcome::Gone,
         };
-        lock(&self.inner).opening.remove(&key);
         self.step(|s| s.on_open_failed(key, outcome));
     }
 
@@ -448,9 +479,7 @@ impl Conn {
         // the peer gone.
         self.observer.lost(&self.info, &full);
         self.step(|s| s.on_lost(ChannelError::ConnectionLost(reason)));
-        for (_, task) in lock(&self.inner).opening.drain() {
-            task.abort();
-        }
+        lock(&self.opener).take();
         self.observer.changed();
         self.lost.notify_waiters();
         self.driver.notify_one();
@@ -509,7 +538,7 @@ impl Conn {
     // ---- the driver ----
 
     /// Drives the connection through `link` until it is lost.
-    pub(crate) async fn drive<L: Link>(self: Arc<Self>, link: Arc<L>) {
+    async fn drive<L: Link>(self: Arc<Self>, link: Arc<L>) {
         loop {
             let notified = self.driver.notified();
             tokio::pin!(notified);
@@ -548,19 +577,13 @@ impl Conn {
     fn run_commands<L: Link>(self: &Arc<Self>, link: &Arc<L>) {
         while let Some(cmd) = self.step(|s| s.poll_command()) {
             match cmd {
-                Command::Open { key, path } => {
-                    let task = tokio::spawn(link.clone().open(self.clone(), key, path));
-                    lock(&self.inner).opening.insert(key, task);
-                }
-                Command::Abandon { key } => {
-                    if let Some(task) = lock(&self.inner).opening.remove(&key) {
-                        task.abort();
+                // The opener's future normally took the request already.
+                Command::Open { key } => {
+                    if let Some(path) = self.step(|s| s.take_request(key)) {
+                        tokio::spawn(link.clone().open(self.clone(), key, path));
                     }
                 }
-                Command::Forget { key } => {
-                    lock(&self.inner).opening.remove(&key);
-                    link.forget(key);
-                }
+                Command::Forget { key } => link.forget(key),
             }
         }
     }

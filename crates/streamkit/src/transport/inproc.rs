@@ -130,8 +130,8 @@ pub(crate) fn dial(client: &Arc<dyn Host>, name: &str) -> Result<Arc<Conn>, Conn
     let _ = server_link
         .other
         .set((Arc::downgrade(&client_link), Arc::downgrade(&client_conn)));
-    tokio::spawn(client_conn.clone().drive(client_link));
-    tokio::spawn(server_conn.clone().drive(server_link));
+    client_conn.start(client_link);
+    server_conn.start(server_link);
     server.register(server_conn);
     client.register(client_conn.clone());
     Ok(client_conn)

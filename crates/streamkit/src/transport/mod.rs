@@ -312,7 +312,10 @@ impl Outbound {
                 break;
             }
             if empty {
-                woken.await;
+                tokio::select! {
+                    () = woken => {}
+                    () = self.switch.killed() => break,
+                }
                 continue;
             }
             if closing && linger.is_none() {
@@ -381,7 +384,10 @@ impl Outbound {
                 break;
             }
             if chunk.is_empty() {
-                woken.await;
+                tokio::select! {
+                    () = woken => {}
+                    () = self.switch.killed() => break,
+                }
                 continue;
             }
             if closing && linger.is_none() {

@@ -356,10 +356,10 @@ impl Sim {
                     eprintln!("  command {s:?} {cmd:?}");
                 }
                 match cmd {
-                    Command::Open { key, path } => self.send_open(s, key, path),
-                    Command::Abandon { key } => {
-                        // The task is aborted: whatever it would have seen is lost.
-                        self.end(s).tasks.remove(&key);
+                    Command::Open { key } => {
+                        if let Some(path) = self.state(s).take_request(key) {
+                            self.send_open(s, key, path);
+                        }
                     }
                     Command::Forget { key } => {
                         self.end(s).writers.remove(&key);
@@ -406,6 +406,12 @@ impl Sim {
         else {
             return false;
         };
+        if !self.state(s).is_opening(key) {
+            // The opener gave up (its future, with the transport's side of the
+            // open, was dropped): what it would have seen goes nowhere.
+            self.end(s).tasks.remove(&key);
+            return true;
+        }
         match ev {
             TaskEvent::Confirmed(ours, theirs) => {
                 // The opener's task: its way to send, then the channel is open.
@@ -437,7 +443,7 @@ impl Sim {
                 };
                 *peer = Some(from_ssh);
                 let key = e.opening.remove(&to_ssh);
-                let waiting = key.filter(|k| e.tasks.contains_key(k));
+                let waiting = key.filter(|k| e.tasks.contains_key(k) && e.state.is_opening(*k));
                 // russh wakes the opener's task before it calls the handler: the task
                 // may run first, on another thread.
                 if let Some(key) = waiting

@@ -84,8 +84,13 @@ pub(crate) struct Limits {
 /// Where a channel stands on its way to being open (see the module's diagram).
 #[derive(Debug)]
 enum Phase {
-    /// Our open request is on its way; `ssh` once the transport assigned it.
-    Opening { ssh: Option<u32>, deadline: Instant },
+    /// Our open request is on its way (`request`: not yet handed to the
+    /// transport); `ssh` once the transport assigned it.
+    Opening {
+        request: Option<String>,
+        ssh: Option<u32>,
+        deadline: Instant,
+    },
     /// Our open failed; the opener takes the error (then the entry goes).
     OpenFailed(OpenErrorKind),
     /// A standard client's `session` channel, before `exec`.
@@ -149,10 +154,9 @@ pub(crate) enum Decision {
 /// Something the driver must ask of the transport.
 #[derive(Debug)]
 pub(crate) enum Command {
-    /// Send an open request carrying `path`.
-    Open { key: ChannelKey, path: String },
-    /// Our open of `key` was given up: stop waiting for the transport.
-    Abandon { key: ChannelKey },
+    /// Send the open request of `key` (see [`ConnectionState::take_request`]):
+    /// the opener usually has already.
+    Open { key: ChannelKey },
     /// The SSH channel `key` is closed here: the transport can drop its writer.
     Forget { key: ChannelKey },
 }
@@ -197,6 +201,8 @@ pub(crate) struct ConnectionState {
     by_ssh: HashMap<u32, ChannelKey>,
     /// SSH ids of our opens given up before the remote answered them.
     given_up: HashSet<u32>,
+    /// Our opens not yet assigned an SSH id.
+    unrouted_opens: usize,
     idents: HashMap<(Origin, u64), ChannelKey>,
     /// Children waiting in any accept queue of this connection.
     queued_children: usize,
@@ -219,6 +225,7 @@ impl ConnectionState {
             entries: HashMap::new(),
             by_ssh: HashMap::new(),
             given_up: HashSet::new(),
+            unrouted_opens: 0,
             idents: HashMap::new(),
             queued_children: 0,
             ready: VecDeque::new(),
@@ -236,14 +243,9 @@ impl ConnectionState {
 
     /// Channels open at the SSH level and our opens in flight.
     pub(crate) fn channel_count(&self) -> usize {
-        let unrouted_opens = self
-            .entries
-            .values()
-            .filter(|e| matches!(e.phase, Phase::Opening { ssh: None, .. }))
-            .count();
         // Opens given up and not answered yet count: a remote that never answers
         // cannot make us hold more than the limit.
-        self.by_ssh.len() + unrouted_opens + self.given_up.len()
+        self.by_ssh.len() + self.unrouted_opens + self.given_up.len()
     }
 
     pub(crate) fn lost(&self) -> Option<&ChannelError> {
@@ -276,6 +278,14 @@ impl ConnectionState {
             self.by_ssh, self.given_up
         ));
         out
+    }
+
+    /// Whether our open of `key` still waits for its answer.
+    #[cfg(test)]
+    pub(crate) fn is_opening(&self, key: ChannelKey) -> bool {
+        self.entries
+            .get(&key)
+            .is_some_and(|e| matches!(e.phase, Phase::Opening { .. }))
     }
 
     /// Every entry's key (for the simulation's checks).

@@ -11,8 +11,9 @@ impl ConnectionState {
     // ------------------------------------------------------------------
 
     /// Starts opening a channel to `service` (inside `parent`, if given). The
-    /// transport is asked to send the request ([`Command::Open`]); the opener then
-    /// polls [`poll_open`](Self::poll_open).
+    /// request waits to be taken ([`take_request`](Self::take_request)) by the
+    /// opener, or by the driver on [`Command::Open`]; the opener then polls
+    /// [`poll_open`](Self::poll_open).
     pub(crate) fn open(
         &mut self,
         service: &str,
@@ -63,6 +64,7 @@ impl ConnectionState {
         self.insert(
             key,
             Phase::Opening {
+                request: Some(path),
                 ssh: None,
                 deadline: now + self.limits.open_timeout,
             },
@@ -74,9 +76,19 @@ impl ConnectionState {
         if let Some(p) = parent {
             self.adopt(p, key);
         }
-        self.commands.push_back(Command::Open { key, path });
+        self.unrouted_opens += 1;
+        self.commands.push_back(Command::Open { key });
         self.wake.driver = true;
         Ok(key)
+    }
+
+    /// The open request of `key`, for the transport to send: once (the opener and
+    /// the driver may both ask).
+    pub(crate) fn take_request(&mut self, key: ChannelKey) -> Option<String> {
+        match &mut self.entries.get_mut(&key)?.phase {
+            Phase::Opening { request, .. } => request.take(),
+            _ => None,
+        }
     }
 
     /// Whether our open of `key` finished: `Ready` once open (the caller now holds
@@ -112,8 +124,6 @@ impl ConnectionState {
         };
         match &e.phase {
             Phase::Opening { .. } => {
-                self.commands.push_back(Command::Abandon { key });
-                self.wake.driver = true;
                 self.fail_open(key, OpenErrorKind::Timeout(Duration::ZERO), true);
                 self.entries.remove(&key);
             }
@@ -138,7 +148,10 @@ impl ConnectionState {
             _ => None,
         });
         match pending {
-            Some(()) => self.route(key, ssh),
+            Some(()) => {
+                self.unrouted_opens -= 1;
+                self.route(key, ssh);
+            }
             // Given up before the id was known: the remote may still answer it.
             None if !self.by_ssh.contains_key(&ssh) => {
                 self.given_up.insert(ssh);
@@ -225,6 +238,9 @@ impl ConnectionState {
         let Phase::Opening { ssh, .. } = e.phase else {
             return;
         };
+        if ssh.is_none() {
+            self.unrouted_opens -= 1;
+        }
         if let Some(ssh) = ssh {
             if self.by_ssh.get(&ssh) == Some(&key) {
                 self.by_ssh.remove(&ssh);
@@ -267,8 +283,6 @@ impl ConnectionState {
             .collect();
         for key in expired {
             let timeout = self.limits.open_timeout;
-            self.commands.push_back(Command::Abandon { key });
-            self.wake.driver = true;
             self.fail_open(key, OpenErrorKind::Timeout(timeout), true);
         }
     }

@@ -190,7 +190,7 @@ pub(crate) async fn handshake(
     shared.link.set_session(SshSession::Client(handle));
     let conn = transport::new_conn(&**host, name, endpoint.clone(), true);
     let _ = shared.conn.set(conn.clone());
-    tokio::spawn(conn.clone().drive(shared.link.clone()));
+    conn.start(shared.link.clone());
     // The session may have ended meanwhile: nobody else would notice.
     let ended = lock(&shared.ended).clone();
     if let Some(why) = ended {

@@ -341,7 +341,7 @@ impl russh::server::Handler for ServerHandler {
         let conn = crate::transport::new_conn(&*host, user, self.remote_addr.clone(), false);
         let _ = self.shared.conn.set(conn.clone());
         self.handshaking = None;
-        tokio::spawn(conn.clone().drive(link));
+        conn.start(link);
         let name = conn.info.remote_name.clone();
         host.register(conn);
         if let Some(ready) = lock(&self.ready).take() {
