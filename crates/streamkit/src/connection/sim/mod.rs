@@ -270,7 +270,12 @@ impl Sim {
                 enabled.push(Action::App(s));
             }
         }
-        if held || self.ends.iter().any(|e| e.state.poll_timeout().is_some()) {
+        if held
+            || self
+                .ends
+                .iter_mut()
+                .any(|e| e.state.poll_timeout().is_some())
+        {
             enabled.push(Action::Time);
         }
         if enabled.is_empty() {
@@ -315,7 +320,7 @@ impl Sim {
         let hold = self.hold_opens_until.filter(|t| self.now < *t);
         let Some(next) = self
             .ends
-            .iter()
+            .iter_mut()
             .filter_map(|e| e.state.poll_timeout())
             .chain(hold)
             .min()
@@ -412,6 +417,8 @@ impl Sim {
             self.end(s).tasks.remove(&key);
             return true;
         }
+        // The opener's task sees one answer, and is done.
+        self.end(s).tasks.remove(&key);
         match ev {
             TaskEvent::Confirmed(ours, theirs) => {
                 // The opener's task: its way to send, then the channel is open.
@@ -429,9 +436,16 @@ impl Sim {
     }
 
     fn deliver(&mut self, q: QueueId) -> bool {
-        let Some(msg) = self.wire.get_mut(&q).and_then(VecDeque::pop_front) else {
+        let Some(queue) = self.wire.get_mut(&q) else {
             return false;
         };
+        let Some(msg) = queue.pop_front() else {
+            return false;
+        };
+        // Only queues with something in them stay: each step looks at all of them.
+        if queue.is_empty() {
+            self.wire.remove(&q);
+        }
         let from = q.0;
         let to = from.other();
         match msg {

@@ -27,7 +27,7 @@
 //! knows from the moment the parent's open was sent or received, so every open is
 //! decided at once: nothing ever waits on another task.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -203,6 +203,10 @@ pub(crate) struct ConnectionState {
     given_up: HashSet<u32>,
     /// Our opens not yet assigned an SSH id.
     unrouted_opens: usize,
+    /// The open deadlines, earliest first. An entry whose open has ended since is
+    /// dropped when it comes first (see `poll_timeout`): one open costs one
+    /// insertion, and the next deadline is found without a scan.
+    deadlines: BTreeSet<(Instant, ChannelKey)>,
     idents: HashMap<(Origin, u64), ChannelKey>,
     /// Children waiting in any accept queue of this connection.
     queued_children: usize,
@@ -226,6 +230,7 @@ impl ConnectionState {
             by_ssh: HashMap::new(),
             given_up: HashSet::new(),
             unrouted_opens: 0,
+            deadlines: BTreeSet::new(),
             idents: HashMap::new(),
             queued_children: 0,
             ready: VecDeque::new(),

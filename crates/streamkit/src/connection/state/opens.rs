@@ -61,12 +61,14 @@ impl ConnectionState {
         let key = self.new_key();
         let meta = self.make_meta(service.to_owned(), headers);
         let state = ChannelState::native(self.limits.channel.clone());
+        let deadline = now + self.limits.open_timeout;
+        self.deadlines.insert((deadline, key));
         self.insert(
             key,
             Phase::Opening {
                 request: Some(path),
                 ssh: None,
-                deadline: now + self.limits.open_timeout,
+                deadline,
             },
             Holder::Opener,
             state,
@@ -197,6 +199,9 @@ impl ConnectionState {
         let Some(e) = self.entries.get_mut(&key) else {
             return;
         };
+        if let Phase::Opening { deadline, .. } = e.phase {
+            self.deadlines.remove(&(deadline, key));
+        }
         e.phase = Phase::Open;
         e.announced = true;
         self.reports.push_back(Report::Opened {
@@ -235,9 +240,10 @@ impl ConnectionState {
         let Some(e) = self.entries.get_mut(&key) else {
             return;
         };
-        let Phase::Opening { ssh, .. } = e.phase else {
+        let Phase::Opening { ssh, deadline, .. } = e.phase else {
             return;
         };
+        self.deadlines.remove(&(deadline, key));
         if ssh.is_none() {
             self.unrouted_opens -= 1;
         }
@@ -262,28 +268,36 @@ impl ConnectionState {
     }
 
     /// The next deadline: the earliest open timeout.
-    pub(crate) fn poll_timeout(&self) -> Option<Instant> {
-        self.entries
-            .values()
-            .filter_map(|e| match e.phase {
-                Phase::Opening { deadline, .. } => Some(deadline),
-                _ => None,
-            })
-            .min()
+    pub(crate) fn poll_timeout(&mut self) -> Option<Instant> {
+        while let Some(&(deadline, key)) = self.deadlines.first() {
+            if self.open_deadline(key) == Some(deadline) {
+                return Some(deadline);
+            }
+            self.deadlines.pop_first();
+        }
+        None
     }
 
     /// Time passed: opens past their deadline fail (and their transport wait is
     /// abandoned).
     pub(crate) fn handle_timeout(&mut self, now: Instant) {
-        let expired: Vec<ChannelKey> = self
-            .entries
-            .iter()
-            .filter(|(_, e)| matches!(e.phase, Phase::Opening { deadline, .. } if deadline <= now))
-            .map(|(k, _)| *k)
-            .collect();
-        for key in expired {
-            let timeout = self.limits.open_timeout;
-            self.fail_open(key, OpenErrorKind::Timeout(timeout), true);
+        while let Some(&(deadline, key)) = self.deadlines.first() {
+            if deadline > now {
+                break;
+            }
+            self.deadlines.pop_first();
+            if self.open_deadline(key) == Some(deadline) {
+                let timeout = self.limits.open_timeout;
+                self.fail_open(key, OpenErrorKind::Timeout(timeout), true);
+            }
+        }
+    }
+
+    /// When `key`'s open times out, while it is opening.
+    fn open_deadline(&self, key: ChannelKey) -> Option<Instant> {
+        match self.entries.get(&key)?.phase {
+            Phase::Opening { deadline, .. } => Some(deadline),
+            _ => None,
         }
     }
 
