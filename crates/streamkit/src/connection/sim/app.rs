@@ -93,10 +93,20 @@ pub(in crate::connection) struct App {
 }
 
 /// The bytes a channel end writes: a pattern of its own, so mixed-up data shows.
+/// Byte `i` is `(31·seed + 7·i) mod 251`: a cycle of 251 bytes, copied whole (the
+/// simulation checks megabytes per run).
 pub(in crate::connection) fn pattern(seed: u64, from: usize, len: usize) -> Vec<u8> {
-    (from..from + len)
-        .map(|i| (seed.wrapping_mul(31).wrapping_add(i as u64 * 7) % 251) as u8)
-        .collect()
+    const P: usize = 251;
+    let base = (seed % P as u64) as usize * 31 % P;
+    let cycle: Vec<u8> = (0..P).map(|k| ((base + 7 * k) % P) as u8).collect();
+    let mut out = Vec::with_capacity(len);
+    let mut at = from % P;
+    while out.len() < len {
+        let n = (P - at).min(len - out.len());
+        out.extend_from_slice(&cycle[at..at + n]);
+        at = 0;
+    }
+    out
 }
 
 impl App {
