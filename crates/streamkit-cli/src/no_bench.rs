@@ -16,3 +16,18 @@ pub struct Args {
 pub async fn run(_args: Args) -> anyhow::Result<()> {
     anyhow::bail!(HOW)
 }
+
+#[cfg(test)]
+mod tests {
+    #[tokio::test]
+    async fn says_in_one_line_how_to_build_the_benchmark() {
+        let err = super::run(super::Args {
+            _flags: vec!["--quick".into()],
+        })
+        .await
+        .unwrap_err()
+        .to_string();
+        assert_eq!(err.lines().count(), 1, "{err}");
+        assert!(err.contains("--features bench"), "{err}");
+    }
+}

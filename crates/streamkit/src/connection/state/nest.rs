@@ -140,6 +140,11 @@ impl ConnectionState {
             let Some(e) = self.entries.get_mut(&p) else {
                 continue;
             };
+            // A closed parent takes no children, and its own were seen to when it
+            // closed: walking them again would make a deep tree quadratic.
+            if e.nest.closed {
+                continue;
+            }
             e.nest.closed = true;
             let queued: Vec<ChannelKey> = e.nest.queue.drain(..).collect();
             let children: Vec<ChannelKey> = e.nest.children.iter().copied().collect();
