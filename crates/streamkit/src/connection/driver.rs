@@ -95,7 +95,11 @@ pub(crate) trait Observer: Send + Sync + 'static {
     fn closed(&self, conn: &ConnInfo, meta: &Meta);
     /// The number of channels changed.
     fn changed(&self);
-    /// The connection is lost, for `reason`.
+    /// The connection is going: it must no longer be found (its channels are
+    /// failed next). `true` if it was known.
+    fn forget(&self, conn: &ConnInfo) -> bool;
+    /// A connection that was known is lost, for `reason`: after its channels
+    /// were closed.
     fn lost(&self, conn: &ConnInfo, reason: &str);
 }
 
@@ -476,9 +480,12 @@ impl Conn {
         let full = reason.full();
         tracing::debug!(peer = %self.info.remote_name, reason = %full, "connection lost");
         // Forget the connection first, so that whoever wakes up below already sees
-        // the peer gone.
-        self.observer.lost(&self.info, &full);
+        // the peer gone; tell of its loss after its channels' ends.
+        let known = self.observer.forget(&self.info);
         self.step(|s| s.on_lost(ChannelError::ConnectionLost(reason)));
+        if known {
+            self.observer.lost(&self.info, &full);
+        }
         lock(&self.opener).take();
         self.observer.changed();
         self.lost.notify_waiters();

@@ -147,16 +147,20 @@ impl Observer for PeerObserver {
         }
     }
 
+    fn forget(&self, conn: &ConnInfo) -> bool {
+        self.peer
+            .upgrade()
+            .is_some_and(|peer| peer.unregister(conn.id))
+    }
+
     fn lost(&self, conn: &ConnInfo, reason: &str) {
         let Some(peer) = self.peer.upgrade() else {
             return;
         };
-        if peer.unregister(conn.id) {
-            peer.events.emit(|| events::Event::Disconnected {
-                peer: conn.remote_name.clone(),
-                endpoint: conn.remote_addr.clone(),
-                reason: reason.to_owned(),
-            });
-        }
+        peer.events.emit(|| events::Event::Disconnected {
+            peer: conn.remote_name.clone(),
+            endpoint: conn.remote_addr.clone(),
+            reason: reason.to_owned(),
+        });
     }
 }

@@ -96,13 +96,17 @@ pub(crate) async fn serve(
         }
     }
     let mut over_limit = None;
-    let counted = ip.map(|ip| {
-        if !host.admit_address(ip) {
-            let max = opts.max_connections_per_address;
-            tracing::info!(%ip, max, "refusing a connection over the per-address limit");
-            over_limit = Some(format!("too many connections from {ip} (limit {max})"));
+    let counted = ip.and_then(|ip| {
+        let place = Address(Arc::downgrade(&host), ip);
+        if host.admit_address(ip) {
+            return Some(place);
         }
-        Address(Arc::downgrade(&host), ip)
+        let max = opts.max_connections_per_address;
+        tracing::info!(%ip, max, "refusing a connection over the per-address limit");
+        over_limit = Some(format!("too many connections from {ip} (limit {max})"));
+        // A refused connection holds no place: a client told to wait for a free one
+        // can have it as soon as one is freed, whenever this socket ends.
+        None
     });
     let handshaking = Some(Counted::new(host.handshakes()));
     let (stream, kill, out) = SshStream::new(socket);
