@@ -15,7 +15,7 @@
 //! SSH has no acknowledgement: an end of stream handed to the SSH layer is as far
 //! as this side can know.
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 
 use super::inbox::{FrameRead, Inbox};
 use super::outbox::{Next, Outbox};
@@ -395,6 +395,31 @@ impl Compat {
             Sending::Failed(e) => Some(e.clone()),
             Sending::EofQueued | Sending::Done => Some(ChannelError::WriteClosed),
         }
+    }
+
+    pub(crate) fn write_room(&mut self) -> (Step<usize>, Wake) {
+        if let Some(e) = self.write_check() {
+            return (Step::Failed(e), Wake::default());
+        }
+        match self.outbox.room() {
+            0 => (Step::Pending, Wake::default()),
+            n => (Step::Ready(n), Wake::default()),
+        }
+    }
+
+    pub(crate) fn write_owned(&mut self, data: BytesMut) -> (Step<usize>, Wake) {
+        if let Some(e) = self.write_check() {
+            return (Step::Failed(e), Wake::default());
+        }
+        let n = data.len();
+        self.outbox.push_owned(data);
+        (
+            Step::Ready(n),
+            Wake {
+                transmit: true,
+                ..Wake::default()
+            },
+        )
     }
 
     pub(crate) fn write(&mut self, data: &[u8]) -> (Step<usize>, Wake) {

@@ -29,7 +29,7 @@ mod send;
 
 pub use headers::Headers;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 
 pub(crate) use compat::Compat;
 pub(crate) use native::Native;
@@ -216,6 +216,11 @@ impl ChannelState {
         fn reader_dropped(&mut self) -> Wake;
         /// Writes bytes, as many as fit in the send buffer.
         fn write(&mut self, data: &[u8]) -> (Step<usize>, Wake);
+        /// How many bytes `write_owned` takes now (waits while none).
+        fn write_room(&mut self) -> (Step<usize>, Wake);
+        /// Writes bytes already copied out of the caller's buffer (at most what
+        /// `write_room` reported): a large write copies outside the connection's lock.
+        fn write_owned(&mut self, data: BytesMut) -> (Step<usize>, Wake);
         /// Writes one frame on the data stream or the error stream.
         fn write_frame(&mut self, payload: &[u8], error_stream: bool) -> (Step<()>, Wake);
         /// Queues trailers after everything written so far.

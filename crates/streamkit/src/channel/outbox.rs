@@ -106,6 +106,16 @@ impl Outbox {
         self.wrote = true;
     }
 
+    /// Queues bytes of the data stream as a chunk of their own (no copy).
+    pub(super) fn push_owned(&mut self, bytes: BytesMut) {
+        if bytes.is_empty() {
+            return;
+        }
+        self.bytes += bytes.len();
+        self.queue.push_back(Queued::Data(bytes));
+        self.wrote = true;
+    }
+
     /// Queues a control record (trailers) after everything written so far.
     pub(super) fn push_control(&mut self, record: Bytes) {
         self.queue.push_back(Queued::Control(record));

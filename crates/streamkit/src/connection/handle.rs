@@ -477,13 +477,30 @@ impl AsyncRead for ReadHalf {
     }
 }
 
+/// Writes at least this large are copied before the connection's lock is taken;
+/// smaller ones are appended to the send queue's last chunk under it (they share
+/// packets).
+const LARGE_WRITE: usize = 16 * 1024;
+
 impl AsyncWrite for WriteHalf {
     fn poll_write(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         data: &[u8],
     ) -> Poll<io::Result<usize>> {
-        self.poll_op(cx, |s| s.write(data)).map_err(Into::into)
+        if data.len() < LARGE_WRITE {
+            return self.poll_op(cx, |s| s.write(data)).map_err(Into::into);
+        }
+        // A large write is copied outside the connection's lock, so that the
+        // channels of one connection copy in parallel: ask for room, copy, queue.
+        let room = match self.poll_op(cx, |s| s.write_room()) {
+            Poll::Ready(Ok(n)) => n,
+            Poll::Ready(Err(e)) => return Poll::Ready(Err(e.into())),
+            Poll::Pending => return Poll::Pending,
+        };
+        let owned = bytes::BytesMut::from(&data[..room.min(data.len())]);
+        self.poll_op(cx, |s| s.write_owned(owned))
+            .map_err(Into::into)
     }
 
     /// Waits until everything written has been handed to the connection.
