@@ -81,6 +81,22 @@ impl ByteQueue {
         n
     }
 
+    /// Takes up to `max` bytes out of the first chunk, without copying.
+    pub(crate) fn take_front(&mut self, max: usize) -> Bytes {
+        let Some(front) = self.chunks.front_mut() else {
+            return Bytes::new();
+        };
+        let b = front.split_to(front.len().min(max)).freeze();
+        if front.is_empty() {
+            self.chunks.pop_front();
+        }
+        self.len -= b.len();
+        if self.chunks.is_empty() {
+            self.chunks = VecDeque::new();
+        }
+        b
+    }
+
     /// The first four bytes as a big-endian u32, if buffered.
     pub(crate) fn peek_u32(&self) -> Option<u32> {
         if self.len < 4 {

@@ -327,6 +327,22 @@ impl Compat {
         }
     }
 
+    pub(crate) fn read_owned(&mut self, max: usize) -> (Step<Bytes>, Wake) {
+        if let Some(e) = self.read_failure() {
+            return (Step::Failed(e), Wake::default());
+        }
+        let b = self.inbox.take_front(max);
+        if !b.is_empty() {
+            self.window.consume(b.len() as u64);
+            return (Step::Ready(b), self.grant());
+        }
+        match self.end() {
+            Ok(true) => (Step::Ready(Bytes::new()), Wake::default()),
+            Ok(false) => (Step::Pending, Wake::default()),
+            Err(e) => (Step::Failed(e), Wake::default()),
+        }
+    }
+
     pub(crate) fn read_frame(&mut self) -> (Step<Option<Bytes>>, Wake) {
         if let Some(e) = self.read_failure() {
             return (Step::Failed(e), Wake::default());

@@ -93,6 +93,11 @@ impl Inbox {
         self.data.copy_out(buf)
     }
 
+    /// Takes up to `max` bytes of data without copying them.
+    pub(super) fn take_front(&mut self, max: usize) -> Bytes {
+        self.data.take_front(max)
+    }
+
     pub(super) fn pop_error(&mut self) -> Option<Bytes> {
         let f = self.errors.pop_front()?;
         self.error_bytes -= f.len() + frame::HEADER_LEN;

@@ -208,6 +208,9 @@ impl ChannelState {
         fn on_shutdown(&mut self) -> Wake;
         /// Reads bytes; `Ready(0)` is the end of stream (unless `buf` is empty).
         fn read(&mut self, buf: &mut [u8]) -> (Step<usize>, Wake);
+        /// Takes up to `max` bytes without copying; empty at the end of stream. A
+        /// large read copies them outside the connection's lock.
+        fn read_owned(&mut self, max: usize) -> (Step<Bytes>, Wake);
         /// Reads one frame; `Ready(None)` is a clean end of stream between frames.
         fn read_frame(&mut self) -> (Step<Option<Bytes>>, Wake);
         /// Reads one error frame; `Ready(None)` once the stream ended with none left.

@@ -443,6 +443,21 @@ impl Native {
         }
     }
 
+    pub(crate) fn read_owned(&mut self, max: usize) -> (Step<Bytes>, Wake) {
+        if let Some(e) = self.read_failure() {
+            return (Step::Failed(e), Wake::default());
+        }
+        let b = self.recv.take_front(max);
+        if !b.is_empty() {
+            return (Step::Ready(b), self.grant());
+        }
+        match self.recv.end() {
+            Ok(true) => (Step::Ready(Bytes::new()), Wake::default()),
+            Ok(false) => (Step::Pending, Wake::default()),
+            Err(e) => (Step::Failed(e), Wake::default()),
+        }
+    }
+
     pub(crate) fn read_frame(&mut self) -> (Step<Option<Bytes>>, Wake) {
         if let Some(e) = self.read_failure() {
             return (Step::Failed(e), Wake::default());

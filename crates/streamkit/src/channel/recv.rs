@@ -289,6 +289,12 @@ impl Recv {
         n
     }
 
+    pub(super) fn take_front(&mut self, max: usize) -> Bytes {
+        let b = self.inbox.take_front(max);
+        self.window.consume(b.len() as u64);
+        b
+    }
+
     pub(super) fn read_frame(&mut self) -> FrameRead {
         let r = self.inbox.read_frame();
         match &r {

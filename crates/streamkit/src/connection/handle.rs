@@ -465,6 +465,18 @@ impl AsyncRead for ReadHalf {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
+        if buf.remaining() >= LARGE_WRITE {
+            // Taken under the connection's lock without a copy, copied after it.
+            let max = buf.remaining();
+            return match self.poll_op(cx, |s| s.read_owned(max)) {
+                Poll::Ready(Ok(b)) => {
+                    buf.put_slice(&b);
+                    Poll::Ready(Ok(()))
+                }
+                Poll::Ready(Err(e)) => Poll::Ready(Err(e.into())),
+                Poll::Pending => Poll::Pending,
+            };
+        }
         let dst = buf.initialize_unfilled();
         match self.poll_op(cx, |s| s.read(dst)) {
             Poll::Ready(Ok(n)) => {
@@ -479,7 +491,7 @@ impl AsyncRead for ReadHalf {
 
 /// Writes at least this large are copied before the connection's lock is taken;
 /// smaller ones are appended to the send queue's last chunk under it (they share
-/// packets).
+/// packets). Reads into a buffer at least this large copy after it.
 const LARGE_WRITE: usize = 16 * 1024;
 
 impl AsyncWrite for WriteHalf {
