@@ -414,28 +414,12 @@ impl Compat {
     }
 
     pub(crate) fn write_room(&mut self) -> (Step<usize>, Wake) {
-        if let Some(e) = self.write_check() {
-            return (Step::Failed(e), Wake::default());
-        }
-        match self.outbox.room() {
-            0 => (Step::Pending, Wake::default()),
-            n => (Step::Ready(n), Wake::default()),
-        }
+        self.outbox.write_room(self.write_check())
     }
 
     pub(crate) fn write_owned(&mut self, data: BytesMut) -> (Step<usize>, Wake) {
-        if let Some(e) = self.write_check() {
-            return (Step::Failed(e), Wake::default());
-        }
-        let n = data.len();
-        self.outbox.push_owned(data);
-        (
-            Step::Ready(n),
-            Wake {
-                transmit: true,
-                ..Wake::default()
-            },
-        )
+        let failed = self.write_check();
+        self.outbox.write_owned(failed, data)
     }
 
     pub(crate) fn write(&mut self, data: &[u8]) -> (Step<usize>, Wake) {

@@ -6,6 +6,8 @@ use std::collections::VecDeque;
 
 use bytes::{Bytes, BytesMut};
 
+use super::{Step, Wake};
+use crate::error::ChannelError;
 use crate::wire::frame;
 
 /// Room a new chunk gets for the small writes that follow it.
@@ -106,14 +108,38 @@ impl Outbox {
         self.wrote = true;
     }
 
-    /// Queues bytes of the data stream as a chunk of their own (no copy).
-    pub(super) fn push_owned(&mut self, bytes: BytesMut) {
-        if bytes.is_empty() {
-            return;
+    /// A large write's first step, in either mode: the failure (`failed`, from the
+    /// channel), or the room `write_owned` takes now, waiting while there is none.
+    pub(super) fn write_room(&self, failed: Option<ChannelError>) -> (Step<usize>, Wake) {
+        let step = match (failed, self.room()) {
+            (Some(e), _) => Step::Failed(e),
+            (None, 0) => Step::Pending,
+            (None, n) => Step::Ready(n),
+        };
+        (step, Wake::default())
+    }
+
+    /// A large write's second step: bytes already copied out of the caller's buffer
+    /// (at most what `write_room` reported) queued as a chunk of their own.
+    pub(super) fn write_owned(
+        &mut self,
+        failed: Option<ChannelError>,
+        bytes: BytesMut,
+    ) -> (Step<usize>, Wake) {
+        if let Some(e) = failed {
+            return (Step::Failed(e), Wake::default());
         }
-        self.bytes += bytes.len();
-        self.queue.push_back(Queued::Data(bytes));
-        self.wrote = true;
+        let n = bytes.len();
+        if n > 0 {
+            self.bytes += n;
+            self.queue.push_back(Queued::Data(bytes));
+            self.wrote = true;
+        }
+        let wake = Wake {
+            transmit: true,
+            ..Wake::default()
+        };
+        (Step::Ready(n), wake)
     }
 
     /// Queues a control record (trailers) after everything written so far.

@@ -270,12 +270,7 @@ impl Sim {
                 enabled.push(Action::App(s));
             }
         }
-        if held
-            || self
-                .ends
-                .iter_mut()
-                .any(|e| e.state.poll_timeout().is_some())
-        {
+        if held || self.ends.iter().any(|e| e.state.poll_timeout().is_some()) {
             enabled.push(Action::Time);
         }
         if enabled.is_empty() {
@@ -320,7 +315,7 @@ impl Sim {
         let hold = self.hold_opens_until.filter(|t| self.now < *t);
         let Some(next) = self
             .ends
-            .iter_mut()
+            .iter()
             .filter_map(|e| e.state.poll_timeout())
             .chain(hold)
             .min()
@@ -411,14 +406,13 @@ impl Sim {
         else {
             return false;
         };
+        // The opener's task sees one answer, and is done.
+        self.end(s).tasks.remove(&key);
         if !self.state(s).is_opening(key) {
             // The opener gave up (its future, with the transport's side of the
             // open, was dropped): what it would have seen goes nowhere.
-            self.end(s).tasks.remove(&key);
             return true;
         }
-        // The opener's task sees one answer, and is done.
-        self.end(s).tasks.remove(&key);
         match ev {
             TaskEvent::Confirmed(ours, theirs) => {
                 // The opener's task: its way to send, then the channel is open.
@@ -645,7 +639,7 @@ impl Sim {
         for s in [Side::A, Side::B] {
             let st = &self.ends[s as usize].state;
             assert!(
-                st.channel_count() == 0 && st.all_keys().is_empty(),
+                st.channel_count() == 0 && st.all_keys().is_empty() && st.poll_timeout().is_none(),
                 "{s:?} keeps channels:{}",
                 st.dump()
             );

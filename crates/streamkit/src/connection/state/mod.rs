@@ -203,9 +203,8 @@ pub(crate) struct ConnectionState {
     given_up: HashSet<u32>,
     /// Our opens not yet assigned an SSH id.
     unrouted_opens: usize,
-    /// The open deadlines, earliest first. An entry whose open has ended since is
-    /// dropped when it comes first (see `poll_timeout`): one open costs one
-    /// insertion, and the next deadline is found without a scan.
+    /// The deadlines of our opens in flight, earliest first: an open leaves it when
+    /// it opens or fails, so the next deadline is found without a scan.
     deadlines: BTreeSet<(Instant, ChannelKey)>,
     idents: HashMap<(Origin, u64), ChannelKey>,
     /// Children waiting in any accept queue of this connection.
