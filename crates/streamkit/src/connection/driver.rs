@@ -7,7 +7,6 @@
 //! that awaits the transport on the connection's behalf: it sends what the state
 //! has to send, asks the transport to open channels, and sleeps until the state's next deadline.
 
-use std::collections::HashMap;
 use std::future::Future;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::{Context, Poll, Waker};
@@ -16,7 +15,7 @@ use tokio::sync::Notify;
 
 use super::handle::Channel;
 use super::state::{
-    ChannelKey, Command, ConnectionState, Decision, Incoming, Limits, Meta, Report,
+    ChannelKey, Command, ConnectionState, Decision, Incoming, Limits, Meta, OwnMap, Report, Wakeups,
 };
 use crate::channel::{ChannelState, Headers, Step, Transmit, Wake};
 use crate::error::{ChannelError, LostReason, OpenErrorKind};
@@ -113,7 +112,10 @@ struct Wakers {
 
 struct Inner {
     state: ConnectionState,
-    wakers: HashMap<ChannelKey, Wakers>,
+    wakers: OwnMap<ChannelKey, Wakers>,
+    /// The state's wake-up lists, swapped in and emptied at each step (so that
+    /// their capacity is reused).
+    spare: Wakeups,
     /// A polite disconnect was asked for.
     disconnect: Option<String>,
 }
@@ -163,10 +165,31 @@ impl std::fmt::Debug for Conn {
     }
 }
 
+/// The wakers a step made ready: most steps wake one or two, kept inline.
+#[derive(Default)]
+struct ToWake {
+    first: [Option<Waker>; 2],
+    more: Vec<Waker>,
+}
+
+impl ToWake {
+    fn push(&mut self, w: Waker) {
+        match self.first.iter_mut().find(|slot| slot.is_none()) {
+            Some(slot) => *slot = Some(w),
+            None => self.more.push(w),
+        }
+    }
+
+    fn wake(self) {
+        self.first.into_iter().flatten().for_each(Waker::wake);
+        self.more.into_iter().for_each(Waker::wake);
+    }
+}
+
 /// What a step made ready, collected under the lock and acted on after it.
 #[derive(Default)]
 struct Ready {
-    wakers: Vec<Waker>,
+    wakers: ToWake,
     driver: bool,
     reports: Vec<Report>,
 }
@@ -178,7 +201,8 @@ impl Conn {
             info,
             inner: Mutex::new(Inner {
                 state,
-                wakers: HashMap::new(),
+                wakers: OwnMap::default(),
+                spare: Wakeups::default(),
                 disconnect: None,
             }),
             opener: Mutex::new(None),
@@ -203,36 +227,43 @@ impl Conn {
     }
 
     fn collect(inner: &mut Inner) -> Ready {
-        let w = inner.state.take_wakeups();
+        let Inner {
+            state,
+            wakers,
+            spare,
+            ..
+        } = inner;
+        state.swap_wakeups(spare);
         let mut ready = Ready {
-            driver: w.driver,
+            driver: spare.driver,
             ..Ready::default()
         };
-        for key in &w.read {
-            if let Some(waker) = inner.wakers.get_mut(key).and_then(|s| s.read.take()) {
+        for key in spare.read.drain(..) {
+            if let Some(waker) = wakers.get_mut(&key).and_then(|s| s.read.take()) {
                 ready.wakers.push(waker);
             }
         }
-        for key in &w.write {
-            if let Some(waker) = inner.wakers.get_mut(key).and_then(|s| s.write.take()) {
+        for key in spare.write.drain(..) {
+            if let Some(waker) = wakers.get_mut(&key).and_then(|s| s.write.take()) {
                 ready.wakers.push(waker);
             }
         }
-        for key in &w.accept {
-            if let Some(slots) = inner.wakers.get_mut(key) {
-                ready.wakers.append(&mut slots.accept);
+        for key in spare.accept.drain(..) {
+            if let Some(slots) = wakers.get_mut(&key) {
+                for w in slots.accept.drain(..) {
+                    ready.wakers.push(w);
+                }
             }
         }
-        while let Some(r) = inner.state.poll_report() {
+        spare.driver = false;
+        while let Some(r) = state.poll_report() {
             ready.reports.push(r);
         }
         ready
     }
 
     fn act(&self, ready: Ready) {
-        for w in ready.wakers {
-            w.wake();
-        }
+        ready.wakers.wake();
         if ready.driver {
             self.driver.notify_one();
         }
@@ -354,9 +385,15 @@ impl Conn {
         parent: Option<ChannelKey>,
     ) -> Result<Channel, OpenErrorKind> {
         let now = tokio::time::Instant::now().into_std();
+        let opener = lock(&self.opener).clone();
         let (key, request) = self.step(|s| {
             let key = s.open(service, headers, parent, now)?;
-            Ok::<_, OpenErrorKind>((key, s.take_request(key)))
+            if opener.is_some() {
+                Ok::<_, OpenErrorKind>((key, s.take_request(key)))
+            } else {
+                s.request_by_driver(key);
+                Ok((key, None))
+            }
         })?;
         struct GiveUp<'a>(&'a Arc<Conn>, ChannelKey, bool);
         impl Drop for GiveUp<'_> {
@@ -369,7 +406,6 @@ impl Conn {
             }
         }
         let mut guard = GiveUp(self, key, false);
-        let opener = lock(&self.opener).clone();
         let mut transport = match (request, opener) {
             (Some(path), Some(opener)) => Some(opener(self.clone(), key, path)),
             _ => None,

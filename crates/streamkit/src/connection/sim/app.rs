@@ -201,7 +201,11 @@ impl App {
                 };
                 let record = self.new_record(&service);
                 match st.open(&service, Headers::new(), None, now) {
-                    Ok(key) => self.opening.push(Opening { key, ops, record }),
+                    Ok(key) => {
+                        // The simulated transport sends requests as commands.
+                        st.request_by_driver(key);
+                        self.opening.push(Opening { key, ops, record });
+                    }
                     Err(e) => self.open_failures.push(e),
                 }
                 return true;
@@ -260,11 +264,14 @@ impl App {
             Op::OpenChild(ops) => {
                 let record = self.new_record("child");
                 match st.open("child", Headers::new(), Some(key), now) {
-                    Ok(child) => self.opening.push(Opening {
-                        key: child,
-                        ops,
-                        record,
-                    }),
+                    Ok(child) => {
+                        st.request_by_driver(child);
+                        self.opening.push(Opening {
+                            key: child,
+                            ops,
+                            record,
+                        });
+                    }
                     Err(e) => self.open_failures.push(e),
                 }
                 self.ends[i].ops.pop_front();

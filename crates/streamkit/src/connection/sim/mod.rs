@@ -616,14 +616,13 @@ impl Sim {
     fn check_invariants(&mut self) {
         let (max_window, max_frame) = (self.max_window, self.max_frame);
         for s in [Side::A, Side::B] {
-            let st = &self.ends[s as usize].state;
-            for key in st.all_keys() {
-                let buffered = st.peek(key, |c| c.buffered()).unwrap_or(0);
+            for (key, c) in self.ends[s as usize].state.channels() {
+                let buffered = c.buffered();
                 assert!(
                     buffered <= max_window + max_frame + 64 * 1024,
                     "{s:?} {key:?} holds {buffered} bytes, over its window and one frame"
                 );
-                if let Some(Some(e)) = st.peek(key, |c| c.send_failure()) {
+                if let Some(e) = c.send_failure() {
                     assert!(
                         !matches!(e, ChannelError::Protocol(_)),
                         "{s:?} {key:?} saw a protocol violation: {e}"

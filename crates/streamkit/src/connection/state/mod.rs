@@ -48,6 +48,39 @@ use nest::Nest;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub(crate) struct ChannelKey(pub(crate) u64);
 
+/// Hashes numbers this side chose (channel keys, its own SSH ids) with one
+/// multiplication: every channel operation looks its channel up a few times, and
+/// SipHash's defence against chosen keys is not needed for keys nobody else picks.
+/// Maps keyed by what the remote chooses (open ids) keep the default hasher.
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct OwnKeyHasher(u64);
+
+impl std::hash::Hasher for OwnKeyHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.write_u64(u64::from(b));
+        }
+    }
+
+    fn write_u32(&mut self, n: u32) {
+        self.write_u64(u64::from(n));
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        // Fibonacci hashing: the high bits (hashbrown's tag) and the low bits (its
+        // index) both vary with sequential numbers.
+        self.0 = (self.0 ^ n).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
+}
+
+/// A map keyed by numbers this side chose (see [`OwnKeyHasher`]).
+pub(crate) type OwnMap<K, V> = HashMap<K, V, std::hash::BuildHasherDefault<OwnKeyHasher>>;
+type OwnSet<K> = HashSet<K, std::hash::BuildHasherDefault<OwnKeyHasher>>;
+
 /// Who opened a channel, as this side sees it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub(crate) enum Origin {
@@ -197,10 +230,10 @@ pub(crate) struct ConnectionState {
     remote_name: String,
     next_key: u64,
     next_open_id: u64,
-    entries: HashMap<ChannelKey, Entry>,
-    by_ssh: HashMap<u32, ChannelKey>,
+    entries: OwnMap<ChannelKey, Entry>,
+    by_ssh: OwnMap<u32, ChannelKey>,
     /// SSH ids of our opens given up before the remote answered them.
-    given_up: HashSet<u32>,
+    given_up: OwnSet<u32>,
     /// Our opens not yet assigned an SSH id.
     unrouted_opens: usize,
     /// The deadlines of our opens in flight, earliest first: an open leaves it when
@@ -225,9 +258,9 @@ impl ConnectionState {
             remote_name,
             next_key: 1,
             next_open_id: 1,
-            entries: HashMap::new(),
-            by_ssh: HashMap::new(),
-            given_up: HashSet::new(),
+            entries: OwnMap::default(),
+            by_ssh: OwnMap::default(),
+            given_up: OwnSet::default(),
             unrouted_opens: 0,
             deadlines: BTreeSet::new(),
             idents: HashMap::new(),
@@ -292,6 +325,12 @@ impl ConnectionState {
             .is_some_and(|e| matches!(e.phase, Phase::Opening { .. }))
     }
 
+    /// Every channel's state, in no order (for the simulation's checks).
+    #[cfg(test)]
+    pub(crate) fn channels(&self) -> impl Iterator<Item = (ChannelKey, &ChannelState)> {
+        self.entries.iter().map(|(k, e)| (*k, &e.state))
+    }
+
     /// Every entry's key (for the simulation's checks).
     #[cfg(test)]
     pub(crate) fn all_keys(&self) -> Vec<ChannelKey> {
@@ -322,8 +361,16 @@ impl ConnectionState {
     }
 
     /// Takes the waiters made ready since the last call.
+    #[cfg(test)]
     pub(crate) fn take_wakeups(&mut self) -> Wakeups {
         std::mem::take(&mut self.wake)
+    }
+
+    /// Swaps the waiters made ready since the last call with `spare`, which must
+    /// be empty: its lists keep their capacity, so a step allocates nothing.
+    pub(crate) fn swap_wakeups(&mut self, spare: &mut Wakeups) {
+        debug_assert!(spare.read.is_empty() && spare.write.is_empty() && spare.accept.is_empty());
+        std::mem::swap(&mut self.wake, spare);
     }
 
     pub(crate) fn poll_command(&mut self) -> Option<Command> {

@@ -12,8 +12,10 @@ impl ConnectionState {
 
     /// Starts opening a channel to `service` (inside `parent`, if given). The
     /// request waits to be taken ([`take_request`](Self::take_request)) by the
-    /// opener, or by the driver on [`Command::Open`]; the opener then polls
-    /// [`poll_open`](Self::poll_open).
+    /// opener, or by the driver once asked to ([`request_by_driver`]); the opener
+    /// then polls [`poll_open`](Self::poll_open).
+    ///
+    /// [`request_by_driver`]: Self::request_by_driver
     pub(crate) fn open(
         &mut self,
         service: &str,
@@ -79,9 +81,19 @@ impl ConnectionState {
             self.adopt(p, key);
         }
         self.unrouted_opens += 1;
+        // The driver sleeps until the earliest deadline: it only needs waking if
+        // this one is now the earliest.
+        if self.deadlines.first() == Some(&(deadline, key)) {
+            self.wake.driver = true;
+        }
+        Ok(key)
+    }
+
+    /// Nobody will take `key`'s request as it opens (the connection has no
+    /// transport yet): the driver sends it when it starts.
+    pub(crate) fn request_by_driver(&mut self, key: ChannelKey) {
         self.commands.push_back(Command::Open { key });
         self.wake.driver = true;
-        Ok(key)
     }
 
     /// The open request of `key`, for the transport to send: once (the opener and
