@@ -303,6 +303,17 @@ pub enum ConnectError {
         /// Software version the remote announced.
         software: String,
     },
+    /// The remote is a Streamkit peer speaking another version of the protocol.
+    #[error(
+        "connect {endpoint}: unsupported protocol version {version} (this peer speaks streamkit={})",
+        crate::wire::PROTOCOL_VERSION
+    )]
+    UnsupportedVersion {
+        /// The endpoint.
+        endpoint: String,
+        /// The version the remote announced.
+        version: u32,
+    },
     /// The handshake did not finish within the handshake timeout.
     #[error("connect {endpoint}: handshake timed out after {timeout:?}")]
     Timeout {

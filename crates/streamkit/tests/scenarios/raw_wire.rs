@@ -113,3 +113,115 @@ async fn nested_opens_naming_unknown_parents_are_refused() {
     assert!(bob_parent.accept().now_or_never().is_none());
     assert_eq!(bob.peers().len(), 2);
 }
+
+/// A raw client that reports how the server ended the session.
+struct Told(tokio::sync::mpsc::Sender<String>);
+
+impl russh::client::Handler for Told {
+    type Error = russh::Error;
+
+    async fn check_server_key(
+        &mut self,
+        _key: &russh::keys::PublicKeyOrCertificate,
+    ) -> Result<bool, Self::Error> {
+        Ok(true)
+    }
+
+    async fn disconnected(
+        &mut self,
+        reason: russh::client::DisconnectReason<Self::Error>,
+    ) -> Result<(), Self::Error> {
+        if let russh::client::DisconnectReason::ReceivedDisconnect(info) = reason {
+            let _ = self.0.try_send(info.message);
+        }
+        Ok(())
+    }
+}
+
+/// A client announcing a protocol version other than 1 is refused with a reason
+/// it can show; the peer keeps no connection for it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_of_another_protocol_version_is_refused() {
+    let b = who("bob");
+    let mallory = Identity::generate();
+    let bob = streamkit::Peer::new(streamkit::PeerConfig::new(
+        "bob",
+        b.id.clone(),
+        Trust::new().with_key(mallory.public_key()),
+    ))
+    .unwrap();
+    let url = bob.bind("tcp://127.0.0.1:0").await.unwrap();
+    let streamkit::Endpoint::Tcp { host, port } = &url else {
+        unreachable!()
+    };
+    let config = Arc::new(russh::client::Config {
+        client_id: russh::SshId::Standard("SSH-2.0-streamkit_9.0.0 streamkit=2".into()),
+        ..Default::default()
+    });
+    let (tx, mut told) = tokio::sync::mpsc::channel(4);
+    let mut h = within(russh::client::connect(
+        config,
+        (host.as_str(), *port),
+        Told(tx),
+    ))
+    .await
+    .unwrap();
+    let key = russh::keys::PrivateKey::from_openssh(mallory.to_openssh()).unwrap();
+    let _ = within(
+        h.authenticate_publickey("mallory", PrivateKeyWithHashAlg::new(Arc::new(key), None)),
+    )
+    .await;
+    let why = within(told.recv()).await.expect("the server said why");
+    assert_eq!(
+        why,
+        "unsupported protocol version 2 (this peer speaks streamkit=1)"
+    );
+    assert!(bob.peers().is_empty());
+}
+
+/// A server of another protocol version: the client refuses it after the key
+/// exchange, with an error that names both versions.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_of_another_protocol_version_is_refused() {
+    struct Quiet;
+    impl russh::server::Handler for Quiet {
+        type Error = russh::Error;
+    }
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server_key =
+        russh::keys::PrivateKey::from_openssh(Identity::generate().to_openssh()).unwrap();
+    let config = Arc::new(russh::server::Config {
+        server_id: russh::SshId::Standard("SSH-2.0-streamkit_9.0.0 streamkit=2 name=bob".into()),
+        keys: vec![server_key],
+        ..Default::default()
+    });
+    tokio::spawn(async move {
+        let (socket, _) = listener.accept().await.unwrap();
+        if let Ok(session) = russh::server::run_stream(config, socket, Quiet).await {
+            let _ = session.await;
+        }
+    });
+    let a = who("alice");
+    let alice = streamkit::Peer::new(streamkit::PeerConfig::new(
+        "alice",
+        a.id.clone(),
+        Trust::new().danger_accept_any_host_key(),
+    ))
+    .unwrap();
+    let err = within(alice.connect(&format!("tcp://{addr}")))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            streamkit::ConnectError::UnsupportedVersion { version: 2, .. }
+        ),
+        "{err:?}"
+    );
+    assert!(
+        err.to_string()
+            .contains("unsupported protocol version 2 (this peer speaks streamkit=1)"),
+        "{err}"
+    );
+}

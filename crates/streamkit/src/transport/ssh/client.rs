@@ -276,6 +276,14 @@ impl russh::client::Handler for ClientHandler {
         self.checked = true;
         let endpoint = self.endpoint.clone();
         let remote = ident::parse_ident(session.remote_sshid());
+        if let Ok(ident::RemoteIdent {
+            version: Some(version),
+            ..
+        }) = remote
+            && version != crate::wire::PROTOCOL_VERSION
+        {
+            return Err(self.refuse(ConnectError::UnsupportedVersion { endpoint, version }));
+        }
         let (name, software) = match remote {
             Ok(ident::RemoteIdent {
                 version: Some(_),

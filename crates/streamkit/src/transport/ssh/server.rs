@@ -334,7 +334,19 @@ impl russh::server::Handler for ServerHandler {
             return Err(russh::Error::NotAuthenticated);
         };
         let remote = ident::parse_ident(session.remote_sshid()).ok();
-        let native = remote.as_ref().and_then(|r| r.version).is_some();
+        let version = remote.as_ref().and_then(|r| r.version);
+        if let Some(v) = version
+            && v != crate::wire::PROTOCOL_VERSION
+        {
+            let why = format!(
+                "unsupported protocol version {v} (this peer speaks streamkit={})",
+                crate::wire::PROTOCOL_VERSION
+            );
+            tracing::info!(remote = %self.remote_addr, user, "refused a client: {why}");
+            let _ = session.disconnect(russh::Disconnect::ProtocolVersionNotSupported, &why, "en");
+            return Ok(());
+        }
+        let native = version.is_some();
         if !native {
             // A standard SSH client: SSH's window is the flow control, so it is
             // opened only as the application reads.
