@@ -17,6 +17,7 @@ mod keygen;
 mod open;
 mod serve;
 mod services;
+mod token;
 
 use std::process::ExitCode;
 

@@ -34,8 +34,8 @@ pub struct ClientArgs {
     #[arg(long, value_name = "PATH")]
     key: Option<PathBuf>,
     /// A token to present if the server does not trust our key.
-    #[arg(long)]
-    token: Option<String>,
+    #[command(flatten)]
+    token: crate::token::TokenArgs,
     /// Our peer name (default: $USER).
     #[arg(long)]
     name: Option<String>,
@@ -79,8 +79,8 @@ impl ClientArgs {
         // A command fails at once rather than waiting for a server that is down.
         options.reconnect = streamkit::Reconnect::never();
         let mut config = PeerConfig::new(name, identity, trust).with_options(options);
-        if let Some(token) = &self.token {
-            config = config.with_token(token.clone());
+        if let Some(token) = self.token.resolve()? {
+            config = config.with_token(token);
         }
         let peer = Peer::new(config)?;
         let remote = peer.connect(url).await?;

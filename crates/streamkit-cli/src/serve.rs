@@ -24,8 +24,8 @@ pub struct Args {
     #[arg(long = "authorized-keys", value_name = "PATH")]
     authorized_keys: Option<PathBuf>,
     /// Clients presenting this token (as the SSH password) may connect.
-    #[arg(long)]
-    token: Option<String>,
+    #[command(flatten)]
+    token: crate::token::TokenArgs,
     /// A service: NAME=echo | NAME=sink | NAME=exec:COMMAND | NAME=tcp:HOST:PORT; repeatable.
     #[arg(long = "service", value_name = "NAME=SPEC")]
     services: Vec<String>,
@@ -43,18 +43,16 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     if let Some(path) = &args.authorized_keys {
         trust = trust.with_authorized_keys_file(path)?;
     }
-    if let Some(token) = &args.token {
-        if token.is_empty() {
-            bail!("--token must not be empty");
-        }
+    let token = args.token.resolve()?;
+    if let Some(token) = &token {
         trust = trust.with_token(token.clone());
     }
     if args.insecure_open {
         trust = trust.danger_accept_any_client();
-    } else if args.authorized_keys.is_none() && args.token.is_none() {
+    } else if args.authorized_keys.is_none() && token.is_none() {
         bail!(
-            "refusing to serve without client authentication: pass --authorized-keys PATH or --token TOKEN \
-             (or --insecure-open to accept anyone)"
+            "refusing to serve without client authentication: pass --authorized-keys PATH, \
+             --token-file PATH (or STREAMKIT_TOKEN) or --token TOKEN (or --insecure-open to accept anyone)"
         );
     }
     let mut specs = HashMap::new();

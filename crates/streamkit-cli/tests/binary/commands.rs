@@ -216,6 +216,37 @@ fn tcp_service_joins_a_real_tcp_server() {
     );
 }
 
+/// A token never needs the command line: the server reads it from a file, the
+/// client from a file or from `STREAMKIT_TOKEN`.
+#[test]
+fn tokens_come_from_files_and_the_environment() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let k = Keys::new();
+    let file = k.path("token");
+    std::fs::write(&file, "opensesame\n").unwrap();
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let srv = standard_server(&k, &["--token-file", file.to_str().unwrap()]);
+    // A key the server does not know, so only the token can let it in.
+    let mut args = open_args(&k, srv.url(), "echo");
+    args[4] = k.p("stranger");
+    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    let out = run_with_env(&refs, b"env", &[("STREAMKIT_TOKEN", "opensesame")]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(out.stdout, b"env");
+    let mut by_file = args.clone();
+    by_file.extend(["--token-file".into(), file.to_str().unwrap().into()]);
+    let out = run_open(&by_file, b"file");
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(out.stdout, b"file");
+    let out = run_with_env(&refs, b"", &[("STREAMKIT_TOKEN", "guess")]);
+    assert_eq!(out.status.code(), Some(255));
+    assert!(
+        stderr(&out).contains("rejected our token"),
+        "{}",
+        stderr(&out)
+    );
+}
+
 #[test]
 fn refused_keys_tokens_and_host_keys_fail_with_one_line() {
     let k = Keys::new();

@@ -53,8 +53,15 @@ pub fn streamkit_fingerprint(pub_line: &str) -> String {
 
 /// Runs the binary to completion with `stdin`.
 pub fn run(args: &[&str], stdin: &[u8]) -> Output {
+    run_with_env(args, stdin, &[])
+}
+
+/// [`run`] with environment variables set (and no `STREAMKIT_TOKEN` from ours).
+pub fn run_with_env(args: &[&str], stdin: &[u8], env: &[(&str, &str)]) -> Output {
     let mut child = Command::new(BIN)
         .args(args)
+        .env_remove("STREAMKIT_TOKEN")
+        .envs(env.iter().copied())
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
