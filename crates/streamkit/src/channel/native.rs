@@ -273,6 +273,8 @@ impl Native {
     }
 
     fn on_control(&mut self, rec: Control) -> Wake {
+        #[cfg(feature = "fuzzing")]
+        crate::fuzzing::reached(&rec);
         match rec {
             Control::Credit(n) => {
                 self.send.add_credit(n);
