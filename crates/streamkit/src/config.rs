@@ -79,6 +79,8 @@ impl PeerConfig {
 pub struct AccessRequest<'a> {
     /// The remote peer's name.
     pub peer: &'a str,
+    /// What it proved when it connected: its key (by fingerprint) or the token.
+    pub identity: &'a crate::RemoteIdentity,
     /// The service it wants to open.
     pub service: &'a str,
     /// The headers it sent.

@@ -303,6 +303,15 @@ pub enum ConnectError {
         /// Software version the remote announced.
         software: String,
     },
+    /// The remote's peer name is held here by a live connection that proved
+    /// another identity (see `docs/PROTOCOL.md` §3).
+    #[error("connect {endpoint}: {why}")]
+    NameHeld {
+        /// The endpoint.
+        endpoint: String,
+        /// Which name, held by whom.
+        why: String,
+    },
     /// The remote is a Streamkit peer speaking another version of the protocol.
     #[error(
         "connect {endpoint}: unsupported protocol version {version} (this peer speaks streamkit={})",

@@ -84,7 +84,7 @@ pub use error::{
 pub use keys::{Identity, PublicKey};
 pub use peer::events::{Event, Events};
 pub use peer::{AcceptError, ListenError, Peer, PeerStats, ServiceListener};
-pub use trust::Trust;
+pub use trust::{RemoteIdentity, Trust};
 pub use wire::reason::{OpenRefusal, ResetCode};
 
 /// The README's examples are compiled and run as doc tests.

@@ -19,6 +19,7 @@ use super::state::{
 };
 use crate::channel::{ChannelState, Headers, Step, Transmit, Wake};
 use crate::error::{ChannelError, LostReason, OpenErrorKind};
+use crate::trust::RemoteIdentity;
 
 /// Locks a mutex, ignoring poisoning: every critical section here leaves the data
 /// consistent before anything that could panic.
@@ -40,6 +41,8 @@ pub(crate) struct ConnInfo {
     pub remote_addr: String,
     /// Whether this side dialled.
     pub dialed: bool,
+    /// What the remote proved, with its name: the identity that holds the name.
+    pub remote_id: RemoteIdentity,
 }
 
 /// The transport under a connection, as the driver uses it. Channels are named by
@@ -196,7 +199,12 @@ struct Ready {
 
 impl Conn {
     pub(crate) fn new(info: ConnInfo, limits: Limits, observer: Arc<dyn Observer>) -> Arc<Conn> {
-        let state = ConnectionState::new(limits, info.local_name.clone(), info.remote_name.clone());
+        let state = ConnectionState::new(
+            limits,
+            info.local_name.clone(),
+            info.remote_name.clone(),
+            info.remote_id.clone(),
+        );
         Arc::new(Conn {
             info,
             inner: Mutex::new(Inner {

@@ -67,6 +67,12 @@ impl ChannelMeta {
     pub fn remote_peer(&self) -> &str {
         &self.meta.remote_peer
     }
+
+    /// What the remote peer proved when it connected: its key's fingerprint, or
+    /// the token. Its name is held by that identity while the connection lives.
+    pub fn remote_identity(&self) -> &crate::RemoteIdentity {
+        &self.meta.remote_identity
+    }
 }
 
 /// A channel between two peers.
@@ -110,6 +116,7 @@ impl Channel {
                 headers: Headers::new(),
                 local_peer: conn.info.local_name.clone(),
                 remote_peer: conn.info.remote_name.clone(),
+                remote_identity: Arc::new(conn.info.remote_id.clone()),
                 trailers: std::sync::OnceLock::new(),
             })
         });

@@ -13,6 +13,7 @@ use crate::connection::driver::lock;
 use crate::connection::{Conn, ConnInfo, Meta, Observer};
 use crate::keys::Identity;
 use crate::transport::Host;
+use crate::trust::RemoteIdentity;
 use crate::trust::Trust;
 use crate::wire::reason::OpenRefusal;
 
@@ -60,11 +61,15 @@ impl Host for PeerInner {
         })
     }
 
-    fn register(&self, conn: Arc<Conn>) {
+    fn name_held_by_other(&self, name: &str, id: &RemoteIdentity) -> Option<String> {
+        held_by_other(&lock(&self.conns), name, id)
+    }
+
+    fn register(&self, conn: Arc<Conn>) -> Result<(), String> {
         if self.is_shutting_down() {
             // A handshake that finished after shutdown began.
             tokio::spawn(async move { conn.close("peer shut down").await });
-            return;
+            return Ok(());
         }
         let info = &conn.info;
         tracing::debug!(peer = %info.remote_name, addr = %info.remote_addr, "connected");
@@ -78,13 +83,23 @@ impl Host for PeerInner {
             // connection lost meanwhile is never left registered, and its
             // Disconnected event cannot come before this Connected one.
             let mut conns = lock(&self.conns);
+            // Checked again here, atomically with the insertion: two handshakes
+            // claiming one name at once cannot both win.
+            if let Some(holder) = held_by_other(&conns, &info.remote_name, &info.remote_id) {
+                tracing::info!(
+                    peer = %info.remote_name, addr = %info.remote_addr,
+                    "refused a connection: the name is held by {holder}"
+                );
+                return Err(crate::transport::name_held_message(&info.remote_name));
+            }
             if conn.lost().is_some() {
-                return;
+                return Ok(());
             }
             conns.insert(conn.info.id, conn);
             self.events.emit(|| event);
         }
         self.changed.notify_waiters();
+        Ok(())
     }
 
     fn admit(
@@ -103,6 +118,7 @@ impl Host for PeerInner {
         if let Some(auth) = self.authorizer() {
             let request = AccessRequest {
                 peer: &conn.remote_name,
+                identity: &conn.remote_id,
                 service,
                 headers,
             };
@@ -163,4 +179,17 @@ impl Observer for PeerObserver {
             reason: reason.to_owned(),
         });
     }
+}
+
+/// The identity holding `name` among live connections, if it is not `id`.
+fn held_by_other(
+    conns: &std::collections::BTreeMap<u64, Arc<Conn>>,
+    name: &str,
+    id: &RemoteIdentity,
+) -> Option<String> {
+    conns
+        .values()
+        .filter(|c| c.info.remote_name == name && c.lost().is_none())
+        .find(|c| c.info.remote_id != *id)
+        .map(|c| c.info.remote_id.to_string())
 }

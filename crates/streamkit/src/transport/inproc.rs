@@ -26,6 +26,7 @@ use crate::connection::{ChannelKey, Conn, Incoming, Link, OpenFailed, SendFailed
 use crate::endpoint::Endpoint;
 use crate::error::{BindError, ConnectError};
 use crate::trust::Refusal;
+use crate::trust::RemoteIdentity;
 use crate::wire::open::OpenRequest;
 use crate::wire::reason::OpenRefusal;
 use crate::wire::{EXT_CONTROL, EXT_ERROR};
@@ -84,6 +85,13 @@ pub(crate) fn dial(client: &Arc<dyn Host>, name: &str) -> Result<Arc<Conn>, Conn
     let by_token = client
         .token()
         .is_some_and(|t| server.trust().check_token(t));
+    if !by_key && by_token && server.trust().is_bound(client.name()) {
+        let why = format!(
+            "the server says: name {:?} is bound to a key: a token cannot claim it",
+            client.name()
+        );
+        return Err(ConnectError::AuthRejected { endpoint, why });
+    }
     if !by_key && !by_token {
         let why = if client.token().is_some() {
             "the server rejected our token (and does not trust our key)".to_owned()
@@ -120,8 +128,24 @@ pub(crate) fn dial(client: &Arc<dyn Host>, name: &str) -> Result<Arc<Conn>, Conn
         }
     }
 
-    let client_conn = super::new_conn(&**client, server.name().to_owned(), endpoint.clone(), true);
-    let server_conn = super::new_conn(&*server, client.name().to_owned(), endpoint, false);
+    let client_conn = super::new_conn(
+        &**client,
+        server.name().to_owned(),
+        endpoint.clone(),
+        true,
+        RemoteIdentity::key(host_key.fingerprint()),
+    );
+    let server_conn = super::new_conn(
+        &*server,
+        client.name().to_owned(),
+        endpoint.clone(),
+        false,
+        if by_key {
+            RemoteIdentity::key(client_key.fingerprint())
+        } else {
+            RemoteIdentity::Token
+        },
+    );
     let client_link = InprocLink::new(client, &client_conn);
     let server_link = InprocLink::new(&server, &server_conn);
     let _ = client_link
@@ -132,8 +156,14 @@ pub(crate) fn dial(client: &Arc<dyn Host>, name: &str) -> Result<Arc<Conn>, Conn
         .set((Arc::downgrade(&client_link), Arc::downgrade(&client_conn)));
     client_conn.start(client_link);
     server_conn.start(server_link);
-    server.register(server_conn);
-    client.register(client_conn.clone());
+    let registered = server
+        .register(server_conn.clone())
+        .and_then(|()| client.register(client_conn.clone()));
+    if let Err(why) = registered {
+        client_conn.lose(why.clone());
+        server_conn.lose(why.clone());
+        return Err(ConnectError::NameHeld { endpoint, why });
+    }
     Ok(client_conn)
 }
 

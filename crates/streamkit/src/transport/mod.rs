@@ -16,6 +16,7 @@ use crate::config::Options;
 use crate::connection::accept::AcceptSlot;
 use crate::connection::{Conn, ConnInfo, Limits, Observer};
 use crate::keys::Identity;
+use crate::trust::RemoteIdentity;
 use crate::trust::Trust;
 use crate::wire::reason::OpenRefusal;
 
@@ -36,8 +37,13 @@ pub(crate) trait Host: Send + Sync + 'static {
     fn release_address(&self, ip: IpAddr);
     /// Where a new connection reports its channels and its loss.
     fn observer(&self) -> Arc<dyn Observer>;
-    /// A connection is ready (authenticated): the peer takes it.
-    fn register(&self, conn: Arc<Conn>);
+    /// Who holds the peer name `name` if not `id`: a live connection of that name
+    /// that proved another identity (a description of it, for messages).
+    fn name_held_by_other(&self, name: &str, id: &RemoteIdentity) -> Option<String>;
+    /// A connection is ready (authenticated): the peer takes it, unless its name
+    /// is held by a live connection of another identity (the refusal, for the
+    /// remote; the caller ends the connection).
+    fn register(&self, conn: Arc<Conn>) -> Result<(), String>;
     /// May the remote of `conn` open `service`? A place in the accept queue if so.
     fn admit(
         &self,
@@ -70,11 +76,18 @@ pub(crate) fn limits(opts: &Options) -> Limits {
 }
 
 /// A new connection of `host`'s to `remote_name`.
+/// What a remote is told when the name it claims is held by a live connection
+/// of another identity.
+pub(crate) fn name_held_message(name: &str) -> String {
+    format!("name {name:?} is held by another key")
+}
+
 pub(crate) fn new_conn(
     host: &dyn Host,
     remote_name: String,
     remote_addr: String,
     dialed: bool,
+    remote_id: RemoteIdentity,
 ) -> Arc<Conn> {
     let info = ConnInfo {
         id: NEXT_CONN_ID.fetch_add(1, Ordering::Relaxed),
@@ -82,6 +95,7 @@ pub(crate) fn new_conn(
         remote_name,
         remote_addr,
         dialed,
+        remote_id,
     };
     Conn::new(info, limits(&host.options()), host.observer())
 }

@@ -47,6 +47,43 @@ impl TrustedKey {
     }
 }
 
+/// How a remote peer proved who it is: the identity that holds its name while
+/// its connection lives (see `docs/PROTOCOL.md` §3).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum RemoteIdentity {
+    /// Its key (a client's key, or a server's host key).
+    Key {
+        /// The key's SHA-256 fingerprint (`SHA256:...`).
+        fingerprint: String,
+    },
+    /// The shared token: any holder of it.
+    Token,
+}
+
+impl RemoteIdentity {
+    pub(crate) fn key(fingerprint: String) -> RemoteIdentity {
+        RemoteIdentity::Key { fingerprint }
+    }
+
+    /// The key's fingerprint, if the remote proved a key.
+    pub fn fingerprint(&self) -> Option<&str> {
+        match self {
+            RemoteIdentity::Key { fingerprint } => Some(fingerprint),
+            RemoteIdentity::Token => None,
+        }
+    }
+}
+
+impl std::fmt::Display for RemoteIdentity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            RemoteIdentity::Key { fingerprint } => write!(f, "key {fingerprint}"),
+            RemoteIdentity::Token => f.write_str("the token"),
+        }
+    }
+}
+
 /// The trust policy of a peer. Cheap to clone.
 #[derive(Debug, Clone, Default)]
 pub struct Trust {
@@ -191,14 +228,22 @@ impl Trust {
         self.token.is_some()
     }
 
-    /// May a client claiming `name` log in with `key`?
+    /// Whether an entry binds `name` to its keys: then only those keys may claim it.
+    pub(crate) fn is_bound(&self, name: &str) -> bool {
+        self.keys.iter().any(|k| k.names.iter().any(|n| n == name))
+    }
+
+    /// May a client claiming `name` log in with `key`? An entry with names
+    /// (`name=`) lets its key claim only those names, and a name so bound is
+    /// claimed only with one of its keys; an entry without names lets its key claim
+    /// any unbound name (as `danger_accept_any_client` lets any key).
     pub(crate) fn check_client_key(&self, name: &str, key: &PublicKey) -> Result<(), Refusal> {
-        if self.any_client
-            || self
-                .keys
-                .iter()
-                .any(|k| k.matches_key(key) && k.allows_name(name))
-        {
+        let bound = self.is_bound(name);
+        let allowed = self.keys.iter().any(|k| {
+            k.matches_key(key)
+                && (k.names.iter().any(|n| n == name) || (k.names.is_empty() && !bound))
+        }) || (self.any_client && !bound);
+        if allowed {
             Ok(())
         } else {
             Err(Refusal::Untrusted)
@@ -305,6 +350,15 @@ mod tests {
             "name bound to the key"
         );
         assert!(t.check_client_key("anyone", &b).is_ok());
+        assert!(
+            t.check_client_key("alice", &b).is_err(),
+            "a bound name needs its key, whatever else the claimant's key may do"
+        );
+        let open = Trust::new()
+            .with_named_key("alice", a.clone())
+            .danger_accept_any_client();
+        assert!(open.check_client_key("alice", &b).is_err());
+        assert!(open.check_client_key("bob", &b).is_ok());
         assert!(t.check_host_key(&[], "alice", &a).is_ok());
         assert!(Trust::new().with_fingerprint("MD5:aa").is_err());
     }

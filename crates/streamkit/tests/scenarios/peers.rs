@@ -14,6 +14,7 @@ over_all! {
     host_keys_are_checked => host_keys_are_checked;
     token_authentication => token_authentication;
     names_bound_to_keys => names_bound_to_keys;
+    a_name_is_an_identity => a_name_is_an_identity;
     round_robin_over_two_servers => round_robin_over_two_servers;
     unbind_disconnect_and_drop => unbind_disconnect_and_drop;
     authorizer_decides_per_service => authorizer_decides_per_service;
@@ -179,6 +180,100 @@ async fn names_bound_to_keys(kind: Kind) {
     );
 }
 
+/// A name is an identity: a bound name only with its key, an unbound one held by
+/// the first live connection that claims it (its key, or the token), and taken
+/// back by the same key.
+async fn a_name_is_an_identity(kind: Kind) {
+    let (a, b, c) = (who("alice"), who("bob"), who("carol"));
+    let mallory = Identity::generate();
+    let scratch = Scratch::new();
+    let keys = format!(
+        "name=\"alice\" {}\n{}\n{}\n",
+        a.id.public_key().to_openssh(),
+        c.id.public_key().to_openssh(),
+        mallory.public_key().to_openssh()
+    );
+    let bob = Peer::new(PeerConfig::new(
+        "bob",
+        b.id.clone(),
+        Trust::new()
+            .with_authorized_keys(&keys)
+            .unwrap()
+            .with_token("s3cret"),
+    ))
+    .unwrap();
+    let url = bob
+        .bind(&scratch.endpoint(kind, "bob"))
+        .await
+        .unwrap()
+        .to_string();
+    serve_echo(&bob);
+    let client = |name: &str, id: &Identity, token: Option<&str>| {
+        let mut config =
+            PeerConfig::new(name, id.clone(), Trust::new().with_key(b.id.public_key()));
+        if let Some(t) = token {
+            config = config.with_token(t);
+        }
+        Peer::new(config).unwrap()
+    };
+    let refused = |err: ConnectError, why: &str| {
+        assert!(
+            matches!(
+                err,
+                ConnectError::AuthRejected { .. } | ConnectError::NameHeld { .. }
+            ),
+            "{err}"
+        );
+        assert!(err.to_string().contains(why), "{err} should say {why:?}");
+    };
+
+    // A bound name: not with another trusted key, not with the token.
+    let err = within(client("alice", &mallory, None).connect(&url))
+        .await
+        .unwrap_err();
+    refused(err, "does not trust our key");
+    let err = within(client("alice", &Identity::generate(), Some("s3cret")).connect(&url))
+        .await
+        .unwrap_err();
+    refused(err, "name \"alice\" is bound to a key");
+
+    // An unbound name is held by the first live connection claiming it.
+    let carol = client("carol", &c.id, None);
+    within(carol.connect(&url)).await.unwrap();
+    let held = "name \"carol\" is held by another key";
+    let err = within(client("carol", &mallory, None).connect(&url))
+        .await
+        .unwrap_err();
+    refused(err, held);
+    let err = within(client("carol", &Identity::generate(), Some("s3cret")).connect(&url))
+        .await
+        .unwrap_err();
+    refused(err, held);
+    // The same key comes back under its name (a second connection, say after a
+    // network change), and the good client kept working throughout.
+    let carol_again = client("carol", &c.id, None);
+    within(carol_again.connect(&url)).await.unwrap();
+    let mut ch = within(carol.open("bob", "echo", ())).await.unwrap();
+    // Each side sees what the other proved.
+    assert_eq!(
+        ch.meta().remote_identity().fingerprint(),
+        Some(b.id.public_key().fingerprint().as_str())
+    );
+    ch.write_frame(b"still me").await.unwrap();
+    assert_eq!(
+        &within(ch.read_frame()).await.unwrap().unwrap()[..],
+        b"still me"
+    );
+    drop(ch);
+
+    // Once carol's connections are gone, the name is free again.
+    carol.shutdown().await;
+    carol_again.shutdown().await;
+    wait_while(&[&bob], || bob.peers().iter().any(|p| p == "carol")).await;
+    let now_mallory = client("carol", &mallory, None);
+    within(now_mallory.connect(&url)).await.unwrap();
+}
+
 async fn round_robin_over_two_servers(kind: Kind) {
     let (a, b, c) = (who("alice"), who("bob"), who("carol"));
     let scratch = Scratch::new();
@@ -271,10 +366,14 @@ async fn authorizer_decides_per_service(kind: Kind) {
     let (a, b) = (who("alice"), who("bob"));
     let scratch = Scratch::new();
     let trust = Trust::new().with_key(a.id.public_key());
-    let config =
-        PeerConfig::new("bob", b.id.clone(), trust).with_authorizer(|req: &AccessRequest<'_>| {
-            req.service != "admin" || req.headers.get("role") == Some("root")
-        });
+    let alice_fp = a.id.public_key().fingerprint();
+    let config = PeerConfig::new("bob", b.id.clone(), trust).with_authorizer(
+        move |req: &AccessRequest<'_>| {
+            // The hook sees the key the request came with, not only a name.
+            req.identity.fingerprint() == Some(alice_fp.as_str())
+                && (req.service != "admin" || req.headers.get("role") == Some("root"))
+        },
+    );
     let bob = Peer::new(config).unwrap();
     let url = bob
         .bind(&scratch.endpoint(kind, "bob"))

@@ -985,7 +985,7 @@ impl Encrypted {
                     } else {
                         auth_request.methods.remove(MethodKind::Password);
                     }
-                    reject_auth_request(until, &mut self.write, auth_request).await?;
+                    reject_auth_request(until, &mut self.write, auth_request, handler.auth_rejection_banner()).await?;
                 }
                 Ok(())
             } else if method == "publickey" {
@@ -1030,7 +1030,7 @@ impl Encrypted {
                     } else {
                         auth_request.methods.remove(MethodKind::None);
                     }
-                    reject_auth_request(until, &mut self.write, auth_request).await?;
+                    reject_auth_request(until, &mut self.write, auth_request, handler.auth_rejection_banner()).await?;
                 }
                 Ok(())
             } else if method == "keyboard-interactive" {
@@ -1064,7 +1064,7 @@ impl Encrypted {
                 } else {
                     unreachable!()
                 };
-                reject_auth_request(until, &mut self.write, auth_request).await?;
+                reject_auth_request(until, &mut self.write, auth_request, handler.auth_rejection_banner()).await?;
                 Ok(())
             }
         } else {
@@ -1120,14 +1120,14 @@ impl Encrypted {
                                 .unwrap_or_default()
                         {
                             warn!("Certificate is expired or not yet valid");
-                            reject_auth_request(until, &mut self.write, auth_request).await?;
+                            reject_auth_request(until, &mut self.write, auth_request, handler.auth_rejection_banner()).await?;
                             return Ok(());
                         }
 
                         // Verify the certificate’s signature
                         if cert.verify_signature().is_err() {
                             warn!("Certificate signature is invalid");
-                            reject_auth_request(until, &mut self.write, auth_request).await?;
+                            reject_auth_request(until, &mut self.write, auth_request, handler.auth_rejection_banner()).await?;
                             return Ok(());
                         }
 
@@ -1186,7 +1186,7 @@ impl Encrypted {
                         _ => {
                             debug!("signature algorithm does not match the requested one");
                             auth_user.clear();
-                            reject_auth_request(until, &mut self.write, auth_request).await?;
+                            reject_auth_request(until, &mut self.write, auth_request, handler.auth_rejection_banner()).await?;
                             return Ok(());
                         }
                     };
@@ -1244,16 +1244,16 @@ impl Encrypted {
                                     }
                                 }
                                 auth_user.clear();
-                                reject_auth_request(until, &mut self.write, auth_request).await?;
+                                reject_auth_request(until, &mut self.write, auth_request, handler.auth_rejection_banner()).await?;
                             }
                         } else {
                             debug!("signature wrong");
                             auth_user.clear();
-                            reject_auth_request(until, &mut self.write, auth_request).await?;
+                            reject_auth_request(until, &mut self.write, auth_request, handler.auth_rejection_banner()).await?;
                         }
                     } else {
                         auth_user.clear();
-                        reject_auth_request(until, &mut self.write, auth_request).await?;
+                        reject_auth_request(until, &mut self.write, auth_request, handler.auth_rejection_banner()).await?;
                     }
                     Ok(())
                 } else {
@@ -1263,7 +1263,7 @@ impl Encrypted {
                         // Not reached: decoding the key already parsed this
                         // name. A signed request would be rejected anyway.
                         debug!("unknown public key algorithm: {pubkey_algo:?}");
-                        reject_auth_request(until, &mut self.write, auth_request).await?;
+                        reject_auth_request(until, &mut self.write, auth_request, handler.auth_rejection_banner()).await?;
                         return Ok(());
                     };
                     auth_user.push_str(user);
@@ -1304,7 +1304,7 @@ impl Encrypted {
                                 }
                             }
                             auth_user.clear();
-                            reject_auth_request(until, &mut self.write, auth_request).await?;
+                            reject_auth_request(until, &mut self.write, auth_request, handler.auth_rejection_banner()).await?;
                         }
                     }
                     Ok(())
@@ -1316,7 +1316,7 @@ impl Encrypted {
                 | ssh_key::Error::CertificateValidation
                 | ssh_key::Error::Time => {
                     debug!("public key error: {e}");
-                    reject_auth_request(until, &mut self.write, auth_request).await?;
+                    reject_auth_request(until, &mut self.write, auth_request, handler.auth_rejection_banner()).await?;
                     Ok(())
                 }
                 e => Err(crate::Error::from(e).into()),
@@ -1329,8 +1329,18 @@ async fn reject_auth_request(
     until: Instant,
     write: &mut Vec<u8>,
     auth_request: &mut AuthRequest,
+    // streamkit patch: why, for the client to show (RFC 4252 §5.4 allows a banner
+    // at any time before authentication succeeds).
+    banner: Option<String>,
 ) -> Result<(), Error> {
     debug!("rejecting {auth_request:?}");
+    if let Some(banner) = banner {
+        push_packet!(write, {
+            write.push(msg::USERAUTH_BANNER);
+            banner.encode(write)?;
+            "".encode(write)?;
+        });
+    }
     push_packet!(write, {
         write.push(msg::USERAUTH_FAILURE);
         NameList::from(&auth_request.methods).encode(write)?;
@@ -1382,7 +1392,7 @@ async fn read_userauth_info_response<H: Handler + Send, R: Reader>(
             .map_err(H::Error::from)?;
         Ok(resp)
     } else {
-        reject_auth_request(until, write, auth_request).await?;
+        reject_auth_request(until, write, auth_request, handler.auth_rejection_banner()).await?;
         Ok(false)
     }
 }
@@ -1406,7 +1416,7 @@ async fn reply_userauth_info_response(
                 auth_request.methods = proceed_with_methods;
             }
             auth_request.partial_success = partial_success;
-            reject_auth_request(until, write, auth_request).await?;
+            reject_auth_request(until, write, auth_request, None).await?;
             Ok(false)
         }
         Auth::Partial {

@@ -373,6 +373,13 @@ pub trait Handler: Sized {
         async { Ok(None) }
     }
 
+    /// streamkit patch: called as an authentication request is rejected; a message
+    /// returned here goes to the client as a banner just before the rejection, so
+    /// it can show why.
+    fn auth_rejection_banner(&mut self) -> Option<String> {
+        None
+    }
+
     /// Called when the client closes a channel.
     #[allow(unused_variables)]
     fn channel_close(

@@ -153,7 +153,12 @@ pub(super) fn limits() -> Limits {
 impl Sim {
     pub(super) fn new(seed: u64, a: App, b: App) -> Sim {
         let end = |me: &str, them: &str, app| End {
-            state: ConnectionState::new(limits(), me.into(), them.into()),
+            state: ConnectionState::new(
+                limits(),
+                me.into(),
+                them.into(),
+                crate::trust::RemoteIdentity::Token,
+            ),
             next_ssh: 1,
             ssh: HashMap::new(),
             writers: HashMap::new(),

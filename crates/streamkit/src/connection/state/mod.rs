@@ -40,6 +40,7 @@ mod opens;
 
 use crate::channel::{self, ChannelState, Headers, Step, Transmit, Wake};
 use crate::error::{ChannelError, LostReason, OpenErrorKind};
+use crate::trust::RemoteIdentity;
 use crate::wire::open::OpenRequest;
 use crate::wire::reason::OpenRefusal;
 use nest::Nest;
@@ -96,6 +97,8 @@ pub(crate) struct Meta {
     pub headers: Headers,
     pub local_peer: String,
     pub remote_peer: String,
+    /// What the remote proved, with its name.
+    pub remote_identity: Arc<RemoteIdentity>,
     pub trailers: OnceLock<Headers>,
 }
 
@@ -228,6 +231,7 @@ pub(crate) struct ConnectionState {
     limits: Limits,
     local_name: String,
     remote_name: String,
+    remote_identity: Arc<RemoteIdentity>,
     next_key: u64,
     next_open_id: u64,
     entries: OwnMap<ChannelKey, Entry>,
@@ -251,11 +255,17 @@ pub(crate) struct ConnectionState {
 }
 
 impl ConnectionState {
-    pub(crate) fn new(limits: Limits, local_name: String, remote_name: String) -> ConnectionState {
+    pub(crate) fn new(
+        limits: Limits,
+        local_name: String,
+        remote_name: String,
+        remote_identity: RemoteIdentity,
+    ) -> ConnectionState {
         ConnectionState {
             limits,
             local_name,
             remote_name,
+            remote_identity: Arc::new(remote_identity),
             next_key: 1,
             next_open_id: 1,
             entries: OwnMap::default(),
@@ -397,6 +407,7 @@ impl ConnectionState {
             headers,
             local_peer: self.local_name.clone(),
             remote_peer: self.remote_name.clone(),
+            remote_identity: self.remote_identity.clone(),
             trailers: OnceLock::new(),
         })
     }

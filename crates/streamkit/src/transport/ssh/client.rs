@@ -16,6 +16,7 @@ use crate::endpoint::Endpoint;
 use crate::error::ConnectError;
 use crate::keys::PublicKey;
 use crate::transport::{self, Host, SshStream};
+use crate::trust::RemoteIdentity;
 use crate::trust::{Refusal, Trust};
 use crate::wire::ident;
 use crate::wire::reason::OpenRefusal;
@@ -188,7 +189,11 @@ pub(crate) async fn handshake(
         }
     };
     shared.link.set_session(SshSession::Client(handle));
-    let conn = transport::new_conn(&**host, name, endpoint.clone(), true);
+    let remote_id = match &lock(&hs).host_key {
+        Some(key) => RemoteIdentity::key(key.fingerprint()),
+        None => RemoteIdentity::key(String::new()), // kex_done refuses a server without one
+    };
+    let conn = transport::new_conn(&**host, name, endpoint.clone(), true, remote_id);
     let _ = shared.conn.set(conn.clone());
     conn.start(shared.link.clone());
     // The session may have ended meanwhile: nobody else would notice.
@@ -200,7 +205,10 @@ pub(crate) async fn handshake(
             why: format!("connection closed during the handshake ({why})"),
         });
     }
-    host.register(conn.clone());
+    if let Err(why) = host.register(conn.clone()) {
+        conn.close(&why).await;
+        return Err(ConnectError::NameHeld { endpoint, why });
+    }
     let early = std::mem::take(&mut *lock(&shared.early));
     for (channel, path, reply) in early {
         shared.open(&conn, channel, &path, reply);

@@ -16,6 +16,7 @@ use crate::connection::{Conn, Incoming};
 use crate::error::LostReason;
 use crate::keys::PublicKey;
 use crate::transport::{Counted, Host, Socket, SshStream};
+use crate::trust::RemoteIdentity;
 use crate::trust::Trust;
 use crate::wire::ident;
 use crate::wire::open::validate_service;
@@ -123,6 +124,8 @@ pub(crate) async fn serve(
         over_limit,
         ready: ready.clone(),
         handshaking,
+        remote_id: None,
+        refusal: None,
     };
     // A client that has not authenticated within the handshake timeout is dropped,
     // whatever it is doing (garbage, a truncated handshake, silence).
@@ -183,6 +186,10 @@ pub(crate) struct ServerHandler {
     ready: Arc<std::sync::Mutex<Option<Ready>>>,
     /// Counts this connection as in its handshake until it authenticates.
     handshaking: Option<Counted>,
+    /// What the client proved, once it authenticated.
+    remote_id: Option<RemoteIdentity>,
+    /// Why the last authentication request was refused, for the client to show.
+    refusal: Option<String>,
 }
 
 impl ServerHandler {
@@ -200,6 +207,24 @@ impl ServerHandler {
         self.trust
             .check_client_key(user, &PublicKey(key.clone()))
             .is_ok()
+    }
+
+    /// Refuses a client whose name is held by a live connection of another
+    /// identity (the reason goes to it as a banner).
+    fn name_free(&mut self, user: &str, id: &RemoteIdentity) -> bool {
+        let Some(holder) = self
+            .host
+            .upgrade()
+            .and_then(|h| h.name_held_by_other(user, id))
+        else {
+            return true;
+        };
+        tracing::info!(
+            remote = %self.remote_addr, user,
+            "refused a client: the name is held by {holder}"
+        );
+        self.refusal = Some(crate::transport::name_held_message(user));
+        false
     }
 
     fn conn(&self) -> Option<&Arc<Conn>> {
@@ -297,7 +322,12 @@ impl russh::server::Handler for ServerHandler {
         key: VerifiedPublicKey<'_>,
     ) -> Result<Auth, Self::Error> {
         if self.check_key(user, key.public_key) {
+            let id = RemoteIdentity::key(PublicKey(key.public_key.clone()).fingerprint());
+            if !self.name_free(user, &id) {
+                return Ok(Self::reject());
+            }
             self.user = Some(user.to_owned());
+            self.remote_id = Some(id);
             Ok(Auth::Accept)
         } else {
             tracing::info!(
@@ -309,6 +339,10 @@ impl russh::server::Handler for ServerHandler {
         }
     }
 
+    fn auth_rejection_banner(&mut self) -> Option<String> {
+        self.refusal.take().map(|m| format!("{m}\r\n"))
+    }
+
     async fn authentication_banner(&mut self) -> Result<Option<String>, Self::Error> {
         Ok(self.over_limit.as_ref().map(|m| format!("{m}\r\n")))
     }
@@ -318,7 +352,21 @@ impl russh::server::Handler for ServerHandler {
             && ident::validate_peer_name(user).is_ok()
             && self.trust.check_token(password)
         {
+            if self.trust.is_bound(user) {
+                tracing::info!(
+                    remote = %self.remote_addr, user,
+                    "refused a token holder: the name is bound to a key"
+                );
+                self.refusal = Some(format!(
+                    "name {user:?} is bound to a key: a token cannot claim it"
+                ));
+                return Ok(Self::reject());
+            }
+            if !self.name_free(user, &RemoteIdentity::Token) {
+                return Ok(Self::reject());
+            }
             self.user = Some(user.to_owned());
+            self.remote_id = Some(RemoteIdentity::Token);
             Ok(Auth::Accept)
         } else {
             tracing::info!(remote = %self.remote_addr, user, "refused a client: wrong token");
@@ -354,12 +402,21 @@ impl russh::server::Handler for ServerHandler {
         }
         let link = self.shared.link.clone();
         link.set_session(SshSession::Server(session.handle()));
-        let conn = crate::transport::new_conn(&*host, user, self.remote_addr.clone(), false);
+        let Some(remote_id) = self.remote_id.clone() else {
+            return Err(russh::Error::NotAuthenticated);
+        };
+        let conn =
+            crate::transport::new_conn(&*host, user, self.remote_addr.clone(), false, remote_id);
         let _ = self.shared.conn.set(conn.clone());
         self.handshaking = None;
         conn.start(link);
         let name = conn.info.remote_name.clone();
-        host.register(conn);
+        if let Err(why) = host.register(conn.clone()) {
+            // Another handshake took the name meanwhile.
+            let _ = session.disconnect(russh::Disconnect::ByApplication, &why, "en");
+            conn.lose(why);
+            return Ok(());
+        }
         if let Some(ready) = lock(&self.ready).take() {
             let _ = ready.send(Ok(name));
         }
