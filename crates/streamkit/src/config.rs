@@ -186,10 +186,19 @@ pub struct Options {
     /// exceed the allocator's mmap threshold and churn pages. Applies to new
     /// connections.
     pub max_packet_size: u32,
-    /// Most connections (established or in their handshake) from one remote IP
-    /// address. Default 256. Applies to new connections; the one over the limit is
-    /// told why in an SSH authentication banner and refused.
+    /// Most accepted connections (established or in their handshake) from one
+    /// remote IP address. Default 256. A socket over the limit is told why in one
+    /// line of text and closed before key exchange.
     pub max_connections_per_address: usize,
+    /// Most accepted connections in their SSH handshake at once (key exchange and
+    /// authentication: the costly part). Default 1,024, so that one address at its
+    /// limit leaves room for others. Over it, a socket is refused like one over the
+    /// per-address limit.
+    pub max_handshakes: usize,
+    /// Most accepted connections at once, established and in their handshake.
+    /// Default 16,384. Over it, a socket is refused like one over the per-address
+    /// limit.
+    pub max_connections: usize,
     /// How a peer connected with [`Peer::connect`](crate::Peer::connect) re-dials.
     /// Applies to the next attempt.
     pub reconnect: Reconnect,
@@ -284,6 +293,8 @@ impl Default for Options {
             max_auth_attempts: 6,
             max_packet_size: 64 * 1024,
             max_connections_per_address: 256,
+            max_handshakes: 1024,
+            max_connections: 16 * 1024,
             reconnect: Reconnect::default(),
             open_wait: Duration::from_secs(5),
             keepalive_interval: Some(Duration::from_secs(15)),
@@ -330,6 +341,12 @@ impl Options {
         }
         if self.max_connections_per_address == 0 {
             return bad("max_connections_per_address", "must not be zero".into());
+        }
+        if self.max_handshakes == 0 {
+            return bad("max_handshakes", "must not be zero".into());
+        }
+        if self.max_connections == 0 {
+            return bad("max_connections", "must not be zero".into());
         }
         if self.keepalive_misses == 0 {
             return bad("keepalive_misses", "must be at least 1".into());

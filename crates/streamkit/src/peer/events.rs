@@ -46,6 +46,14 @@ pub enum Event {
         /// The last error.
         error: String,
     },
+    /// An accepted socket was refused before its handshake, for a limit (see
+    /// [`PeerStats::refused`](crate::PeerStats::refused)).
+    Refused {
+        /// Where it came from.
+        endpoint: String,
+        /// Which limit, as the remote was told.
+        reason: String,
+    },
     /// A channel was opened, by either side.
     ChannelOpened {
         /// The remote peer's name.

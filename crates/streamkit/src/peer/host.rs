@@ -47,6 +47,19 @@ impl Host for PeerInner {
         &self.handshakes
     }
 
+    fn accepted(&self) -> &Arc<AtomicUsize> {
+        &self.accepted
+    }
+
+    fn refused(&self, remote_addr: &str, why: &str) {
+        self.refused
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        self.events.emit(|| events::Event::Refused {
+            endpoint: remote_addr.to_owned(),
+            reason: why.to_owned(),
+        });
+    }
+
     fn admit_address(&self, ip: IpAddr) -> bool {
         PeerInner::admit_address(self, ip)
     }

@@ -46,6 +46,10 @@ pub struct PeerStats {
     pub connections: usize,
     /// Connections in their SSH handshake, accepted or dialled.
     pub handshakes: usize,
+    /// Accepted sockets refused before their handshake for a limit
+    /// (`max_connections_per_address`, `max_handshakes`, `max_connections`), since
+    /// the peer was made.
+    pub refused: u64,
     /// Channels open on all connections (not yet closed on this side).
     pub channels: usize,
     /// Bytes received and held for readers: data, error frames, frames being
@@ -103,6 +107,10 @@ pub(crate) struct PeerInner {
     per_address: Mutex<HashMap<std::net::IpAddr, usize>>,
     /// Connections in their SSH handshake, either way (see [`PeerStats`]).
     handshakes: Arc<AtomicUsize>,
+    /// Accepted connections being served, handshakes included.
+    accepted: Arc<AtomicUsize>,
+    /// Accepted sockets refused before their handshake, for a limit.
+    refused: std::sync::atomic::AtomicU64,
     pub(crate) events: events::Emitter,
     accept: Arc<AcceptQueue>,
     /// Services whose channels go to a [`ServiceListener`] instead of `accept`.
@@ -251,6 +259,7 @@ impl PeerInner {
         let mut stats = PeerStats {
             connections: conns.len(),
             handshakes: self.handshakes.load(Ordering::SeqCst),
+            refused: self.refused.load(Ordering::SeqCst),
             ..PeerStats::default()
         };
         for c in &conns {
@@ -299,6 +308,8 @@ impl Peer {
                 dialers: Mutex::new(HashMap::new()),
                 per_address: Mutex::new(HashMap::new()),
                 handshakes: Arc::default(),
+                accepted: Arc::default(),
+                refused: std::sync::atomic::AtomicU64::new(0),
                 events: events::Emitter::default(),
                 accept: Arc::new(AcceptQueue::default()),
                 listened: Mutex::new(HashMap::new()),

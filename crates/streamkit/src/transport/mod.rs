@@ -14,6 +14,7 @@ use std::sync::atomic::AtomicU64;
 use crate::channel::Headers;
 use crate::config::Options;
 use crate::connection::accept::AcceptSlot;
+use crate::connection::driver::lock;
 use crate::connection::{Conn, ConnInfo, Limits, Observer};
 use crate::keys::Identity;
 use crate::trust::RemoteIdentity;
@@ -31,6 +32,10 @@ pub(crate) trait Host: Send + Sync + 'static {
     fn is_shutting_down(&self) -> bool;
     /// Connections in their handshake, either way.
     fn handshakes(&self) -> &Arc<AtomicUsize>;
+    /// Accepted connections being served now, handshakes included.
+    fn accepted(&self) -> &Arc<AtomicUsize>;
+    /// An accepted socket was refused before its handshake, for a limit.
+    fn refused(&self, remote_addr: &str, why: &str);
     /// Counts a connection from `ip`; `false` if that is over the limit (it is
     /// counted anyway: release it with `release_address`).
     fn admit_address(&self, ip: IpAddr) -> bool;
@@ -76,6 +81,32 @@ pub(crate) fn limits(opts: &Options) -> Limits {
 }
 
 /// A new connection of `host`'s to `remote_name`.
+/// A line of text a server sent before its identification (RFC 4253 §4.2 allows
+/// it): Streamkit servers say there why they refuse a connection before the
+/// handshake. `None` if the first line is the identification.
+pub(crate) fn refusal_line(first: &[u8]) -> Option<String> {
+    let line = first.split(|&b| b == b'\n').next()?;
+    if line.is_empty() || line.starts_with(b"SSH-") {
+        return None;
+    }
+    let text: String = String::from_utf8_lossy(line)
+        .chars()
+        .filter(|c| !c.is_control())
+        .collect();
+    (!text.is_empty()).then_some(text)
+}
+
+/// Refuses an accepted socket before its handshake: one line saying why (best
+/// effort: never waits), then the socket is closed.
+pub(crate) fn refuse_socket(socket: Socket, why: &str) {
+    let line = format!("{why}\r\n");
+    let _ = match &socket {
+        Socket::Tcp(s) => s.try_write(line.as_bytes()),
+        Socket::Unix(s) => s.try_write(line.as_bytes()),
+        Socket::Io(..) => Ok(0),
+    };
+}
+
 /// What a remote is told when the name it claims is held by a live connection
 /// of another identity.
 pub(crate) fn name_held_message(name: &str) -> String {
@@ -449,9 +480,22 @@ pub(crate) struct SshStream {
     read: ReadSock,
     out: Arc<Outbound>,
     switch: Arc<KillSwitch>,
+    /// The first bytes received, kept for a client: a server that refuses before
+    /// the handshake says why in a line of text, which SSH would skip.
+    first: Option<Arc<std::sync::Mutex<Vec<u8>>>>,
 }
 
+/// How much of what a server sends first a client keeps (see [`SshStream::first_bytes`]).
+const FIRST_BYTES: usize = 512;
+
 impl SshStream {
+    /// Keeps the first bytes the remote sends (up to 512), for [`refusal_line`].
+    pub(crate) fn first_bytes(&mut self) -> Arc<std::sync::Mutex<Vec<u8>>> {
+        self.first
+            .get_or_insert_with(|| Arc::new(std::sync::Mutex::new(Vec::new())))
+            .clone()
+    }
+
     /// Wraps a socket; returns the stream, its kill switch and its outbound queue.
     pub(crate) fn new(socket: Socket) -> (SshStream, Arc<KillSwitch>, Arc<Outbound>) {
         let switch = Arc::new(KillSwitch::default());
@@ -480,6 +524,7 @@ impl SshStream {
                 read,
                 out: out.clone(),
                 switch: switch.clone(),
+                first: None,
             },
             switch,
             out,
@@ -511,11 +556,24 @@ impl AsyncRead for SshStream {
         if this.switch.is_killed() {
             return Poll::Ready(Err(killed()));
         }
-        match &mut this.read {
+        let before = buf.filled().len();
+        let r = match &mut this.read {
             ReadSock::Tcp(s) => Pin::new(s).poll_read(cx, buf),
             ReadSock::Unix(s) => Pin::new(s).poll_read(cx, buf),
             ReadSock::Io(s) => Pin::new(s).poll_read(cx, buf),
+        };
+        let full = this.first.as_ref().is_some_and(|first| {
+            let mut kept = lock(first);
+            let new = &buf.filled()[before..];
+            let room = FIRST_BYTES.saturating_sub(kept.len());
+            kept.extend_from_slice(&new[..new.len().min(room)]);
+            kept.len() >= FIRST_BYTES
+        });
+        if full {
+            // Kept what a refusal line can be: reads no longer look.
+            this.first = None;
         }
+        r
     }
 }
 

@@ -332,13 +332,103 @@ async fn connections_per_address_are_limited_with_a_clear_error() {
     let err = within(peers[2].connect(&url)).await.unwrap_err();
     assert!(
         err.to_string()
-            .contains("too many connections from 127.0.0.1 (limit 2)"),
+            .contains("the server says: too many connections from 127.0.0.1 (limit 2)"),
         "{err}"
     );
+    assert_eq!(bob.stats().refused, 1);
     // Everything else keeps working, and a freed place can be used.
     within(peers[0].disconnect(&url)).await.unwrap();
     wait_while(&[&bob], || bob.peers().len() > 1).await;
     within(peers[2].connect(&url)).await.unwrap();
+}
+
+/// Opens `n` sockets from `source` to `addr` that never send a byte: handshakes
+/// that stall. Returns them, and how many the server refused at once (it says why
+/// in one line and closes).
+async fn stalled_sockets(
+    source: &str,
+    addr: std::net::SocketAddr,
+    n: usize,
+) -> (Vec<tokio::net::TcpStream>, Vec<String>) {
+    let mut held = Vec::new();
+    for _ in 0..n {
+        let sock = tokio::net::TcpSocket::new_v4().unwrap();
+        sock.bind(format!("{source}:0").parse().unwrap()).unwrap();
+        held.push(within(sock.connect(addr)).await.unwrap());
+    }
+    // A refused socket gets its line and end of file; an admitted one gets the
+    // server's identification line and waits for ours (until the handshake timeout).
+    let mut refusals = Vec::new();
+    let mut kept = Vec::new();
+    for mut s in held {
+        let mut line = Vec::new();
+        let mut b = [0u8; 1];
+        while within(s.read(&mut b)).await.unwrap() == 1 && b[0] != b'\n' {
+            line.push(b[0]);
+        }
+        let line = String::from_utf8(line).unwrap();
+        if line.starts_with("SSH-") {
+            kept.push(s);
+        } else {
+            refusals.push(line.trim_end().to_owned());
+        }
+    }
+    (kept, refusals)
+}
+
+/// A flood of handshakes that never finish, from one address, is refused before
+/// key exchange beyond that address's limit, and the handshakes in progress stay
+/// bounded, while a good client from another address connects and works.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stalled_handshakes_from_one_address_do_not_keep_others_out() {
+    let mut bob_opts = Options::default();
+    bob_opts.max_connections_per_address = 8;
+    bob_opts.max_handshakes = 12;
+    let (a, b) = (who("alice"), who("bob"));
+    let bob = peer_with(&b, &[&a], bob_opts);
+    let url = bob.bind("tcp://127.0.0.1:0").await.unwrap();
+    let streamkit::Endpoint::Tcp { port, .. } = &url else {
+        unreachable!()
+    };
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    serve_echo(&bob);
+
+    // 500 stalled handshakes from 127.0.0.2: 8 are admitted, the rest refused.
+    let (flood, refusals) = stalled_sockets("127.0.0.2", addr, 500).await;
+    assert_eq!(flood.len(), 8);
+    assert_eq!(refusals.len(), 492);
+    assert!(
+        refusals
+            .iter()
+            .all(|r| r == "too many connections from 127.0.0.2 (limit 8)")
+    );
+    let stats = bob.stats();
+    assert_eq!(stats.refused, 492);
+    assert_eq!(stats.handshakes, 8);
+
+    // The good client, from 127.0.0.1, gets in and is served byte for byte.
+    let alice = peer_with(&a, &[&b], no_retry());
+    within(alice.connect(&url.to_string())).await.unwrap();
+    let mut ch = within(alice.open("bob", "echo", ())).await.unwrap();
+    let data: Vec<u8> = (0..100_000u32).map(|i| (i % 251) as u8).collect();
+    ch.write_all(&data).await.unwrap();
+    ch.close_write().await.unwrap();
+    let mut back = Vec::new();
+    within(ch.read_to_end(&mut back)).await.unwrap();
+    assert!(back == data, "echo differs");
+
+    // Handshakes from a third address fill the handshake cap; past it, anyone is
+    // refused before key exchange with the reason.
+    let (more, _) = stalled_sockets("127.0.0.3", addr, 4).await;
+    assert_eq!(more.len(), 4);
+    let (none, refusals) = stalled_sockets("127.0.0.4", addr, 1).await;
+    assert!(none.is_empty());
+    assert_eq!(
+        refusals,
+        ["too many connections in their handshake (limit 12)"]
+    );
+    assert!(bob.stats().handshakes <= 12);
+    drop((flood, more));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

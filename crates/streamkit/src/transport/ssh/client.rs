@@ -97,7 +97,8 @@ pub(crate) async fn handshake(
 ) -> Result<Arc<Conn>, ConnectError> {
     let opts = host.options();
     let _handshaking = transport::Counted::new(host.handshakes());
-    let (stream, kill, out) = SshStream::new(socket);
+    let (mut stream, kill, out) = SshStream::new(socket);
+    let first = stream.first_bytes();
     let hs = Arc::new(Mutex::new(Handshake::default()));
     let shared = Arc::new(Shared {
         conn: OnceLock::new(),
@@ -120,13 +121,18 @@ pub(crate) async fn handshake(
         let mut handle = match handle {
             Ok(h) => h,
             Err(e) => {
-                return Err(lock(&hs)
-                    .refusal
-                    .take()
-                    .unwrap_or_else(|| ConnectError::Handshake {
-                        endpoint: endpoint.clone(),
-                        why: describe(&e),
-                    }));
+                if let Some(refused) = lock(&hs).refusal.take() {
+                    return Err(refused);
+                }
+                // A server refusing before the handshake says why in a line first.
+                let why = match transport::refusal_line(&lock(&first)) {
+                    Some(line) => format!("the server says: {line}"),
+                    None => describe(&e),
+                };
+                return Err(ConnectError::Handshake {
+                    endpoint: endpoint.clone(),
+                    why,
+                });
             }
         };
         let name = lock(&hs).server_name.clone().unwrap_or_default();

@@ -96,19 +96,46 @@ pub(crate) async fn serve(
             }
         }
     }
-    let mut over_limit = None;
+    // The limits are checked before anything costs us: an accepted socket over one
+    // is told why in one line and closed before key exchange. A refused connection
+    // holds no place: a client told to wait for a free one can have it as soon as
+    // one is freed.
+    let mut refusal = None;
     let counted = ip.and_then(|ip| {
         let place = Address(Arc::downgrade(&host), ip);
         if host.admit_address(ip) {
             return Some(place);
         }
         let max = opts.max_connections_per_address;
-        tracing::info!(%ip, max, "refusing a connection over the per-address limit");
-        over_limit = Some(format!("too many connections from {ip} (limit {max})"));
-        // A refused connection holds no place: a client told to wait for a free one
-        // can have it as soon as one is freed, whenever this socket ends.
+        refusal = Some(format!("too many connections from {ip} (limit {max})"));
         None
     });
+    let accepted = Counted::new(host.accepted());
+    if refusal.is_none() {
+        let handshaking = host.handshakes().load(std::sync::atomic::Ordering::SeqCst);
+        let served = host.accepted().load(std::sync::atomic::Ordering::SeqCst);
+        if handshaking >= opts.max_handshakes {
+            refusal = Some(format!(
+                "too many connections in their handshake (limit {})",
+                opts.max_handshakes
+            ));
+        } else if served > opts.max_connections {
+            refusal = Some(format!(
+                "too many connections (limit {})",
+                opts.max_connections
+            ));
+        }
+    }
+    if let Some(why) = refusal {
+        tracing::info!(remote = %remote_addr, "refused a connection before its handshake: {why}");
+        host.refused(&remote_addr, &why);
+        crate::transport::refuse_socket(socket, &why);
+        drop((counted, accepted));
+        if let Some(ready) = lock(&ready).take() {
+            let _ = ready.send(Err(why));
+        }
+        return;
+    }
     let handshaking = Some(Counted::new(host.handshakes()));
     let (stream, kill, out) = SshStream::new(socket);
     let shared = Arc::new(Shared {
@@ -121,7 +148,6 @@ pub(crate) async fn serve(
         remote_addr: remote_addr.clone(),
         shared: shared.clone(),
         user: None,
-        over_limit,
         ready: ready.clone(),
         handshaking,
         remote_id: None,
@@ -154,7 +180,7 @@ pub(crate) async fn serve(
     };
     // Free the address's place before the peer leaves `peers()`, so that whoever sees
     // it gone can connect again at once.
-    drop(counted);
+    drop((counted, accepted));
     if let Some(ready) = lock(&ready).take() {
         let _ = ready.send(Err(reason.full()));
     }
@@ -181,8 +207,6 @@ pub(crate) struct ServerHandler {
     shared: Arc<Shared>,
     /// The user name that authenticated (the client's peer name).
     user: Option<String>,
-    /// Why this client is refused before it authenticates (shown as the banner).
-    over_limit: Option<String>,
     ready: Arc<std::sync::Mutex<Option<Ready>>>,
     /// Counts this connection as in its handshake until it authenticates.
     handshaking: Option<Counted>,
@@ -201,7 +225,7 @@ impl ServerHandler {
     }
 
     fn check_key(&self, user: &str, key: &ssh_key::PublicKey) -> bool {
-        if self.over_limit.is_some() || ident::validate_peer_name(user).is_err() {
+        if ident::validate_peer_name(user).is_err() {
             return false;
         }
         self.trust
@@ -343,15 +367,8 @@ impl russh::server::Handler for ServerHandler {
         self.refusal.take().map(|m| format!("{m}\r\n"))
     }
 
-    async fn authentication_banner(&mut self) -> Result<Option<String>, Self::Error> {
-        Ok(self.over_limit.as_ref().map(|m| format!("{m}\r\n")))
-    }
-
     async fn auth_password(&mut self, user: &str, password: &str) -> Result<Auth, Self::Error> {
-        if self.over_limit.is_none()
-            && ident::validate_peer_name(user).is_ok()
-            && self.trust.check_token(password)
-        {
+        if ident::validate_peer_name(user).is_ok() && self.trust.check_token(password) {
             if self.trust.is_bound(user) {
                 tracing::info!(
                     remote = %self.remote_addr, user,
