@@ -225,3 +225,69 @@ async fn a_server_of_another_protocol_version_is_refused() {
         "{err}"
     );
 }
+
+/// A standard SSH client (no `streamkit=` in its identification) is sent error
+/// frames as stderr: an empty one is nothing to send, and must not wedge the
+/// channel; the stream, the stderr text and the end all arrive.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_empty_error_frame_to_a_standard_client_does_not_wedge_the_channel() {
+    let b = who("bob");
+    let client = Identity::generate();
+    let bob = streamkit::Peer::new(streamkit::PeerConfig::new(
+        "bob",
+        b.id.clone(),
+        Trust::new().with_key(client.public_key()),
+    ))
+    .unwrap();
+    let url = bob.bind("tcp://127.0.0.1:0").await.unwrap();
+    let server = {
+        let bob = bob.clone();
+        tokio::spawn(async move {
+            let (meta, mut ch) = bob.accept().await.unwrap();
+            assert_eq!(meta.service(), "report");
+            ch.write_error(b"").await.unwrap();
+            tokio::io::AsyncWriteExt::write_all(&mut ch, b"out")
+                .await
+                .unwrap();
+            ch.write_error(b"warn").await.unwrap();
+            ch.write_error(b"").await.unwrap();
+            within(ch.close_write()).await.unwrap();
+            within(ch.close()).await.unwrap();
+        })
+    };
+    let streamkit::Endpoint::Tcp { host, port } = &url else {
+        unreachable!()
+    };
+    let config = Arc::new(russh::client::Config {
+        client_id: russh::SshId::Standard("SSH-2.0-OpenSSH_9.9".into()),
+        ..Default::default()
+    });
+    let mut h = within(russh::client::connect(
+        config,
+        (host.as_str(), *port),
+        RawClient,
+    ))
+    .await
+    .unwrap();
+    let key = russh::keys::PrivateKey::from_openssh(client.to_openssh()).unwrap();
+    let auth =
+        within(h.authenticate_publickey("carol", PrivateKeyWithHashAlg::new(Arc::new(key), None)))
+            .await
+            .unwrap();
+    assert!(auth.success());
+    let mut ch = within(h.channel_open_session()).await.unwrap();
+    within(ch.exec(true, "report")).await.unwrap();
+    let (mut out, mut err, mut eof) = (Vec::new(), Vec::new(), false);
+    while let Some(msg) = within(ch.wait()).await {
+        match msg {
+            russh::ChannelMsg::Data { data } => out.extend_from_slice(&data),
+            russh::ChannelMsg::ExtendedData { data, ext: 1 } => err.extend_from_slice(&data),
+            russh::ChannelMsg::Eof => eof = true,
+            _ => {}
+        }
+    }
+    assert_eq!(out, b"out");
+    assert_eq!(err, b"warn");
+    assert!(eof, "the stream ended");
+    within(server).await.unwrap();
+}
