@@ -176,8 +176,12 @@ pub struct Options {
     pub handshake_timeout: Duration,
     /// Time to wait for the remote to answer an open. Default 30 s. Applies to the next open.
     pub open_timeout: Duration,
-    /// Time [`Peer::shutdown`](crate::Peer::shutdown) lets open channels finish.
-    /// Default 10 s.
+    /// Time [`Peer::shutdown`](crate::Peer::shutdown) lets open channels finish,
+    /// and time a channel closed with [`Channel::close`](crate::Channel::close) (or
+    /// whose handles were dropped) waits for the remote to take what was written:
+    /// past it, the channel is reset (`close` fails with
+    /// [`ChannelError::CloseTimedOut`](crate::ChannelError::CloseTimedOut)).
+    /// Default 10 s. Applies to the next close.
     pub close_timeout: Duration,
     /// Authentication attempts a client gets per connection. Default 6. Applies to new connections.
     pub max_auth_attempts: usize,

@@ -142,6 +142,12 @@ pub enum ChannelError {
     /// The local peer shut down and the close timeout ran out.
     #[error("peer shut down")]
     Shutdown,
+    /// The channel was closed (or its handles dropped) and the remote did not take
+    /// what was written within the close timeout: the channel was reset.
+    #[error(
+        "the remote did not take the data within the close timeout ({0:?}); the channel was reset"
+    )]
+    CloseTimedOut(std::time::Duration),
     /// A read or write waited longer than the channel's timeout; the channel is
     /// still usable.
     #[error("timed out after {0:?}")]
@@ -166,7 +172,7 @@ impl From<ChannelError> for io::Error {
             | ChannelError::TrailersTooLarge { .. }
             | ChannelError::Protocol(_) => io::ErrorKind::InvalidData,
             ChannelError::TruncatedFrame => io::ErrorKind::UnexpectedEof,
-            ChannelError::TimedOut(_) => io::ErrorKind::TimedOut,
+            ChannelError::TimedOut(_) | ChannelError::CloseTimedOut(_) => io::ErrorKind::TimedOut,
         };
         io::Error::new(kind, e)
     }

@@ -169,6 +169,10 @@ impl Compat {
         self.fail_locally(ChannelError::Shutdown)
     }
 
+    pub(crate) fn on_close_timeout(&mut self, after: std::time::Duration) -> Wake {
+        self.fail_locally(ChannelError::CloseTimedOut(after))
+    }
+
     // ---- from the network ----
 
     fn ignores_input(&self) -> bool {

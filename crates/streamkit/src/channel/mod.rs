@@ -206,6 +206,8 @@ impl ChannelState {
         fn on_parent_closed(&mut self) -> Wake;
         /// The local peer shut down and the channel did not finish in time.
         fn on_shutdown(&mut self) -> Wake;
+        /// A close (or dropped handles) did not finish within the close timeout.
+        fn on_close_timeout(&mut self, after: std::time::Duration) -> Wake;
         /// Reads bytes; `Ready(0)` is the end of stream (unless `buf` is empty).
         fn read(&mut self, buf: &mut [u8]) -> (Step<usize>, Wake);
         /// Takes up to `max` bytes without copying; empty at the end of stream. A

@@ -215,6 +215,10 @@ impl Native {
         self.fail_locally(ChannelError::Shutdown, ResetCode::Shutdown)
     }
 
+    pub(crate) fn on_close_timeout(&mut self, after: std::time::Duration) -> Wake {
+        self.fail_locally(ChannelError::CloseTimedOut(after), ResetCode::Closed)
+    }
+
     /// Aborts the channel: queued data is dropped, the peer sees an error.
     pub(crate) fn reset(&mut self) -> Wake {
         self.fail_locally(ChannelError::ResetLocally, ResetCode::Cancelled)

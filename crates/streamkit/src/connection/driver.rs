@@ -348,12 +348,13 @@ impl Conn {
 
     /// A channel handle's half was dropped (`reader`: the reading half).
     pub(crate) fn drop_half(&self, key: ChannelKey, reader: bool) {
+        let now = tokio::time::Instant::now().into_std();
         let ready = {
             let mut inner = lock(&self.inner);
             if reader {
-                inner.state.reader_dropped(key);
+                inner.state.reader_dropped(key, now);
             } else {
-                inner.state.writer_dropped(key);
+                inner.state.writer_dropped(key, now);
             }
             if let Some(w) = inner.wakers.get_mut(&key) {
                 if reader {

@@ -200,9 +200,11 @@ impl Channel {
     pub async fn close(&mut self) -> Result<(), ChannelError> {
         let key = self.write.key;
         self.write.timer.restart();
+        let now = tokio::time::Instant::now().into_std();
         poll_fn(|cx| {
             let r = self.write.conn.poll_op(key, Slot::Write, cx, |s| {
-                s.close(key).unwrap_or(Step::Failed(ChannelError::Closed))
+                s.close(key, now)
+                    .unwrap_or(Step::Failed(ChannelError::Closed))
             });
             self.write.timer.check(cx, r)
         })

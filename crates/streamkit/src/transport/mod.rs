@@ -74,6 +74,7 @@ pub(crate) fn limits(opts: &Options) -> Limits {
         max_pending_accepts: opts.max_pending_accepts,
         max_header_bytes: opts.max_header_bytes,
         open_timeout: opts.open_timeout,
+        close_timeout: opts.close_timeout,
         ssh_window: ssh::ssh_window(opts),
         read_timeout: opts.read_timeout,
         write_timeout: opts.write_timeout,

@@ -485,6 +485,51 @@ async fn shutdown_resets_channels_that_overstay() {
     assert!(within(ch.read_frame()).await.is_err());
 }
 
+/// A remote that never reads cannot keep a closing channel (and what was written
+/// into it) forever: `close()` resets it after the close timeout with an error
+/// that says so, and dropped handles do the same in the background.
+#[tokio::test(start_paused = true)]
+async fn closes_to_a_remote_that_never_reads_end_after_the_close_timeout() {
+    let mut opts = Options::default();
+    opts.close_timeout = Duration::from_secs(10);
+    let p = pair_with(Kind::Inproc, opts.clone(), opts).await;
+    let big = vec![5u8; 4 << 20]; // far beyond the window: most of it stays queued
+    let mut ch = within(p.alice.open("bob", "never-read", ())).await.unwrap();
+    let (_, mut held) = within(p.bob.accept()).await.unwrap();
+    let writer = tokio::spawn(async move {
+        // The writes stop when the send buffer is full: the remote does not read.
+        let _ = tokio::time::timeout(Duration::from_secs(1), ch.write_all(&big)).await;
+        let started = tokio::time::Instant::now();
+        let r = ch.close().await;
+        (r, started.elapsed())
+    });
+    let (r, waited) = within(writer).await.unwrap();
+    assert_eq!(
+        r.unwrap_err(),
+        streamkit::ChannelError::CloseTimedOut(Duration::from_secs(10))
+    );
+    assert!(waited >= Duration::from_secs(10), "{waited:?}");
+    // The remote is told: its channel is reset, whatever it had not read.
+    assert!(within(held.read_frame()).await.is_err());
+    drop(held);
+    wait_while(&[&p.alice, &p.bob], || {
+        p.alice.stats().channels > 0 || p.bob.stats().channels > 0
+    })
+    .await;
+
+    // Dropped handles: the channel finishes in the background, or is reset.
+    let mut ch = within(p.alice.open("bob", "never-read", ())).await.unwrap();
+    let (_, _held) = within(p.bob.accept()).await.unwrap();
+    let _ = tokio::time::timeout(Duration::from_secs(1), ch.write_all(&vec![1u8; 4 << 20])).await;
+    assert!(p.alice.stats().send_buffered > 0);
+    drop(ch);
+    wait_while(&[&p.alice], || {
+        let s = p.alice.stats();
+        s.channels > 0 || s.send_buffered > 0
+    })
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stale_unix_socket_is_replaced_live_one_is_not() {
     let scratch = Scratch::new();

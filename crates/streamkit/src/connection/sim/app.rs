@@ -257,7 +257,7 @@ impl App {
         let Some(op) = self.ends[i].ops.front().cloned() else {
             // Script done: the application lets go of the channel.
             self.records[record].finished = true;
-            self.release(i, st);
+            self.release(i, st, now);
             return true;
         };
         match op {
@@ -422,7 +422,7 @@ impl App {
                     None => dead = true,
                 }
             }
-            Op::Close => match st.close(key) {
+            Op::Close => match st.close(key, now) {
                 Some(Step::Ready(())) => {
                     rec.close = Some(Ok(()));
                     done = true;
@@ -441,7 +441,7 @@ impl App {
             Op::Drop => {
                 self.ends[i].ops.clear();
                 self.records[record].finished = true;
-                self.release(i, st);
+                self.release(i, st, now);
                 return true;
             }
             Op::OpenChild(_) | Op::AcceptChild(_) => {}
@@ -449,7 +449,7 @@ impl App {
         let end = &mut self.ends[i];
         if dead {
             end.ops.clear();
-            self.release(i, st);
+            self.release(i, st, now);
             return true;
         }
         if done {
@@ -462,9 +462,9 @@ impl App {
     }
 
     /// The application drops the channel's handles.
-    fn release(&mut self, i: usize, st: &mut ConnectionState) {
+    fn release(&mut self, i: usize, st: &mut ConnectionState, now: Instant) {
         let end = self.ends.swap_remove(i);
-        st.reader_dropped(end.key);
-        st.writer_dropped(end.key);
+        st.reader_dropped(end.key, now);
+        st.writer_dropped(end.key, now);
     }
 }

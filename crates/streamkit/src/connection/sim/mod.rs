@@ -144,6 +144,7 @@ pub(super) fn limits() -> Limits {
         max_pending_accepts: 1024,
         max_header_bytes: 16 * 1024,
         open_timeout: Duration::from_secs(30),
+        close_timeout: Duration::from_secs(10),
         ssh_window: 512 * 1024,
         read_timeout: None,
         write_timeout: None,

@@ -17,11 +17,51 @@ impl ConnectionState {
         self.with(key, f)
     }
 
-    /// `close()`: orderly close; children are reset.
-    pub(crate) fn close(&mut self, key: ChannelKey) -> Option<Step<()>> {
+    /// `close()`: orderly close; children are reset. If the remote has not taken
+    /// everything within the close timeout, the channel is reset.
+    pub(crate) fn close(&mut self, key: ChannelKey, now: Instant) -> Option<Step<()>> {
         let step = self.with(key, |s| s.close())?;
         self.close_children(key);
+        if matches!(step, Step::Pending) {
+            self.linger(key, now);
+        }
         Some(step)
+    }
+
+    /// Sets `key`'s close deadline, once.
+    fn linger(&mut self, key: ChannelKey, now: Instant) {
+        let at = now + self.limits.close_timeout;
+        let Some(e) = self.entries.get_mut(&key) else {
+            return;
+        };
+        if e.linger.is_some() || e.ssh.is_none() || e.state.is_closed() {
+            return;
+        }
+        e.linger = Some(at);
+        self.lingering.insert((at, key));
+        if self.lingering.first() == Some(&(at, key))
+            && self.deadlines.first().is_none_or(|(d, _)| at < *d)
+        {
+            self.wake.driver = true;
+        }
+    }
+
+    /// Close deadlines passed: channels that have not finished are reset.
+    pub(super) fn handle_close_timeouts(&mut self, now: Instant) {
+        while let Some(&(at, key)) = self.lingering.first() {
+            if at > now {
+                break;
+            }
+            self.lingering.pop_first();
+            let after = self.limits.close_timeout;
+            if let Some(e) = self.entries.get_mut(&key)
+                && e.linger == Some(at)
+            {
+                e.linger = None;
+                self.with(key, |s| ((), s.on_close_timeout(after)));
+                self.close_children(key);
+            }
+        }
     }
 
     /// `reset()`: abort; children are reset.
@@ -30,7 +70,7 @@ impl ConnectionState {
         self.close_children(key);
     }
 
-    pub(crate) fn reader_dropped(&mut self, key: ChannelKey) {
+    pub(crate) fn reader_dropped(&mut self, key: ChannelKey, now: Instant) {
         let Some(e) = self.entries.get_mut(&key) else {
             return;
         };
@@ -43,11 +83,12 @@ impl ConnectionState {
                 self.with(key, |s| ((), s.reader_dropped()));
             } else {
                 self.release(key);
+                self.linger(key, now);
             }
         }
     }
 
-    pub(crate) fn writer_dropped(&mut self, key: ChannelKey) {
+    pub(crate) fn writer_dropped(&mut self, key: ChannelKey, now: Instant) {
         let Some(e) = self.entries.get_mut(&key) else {
             return;
         };
@@ -64,6 +105,7 @@ impl ConnectionState {
                 });
             } else {
                 self.release(key);
+                self.linger(key, now);
             }
         }
     }

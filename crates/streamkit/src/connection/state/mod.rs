@@ -110,6 +110,9 @@ pub(crate) struct Limits {
     pub max_pending_accepts: usize,
     pub max_header_bytes: usize,
     pub open_timeout: Duration,
+    /// How long a closed channel (or one whose handles were dropped) may wait for
+    /// the remote to take what was written before it is reset.
+    pub close_timeout: Duration,
     /// The SSH window this side advertises (a standard client's flow control).
     pub ssh_window: u32,
     /// Initial read and write timeouts of the channels' handles (not used here).
@@ -167,6 +170,9 @@ struct Entry {
     scheduled: bool,
     /// `Opened` was reported, so `Closed` follows.
     announced: bool,
+    /// When the channel, closed by the application or released, is reset if it
+    /// has not finished.
+    linger: Option<Instant>,
 }
 
 /// An incoming channel-open request, decoded.
@@ -243,6 +249,8 @@ pub(crate) struct ConnectionState {
     /// The deadlines of our opens in flight, earliest first: an open leaves it when
     /// it opens or fails, so the next deadline is found without a scan.
     deadlines: BTreeSet<(Instant, ChannelKey)>,
+    /// The close deadlines of channels closing (see `Entry::linger`), earliest first.
+    lingering: BTreeSet<(Instant, ChannelKey)>,
     idents: HashMap<(Origin, u64), ChannelKey>,
     /// Children waiting in any accept queue of this connection.
     queued_children: usize,
@@ -273,6 +281,7 @@ impl ConnectionState {
             given_up: OwnSet::default(),
             unrouted_opens: 0,
             deadlines: BTreeSet::new(),
+            lingering: BTreeSet::new(),
             idents: HashMap::new(),
             queued_children: 0,
             ready: VecDeque::new(),
@@ -432,6 +441,7 @@ impl ConnectionState {
                 holder,
                 scheduled: false,
                 announced: false,
+                linger: None,
             },
         );
     }
@@ -508,6 +518,9 @@ impl ConnectionState {
         let Some(ssh) = e.ssh.take() else {
             return;
         };
+        if let Some(at) = e.linger.take() {
+            self.lingering.remove(&(at, key));
+        }
         if self.by_ssh.get(&ssh) == Some(&key) {
             self.by_ssh.remove(&ssh);
         }

@@ -83,7 +83,9 @@ impl ConnectionState {
         self.unrouted_opens += 1;
         // The driver sleeps until the earliest deadline: it only needs waking if
         // this one is now the earliest.
-        if self.deadlines.first() == Some(&(deadline, key)) {
+        if self.deadlines.first() == Some(&(deadline, key))
+            && self.lingering.first().is_none_or(|(d, _)| deadline < *d)
+        {
             self.wake.driver = true;
         }
         Ok(key)
@@ -279,14 +281,17 @@ impl ConnectionState {
         self.wake.write.push(key);
     }
 
-    /// The next deadline: the earliest open timeout.
+    /// The next deadline: the earliest open or close timeout.
     pub(crate) fn poll_timeout(&self) -> Option<Instant> {
-        self.deadlines.first().map(|&(deadline, _)| deadline)
+        let open = self.deadlines.first().map(|&(deadline, _)| deadline);
+        let close = self.lingering.first().map(|&(deadline, _)| deadline);
+        open.into_iter().chain(close).min()
     }
 
     /// Time passed: opens past their deadline fail (and their transport wait is
     /// abandoned).
     pub(crate) fn handle_timeout(&mut self, now: Instant) {
+        self.handle_close_timeouts(now);
         while let Some(&(deadline, key)) = self.deadlines.first() {
             if deadline > now {
                 break;
