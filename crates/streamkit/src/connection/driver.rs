@@ -491,7 +491,8 @@ impl Conn {
 
     /// An open request from the remote (a top-level one admitted by the caller).
     pub(crate) fn incoming(&self, ssh: u32, req: Incoming) -> Decision {
-        self.step(|s| s.on_open_request(ssh, req))
+        let now = tokio::time::Instant::now().into_std();
+        self.step(|s| s.on_open_request(ssh, req, now))
     }
 
     // ---- from the transport ----

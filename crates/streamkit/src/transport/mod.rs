@@ -75,6 +75,7 @@ pub(crate) fn limits(opts: &Options) -> Limits {
         max_header_bytes: opts.max_header_bytes,
         open_timeout: opts.open_timeout,
         close_timeout: opts.close_timeout,
+        session_timeout: opts.handshake_timeout,
         ssh_window: ssh::ssh_window(opts),
         read_timeout: opts.read_timeout,
         write_timeout: opts.write_timeout,

@@ -291,3 +291,55 @@ async fn an_empty_error_frame_to_a_standard_client_does_not_wedge_the_channel() 
     assert!(eof, "the stream ended");
     within(server).await.unwrap();
 }
+
+/// A standard client's `session` that never names its service (`exec`) is closed
+/// after the handshake timeout: it cannot hold a channel and its window forever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_without_exec_is_closed_after_the_handshake_timeout() {
+    let b = who("bob");
+    let client = Identity::generate();
+    let mut opts = streamkit::Options::default();
+    opts.handshake_timeout = std::time::Duration::from_millis(300);
+    let bob = streamkit::Peer::new(
+        streamkit::PeerConfig::new(
+            "bob",
+            b.id.clone(),
+            Trust::new().with_key(client.public_key()),
+        )
+        .with_options(opts),
+    )
+    .unwrap();
+    let url = bob.bind("tcp://127.0.0.1:0").await.unwrap();
+    let streamkit::Endpoint::Tcp { host, port } = &url else {
+        unreachable!()
+    };
+    let config = Arc::new(russh::client::Config {
+        client_id: russh::SshId::Standard("SSH-2.0-OpenSSH_9.9".into()),
+        ..Default::default()
+    });
+    let mut h = within(russh::client::connect(
+        config,
+        (host.as_str(), *port),
+        RawClient,
+    ))
+    .await
+    .unwrap();
+    let key = russh::keys::PrivateKey::from_openssh(client.to_openssh()).unwrap();
+    let auth =
+        within(h.authenticate_publickey("carol", PrivateKeyWithHashAlg::new(Arc::new(key), None)))
+            .await
+            .unwrap();
+    assert!(auth.success());
+    // Taken before the open, so before the server's deadline starts.
+    let started = std::time::Instant::now();
+    let mut idle = within(h.channel_open_session()).await.unwrap();
+    let mut closed = false;
+    while let Some(msg) = within(idle.wait()).await {
+        closed |= matches!(msg, russh::ChannelMsg::Close);
+    }
+    assert!(closed, "the server closed the idle session");
+    assert!(started.elapsed() >= std::time::Duration::from_millis(300));
+    // The connection is still up: another session opens.
+    let _next = within(h.channel_open_session()).await.unwrap();
+    wait_while(&[&bob], || bob.stats().channels > 1).await;
+}

@@ -145,6 +145,7 @@ pub(super) fn limits() -> Limits {
         max_header_bytes: 16 * 1024,
         open_timeout: Duration::from_secs(30),
         close_timeout: Duration::from_secs(10),
+        session_timeout: Duration::from_secs(10),
         ssh_window: 512 * 1024,
         read_timeout: None,
         write_timeout: None,
@@ -552,7 +553,11 @@ impl Sim {
             self.push_open_answer(s, from_ssh, Err(r));
             return;
         }
-        match self.state(s).on_open_request(ssh, Incoming::Native(req)) {
+        let now = self.now;
+        match self
+            .state(s)
+            .on_open_request(ssh, Incoming::Native(req), now)
+        {
             Decision::Accept(key) => {
                 let e = self.end(s);
                 e.ssh.insert(ssh, Some(from_ssh));

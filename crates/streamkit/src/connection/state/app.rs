@@ -30,7 +30,12 @@ impl ConnectionState {
 
     /// Sets `key`'s close deadline, once.
     fn linger(&mut self, key: ChannelKey, now: Instant) {
-        let at = now + self.limits.close_timeout;
+        self.linger_until(key, now + self.limits.close_timeout);
+    }
+
+    /// Sets `key`'s deadline to `at`, once: past it, the channel is reset if it has
+    /// not finished (or, a standard client's session, started).
+    pub(super) fn linger_until(&mut self, key: ChannelKey, at: Instant) {
         let Some(e) = self.entries.get_mut(&key) else {
             return;
         };

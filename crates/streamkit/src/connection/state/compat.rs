@@ -57,6 +57,10 @@ impl ConnectionState {
         let e = self.entries.get_mut(&key)?;
         e.meta = meta;
         e.phase = Phase::Open;
+        if let Some(at) = e.linger.take() {
+            self.lingering.remove(&(at, key));
+        }
+        let e = self.entries.get_mut(&key)?;
         match admitted {
             Ok(()) => {
                 e.holder = Holder::App {

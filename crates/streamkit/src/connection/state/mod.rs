@@ -113,6 +113,8 @@ pub(crate) struct Limits {
     /// How long a closed channel (or one whose handles were dropped) may wait for
     /// the remote to take what was written before it is reset.
     pub close_timeout: Duration,
+    /// How long a standard client's `session` may wait before `exec`.
+    pub session_timeout: Duration,
     /// The SSH window this side advertises (a standard client's flow control).
     pub ssh_window: u32,
     /// Initial read and write timeouts of the channels' handles (not used here).

@@ -318,7 +318,7 @@ impl ConnectionState {
 
     /// An open request from the remote. A top-level one was admitted by the caller
     /// already (service, authoriser, accept queue); a child is decided here.
-    pub(crate) fn on_open_request(&mut self, ssh: u32, req: Incoming) -> Decision {
+    pub(crate) fn on_open_request(&mut self, ssh: u32, req: Incoming, now: Instant) -> Decision {
         if self.lost.is_some() {
             return Decision::Refuse(OpenRefusal::ShuttingDown);
         }
@@ -371,6 +371,9 @@ impl ConnectionState {
                     meta,
                 );
                 self.route(key, ssh);
+                // A session that never names its service (`exec`) is closed after
+                // the handshake timeout: it holds a place and up to a window.
+                self.linger_until(key, now + self.limits.session_timeout);
                 Decision::Accept(key)
             }
         }
