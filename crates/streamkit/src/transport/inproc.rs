@@ -87,8 +87,8 @@ pub(crate) fn dial(client: &Arc<dyn Host>, name: &str) -> Result<Arc<Conn>, Conn
         .is_some_and(|t| server.trust().check_token(t));
     if !by_key && by_token && server.trust().is_bound(client.name()) {
         let why = format!(
-            "the server says: name {:?} is bound to a key: a token cannot claim it",
-            client.name()
+            "the server says: {}",
+            super::name_bound_message(client.name())
         );
         return Err(ConnectError::AuthRejected { endpoint, why });
     }

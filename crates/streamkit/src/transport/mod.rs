@@ -82,7 +82,6 @@ pub(crate) fn limits(opts: &Options) -> Limits {
     }
 }
 
-/// A new connection of `host`'s to `remote_name`.
 /// A line of text a server sent before its identification (RFC 4253 §4.2 allows
 /// it): Streamkit servers say there why they refuse a connection before the
 /// handshake. `None` if the first line is the identification.
@@ -115,6 +114,12 @@ pub(crate) fn name_held_message(name: &str) -> String {
     format!("name {name:?} is held by another key")
 }
 
+/// What a token holder is told when the name it claims is bound to a key.
+pub(crate) fn name_bound_message(name: &str) -> String {
+    format!("name {name:?} is bound to a key: a token cannot claim it")
+}
+
+/// A new connection of `host`'s to `remote_name`.
 pub(crate) fn new_conn(
     host: &dyn Host,
     remote_name: String,

@@ -23,6 +23,41 @@ impl russh::client::Handler for RawClient {
     }
 }
 
+/// A raw russh client on `url`, announcing `ident`, that tried to log in as
+/// `user` with `key`: its handle and whether the server accepted it.
+async fn raw_login<H: russh::client::Handler + Send + 'static>(
+    url: &streamkit::Endpoint,
+    ident: &str,
+    user: &str,
+    key: &Identity,
+    handler: H,
+) -> (russh::client::Handle<H>, bool) {
+    let streamkit::Endpoint::Tcp { host, port } = url else {
+        unreachable!()
+    };
+    let config = Arc::new(russh::client::Config {
+        client_id: russh::SshId::Standard(ident.to_owned().into()),
+        nodelay: true,
+        ..Default::default()
+    });
+    let mut h = within(russh::client::connect(
+        config,
+        (host.as_str(), *port),
+        handler,
+    ))
+    .await
+    .unwrap();
+    let key = russh::keys::PrivateKey::from_openssh(key.to_openssh()).unwrap();
+    let auth =
+        within(h.authenticate_publickey(user, PrivateKeyWithHashAlg::new(Arc::new(key), None)))
+            .await;
+    let ok = auth.is_ok_and(|a| a.success());
+    (h, ok)
+}
+
+/// What OpenSSH announces: a standard client to a Streamkit server.
+const OPENSSH: &str = "SSH-2.0-OpenSSH_9.9";
+
 fn request(id: u64, parent: Option<ParentRef>) -> String {
     OpenRequest {
         service: "svc".into(),
@@ -54,28 +89,9 @@ async fn nested_opens_naming_unknown_parents_are_refused() {
     let (_, bob_parent) = within(bob.accept()).await.unwrap();
 
     // mallory speaks SSH directly, announcing herself as a streamkit peer.
-    let streamkit::Endpoint::Tcp { host, port } = &url else {
-        unreachable!()
-    };
-    let config = Arc::new(russh::client::Config {
-        client_id: russh::SshId::Standard(streamkit::wire::ident::client_ident().into()),
-        nodelay: true,
-        ..Default::default()
-    });
-    let mut h = within(russh::client::connect(
-        config,
-        (host.as_str(), *port),
-        RawClient,
-    ))
-    .await
-    .unwrap();
-    let key = russh::keys::PrivateKey::from_openssh(mallory.to_openssh()).unwrap();
-    let auth = within(
-        h.authenticate_publickey("mallory", PrivateKeyWithHashAlg::new(Arc::new(key), None)),
-    )
-    .await
-    .unwrap();
-    assert!(auth.success());
+    let ident = streamkit::wire::ident::client_ident();
+    let (h, ok) = raw_login(&url, &ident, "mallory", &mallory, RawClient).await;
+    assert!(ok);
 
     let refused = |e: russh::Error| match e {
         russh::Error::ChannelOpenFailure(r) => OpenRefusal::from_code(r.code()),
@@ -151,26 +167,9 @@ async fn a_client_of_another_protocol_version_is_refused() {
     ))
     .unwrap();
     let url = bob.bind("tcp://127.0.0.1:0").await.unwrap();
-    let streamkit::Endpoint::Tcp { host, port } = &url else {
-        unreachable!()
-    };
-    let config = Arc::new(russh::client::Config {
-        client_id: russh::SshId::Standard("SSH-2.0-streamkit_9.0.0 streamkit=2".into()),
-        ..Default::default()
-    });
     let (tx, mut told) = tokio::sync::mpsc::channel(4);
-    let mut h = within(russh::client::connect(
-        config,
-        (host.as_str(), *port),
-        Told(tx),
-    ))
-    .await
-    .unwrap();
-    let key = russh::keys::PrivateKey::from_openssh(mallory.to_openssh()).unwrap();
-    let _ = within(
-        h.authenticate_publickey("mallory", PrivateKeyWithHashAlg::new(Arc::new(key), None)),
-    )
-    .await;
+    let v2 = "SSH-2.0-streamkit_9.0.0 streamkit=2";
+    let (_h, _) = raw_login(&url, v2, "mallory", &mallory, Told(tx)).await;
     let why = within(told.recv()).await.expect("the server said why");
     assert_eq!(
         why,
@@ -255,26 +254,8 @@ async fn an_empty_error_frame_to_a_standard_client_does_not_wedge_the_channel() 
             within(ch.close()).await.unwrap();
         })
     };
-    let streamkit::Endpoint::Tcp { host, port } = &url else {
-        unreachable!()
-    };
-    let config = Arc::new(russh::client::Config {
-        client_id: russh::SshId::Standard("SSH-2.0-OpenSSH_9.9".into()),
-        ..Default::default()
-    });
-    let mut h = within(russh::client::connect(
-        config,
-        (host.as_str(), *port),
-        RawClient,
-    ))
-    .await
-    .unwrap();
-    let key = russh::keys::PrivateKey::from_openssh(client.to_openssh()).unwrap();
-    let auth =
-        within(h.authenticate_publickey("carol", PrivateKeyWithHashAlg::new(Arc::new(key), None)))
-            .await
-            .unwrap();
-    assert!(auth.success());
+    let (h, ok) = raw_login(&url, OPENSSH, "carol", &client, RawClient).await;
+    assert!(ok);
     let mut ch = within(h.channel_open_session()).await.unwrap();
     within(ch.exec(true, "report")).await.unwrap();
     let (mut out, mut err, mut eof) = (Vec::new(), Vec::new(), false);
@@ -310,26 +291,8 @@ async fn a_session_without_exec_is_closed_after_the_handshake_timeout() {
     )
     .unwrap();
     let url = bob.bind("tcp://127.0.0.1:0").await.unwrap();
-    let streamkit::Endpoint::Tcp { host, port } = &url else {
-        unreachable!()
-    };
-    let config = Arc::new(russh::client::Config {
-        client_id: russh::SshId::Standard("SSH-2.0-OpenSSH_9.9".into()),
-        ..Default::default()
-    });
-    let mut h = within(russh::client::connect(
-        config,
-        (host.as_str(), *port),
-        RawClient,
-    ))
-    .await
-    .unwrap();
-    let key = russh::keys::PrivateKey::from_openssh(client.to_openssh()).unwrap();
-    let auth =
-        within(h.authenticate_publickey("carol", PrivateKeyWithHashAlg::new(Arc::new(key), None)))
-            .await
-            .unwrap();
-    assert!(auth.success());
+    let (h, ok) = raw_login(&url, OPENSSH, "carol", &client, RawClient).await;
+    assert!(ok);
     // Taken before the open, so before the server's deadline starts.
     let started = std::time::Instant::now();
     let mut idle = within(h.channel_open_session()).await.unwrap();

@@ -51,18 +51,22 @@ impl ConnectionState {
         }
     }
 
-    /// Close deadlines passed: channels that have not finished are reset.
+    /// Close deadlines passed: channels that have not finished are reset (a
+    /// standard client's session that never started is closed).
     pub(super) fn handle_close_timeouts(&mut self, now: Instant) {
         while let Some(&(at, key)) = self.lingering.first() {
             if at > now {
                 break;
             }
             self.lingering.pop_first();
-            let after = self.limits.close_timeout;
             if let Some(e) = self.entries.get_mut(&key)
                 && e.linger == Some(at)
             {
                 e.linger = None;
+                let after = match e.phase {
+                    Phase::Session { .. } => self.limits.session_timeout,
+                    _ => self.limits.close_timeout,
+                };
                 self.with(key, |s| ((), s.on_close_timeout(after)));
                 self.close_children(key);
             }

@@ -60,7 +60,6 @@ impl ConnectionState {
         if let Some(at) = e.linger.take() {
             self.lingering.remove(&(at, key));
         }
-        let e = self.entries.get_mut(&key)?;
         match admitted {
             Ok(()) => {
                 e.holder = Holder::App {

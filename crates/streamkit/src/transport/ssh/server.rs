@@ -374,9 +374,7 @@ impl russh::server::Handler for ServerHandler {
                     remote = %self.remote_addr, user,
                     "refused a token holder: the name is bound to a key"
                 );
-                self.refusal = Some(format!(
-                    "name {user:?} is bound to a key: a token cannot claim it"
-                ));
+                self.refusal = Some(crate::transport::name_bound_message(user));
                 return Ok(Self::reject());
             }
             if !self.name_free(user, &RemoteIdentity::Token) {
