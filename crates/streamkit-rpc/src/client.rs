@@ -53,6 +53,8 @@ impl ClientSession {
         let mut ch = ch;
         // Quiet calls are normal: a session never times out on reads.
         ch.set_read_timeout(None);
+        // Sessions never nest: a remote cannot park channels on one.
+        ch.refuse_children();
         let (mut r, w) = ch.split();
         // The first message is the catalogue, or why the session is refused.
         let first = tokio::time::timeout(SESSION_START, r.read_frame())

@@ -134,6 +134,8 @@ const EARLY_CANCELS: usize = 1024;
 pub(crate) async fn serve(rpc: Weak<RpcInner>, meta: ChannelMeta, mut ch: Channel) {
     // Quiet calls are normal: a session never times out on reads.
     ch.set_read_timeout(None);
+    // Sessions never nest: a remote cannot park channels on one.
+    ch.refuse_children();
     let (mut r, w) = ch.split();
     let out = Outbox::spawn(w);
     let codec = match meta

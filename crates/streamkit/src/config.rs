@@ -157,6 +157,18 @@ pub struct Options {
     /// trips; a value not above `channel_window` keeps the window fixed. Applies to
     /// new channels.
     pub max_channel_window: u32,
+    /// Most bytes one connection's remote can make this peer hold: unread data
+    /// and error frames, frames being assembled, credit granted and not yet used,
+    /// channels waiting to be accepted (each reserves its initial 64 KiB and its
+    /// headers), standard clients' sessions before `exec`. Windows are granted
+    /// beyond the initial credit only to channels the application has taken, and
+    /// grow only within what is left; an incoming open it cannot hold is refused
+    /// ("resource shortage"). Default 64 MiB, at least `max_frame_size` plus
+    /// 64 KiB. Applies to new connections.
+    pub memory_budget_per_connection: usize,
+    /// The same over all of the peer's connections. Default 512 MiB, at least
+    /// `memory_budget_per_connection`. Fixed when the peer is made.
+    pub memory_budget: usize,
     /// Bytes a writer may queue on a channel before writes wait. Default 256 KiB.
     /// Applies to new channels.
     pub send_buffer: usize,
@@ -171,6 +183,13 @@ pub struct Options {
     /// Most incoming channels waiting for [`Peer::accept`](crate::Peer::accept).
     /// Default 1024. Applies to the next open.
     pub max_pending_accepts: usize,
+    /// Whether channels take channels the remote opens inside them (nested
+    /// channels, for the channel's [`accept`](crate::Channel::accept)). Default
+    /// `true`; a peer that never nests turns it off, and every child is refused
+    /// with "parent does not accept channels" (so does a channel whose
+    /// application called [`Channel::refuse_children`](crate::Channel::refuse_children),
+    /// or dropped its handles). Applies to new connections.
+    pub accept_children: bool,
     /// Time for a connection to complete its SSH handshake and authentication.
     /// Default 10 s. Applies to new connections.
     pub handshake_timeout: Duration,
@@ -287,10 +306,13 @@ impl Default for Options {
             channel_window: 1024 * 1024,
             max_channel_window: 8 * 1024 * 1024,
             send_buffer: 256 * 1024,
+            memory_budget_per_connection: 64 * 1024 * 1024,
+            memory_budget: 512 * 1024 * 1024,
             max_frame_size: 16 * 1024 * 1024,
             max_header_bytes: 16 * 1024,
             max_channels_per_connection: 4096,
             max_pending_accepts: 1024,
+            accept_children: true,
             handshake_timeout: Duration::from_secs(10),
             open_timeout: Duration::from_secs(30),
             close_timeout: Duration::from_secs(10),
@@ -332,6 +354,19 @@ impl Options {
             return bad(
                 "max_header_bytes",
                 format!("must be between 256 and {MAX_HEADER_BYTES_LIMIT}"),
+            );
+        }
+        let floor = self.max_frame_size.saturating_add(INITIAL_CREDIT as usize);
+        if self.memory_budget_per_connection < floor {
+            return bad(
+                "memory_budget_per_connection",
+                format!("must be at least max_frame_size + {INITIAL_CREDIT} ({floor})"),
+            );
+        }
+        if self.memory_budget < self.memory_budget_per_connection {
+            return bad(
+                "memory_budget",
+                "must be at least memory_budget_per_connection".into(),
             );
         }
         if self.max_channels_per_connection == 0 {

@@ -604,6 +604,16 @@ impl<M: Send> ChannelOpenHandleInner<M> {
         }
     }
 
+    /// Sets the window this side advertises in its confirmation (by default the
+    /// configuration's `window_size`): a server that grants more only as its
+    /// application takes the channel starts it small.
+    pub fn set_window_size(&mut self, size: u32) {
+        if let Some(pending) = self.inner.as_mut() {
+            pending.window_size = size;
+            pending.channel_params.sender_window_size = size;
+        }
+    }
+
     /// Accept the channel open request.
     pub async fn accept(mut self) {
         if let Some(pending) = self.inner.take() {

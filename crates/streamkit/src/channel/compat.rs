@@ -69,6 +69,8 @@ pub(crate) struct Compat {
     has_children: bool,
     /// The application called `close()`: reads and writes fail "closed" from then on.
     app_closed: bool,
+    /// The most the channel may hold and have granted (see `Native::charge`).
+    allowance: u64,
 }
 
 impl Compat {
@@ -88,6 +90,7 @@ impl Compat {
             exit_status: None,
             has_children: false,
             app_closed: false,
+            allowance: u64::MAX,
             cfg,
         }
     }
@@ -118,6 +121,10 @@ impl Compat {
         matches!(self.receiving, Receiving::Failed(_))
     }
 
+    pub(crate) fn is_dead(&self) -> bool {
+        matches!(self.receiving, Receiving::Failed(_) | Receiving::Lost(_))
+    }
+
     pub(crate) fn send_failure(&self) -> Option<ChannelError> {
         match &self.sending {
             Sending::Failed(e) => Some(e.clone()),
@@ -125,9 +132,50 @@ impl Compat {
         }
     }
 
-    /// Grants what our window has beyond the SSH window advertised at the open.
+    /// What the channel costs the connection's memory budget: SSH window granted
+    /// and not used plus bytes held (never less than the initial credit while the
+    /// client may send; only what is held once it cannot).
+    pub(crate) fn charge(&self) -> u64 {
+        let held = self.inbox.len() as u64;
+        if self.receiving != Receiving::Open || !self.reading || self.ignores_input() {
+            return held;
+        }
+        (self.window.outstanding() + held).max(u64::from(crate::wire::INITIAL_CREDIT))
+    }
+
+    pub(crate) fn set_allowance(&mut self, bytes: u64) {
+        self.allowance = bytes;
+    }
+
+    fn cap(&self) -> u64 {
+        if !self.reading {
+            return u64::MAX;
+        }
+        self.window
+            .limit_base()
+            .saturating_add(self.allowance)
+            .saturating_sub(self.inbox.len() as u64)
+    }
+
+    /// Whether a grant was cut short by the budget.
+    pub(crate) fn held_back(&self) -> bool {
+        self.receiving == Receiving::Open && !self.ignores_input() && self.window.held_back()
+    }
+
+    /// Grants what the budget now allows, after a grant was cut short.
+    pub(crate) fn regrant(&mut self) -> Wake {
+        self.grant()
+    }
+
+    /// Grants what our window has beyond the SSH window advertised at the open:
+    /// called once the application has the channel.
     pub(crate) fn open_window(&mut self) -> Wake {
-        let grant = self.window.open();
+        if self.receiving != Receiving::Open || self.ignores_input() {
+            return Wake::default();
+        }
+        self.window.open();
+        let cap = self.cap();
+        let grant = self.window.grant(self.inbox.len(), cap);
         self.out_window += grant;
         Wake {
             transmit: grant > 0,
@@ -286,7 +334,8 @@ impl Compat {
         if self.receiving != Receiving::Open || self.ignores_input() {
             return Wake::default();
         }
-        let n = self.window.grant(self.inbox.data_len());
+        let cap = self.cap();
+        let n = self.window.grant(self.inbox.len(), cap);
         if n == 0 {
             return Wake::default();
         }

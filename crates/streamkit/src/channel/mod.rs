@@ -13,9 +13,10 @@
 //!
 //! Flow control: the receiver grants credit for bytes of data and error stream;
 //! every channel starts with [`INITIAL_CREDIT`](crate::wire::INITIAL_CREDIT) each
-//! way. A receiver re-grants what the application consumed once that reaches half
-//! its window, so the bytes held for a channel never exceed its window, whatever the
-//! application does. A sender that exceeds its credit is a protocol violation and
+//! way, and nothing more until the application has the channel. A receiver
+//! re-grants what the application consumed once that reaches half its window, so
+//! the bytes held for a channel never exceed its window, whatever the application
+//! does; and never past the allowance its connection's memory budget sets. A sender that exceeds its credit is a protocol violation and
 //! gets the channel reset.
 
 pub(crate) mod buffer;
@@ -173,10 +174,26 @@ impl ChannelState {
         fn accepts_children(&self) -> bool;
         /// Reset (either way): nothing is left to read.
         fn has_failed(&self) -> bool;
+        /// Reset, or its connection lost before the end of its stream: nothing an
+        /// application could use is left.
+        fn is_dead(&self) -> bool;
         /// Why sending failed, if it did.
         fn send_failure(&self) -> Option<ChannelError>;
         /// Something waits to be sent now.
         fn wants_transmit(&self) -> bool;
+        /// Bytes the channel costs its connection's memory budget: credit granted
+        /// and not used, plus what it holds.
+        fn charge(&self) -> u64;
+        /// A grant was cut short by the budget: worth retrying when it has room.
+        fn held_back(&self) -> bool;
+    }
+
+    /// The most the channel may cost its connection's budget; grants stay within it.
+    pub(crate) fn set_allowance(&mut self, bytes: u64) {
+        match self {
+            ChannelState::Native(c) => c.set_allowance(bytes),
+            ChannelState::Compat(c) => c.set_allowance(bytes),
+        }
     }
 
     /// The remote's trailers, once its end of stream arrived.
@@ -190,6 +207,8 @@ impl ChannelState {
     dispatch! {
         /// Grants the rest of the window; once the application has the channel.
         fn open_window(&mut self) -> Wake;
+        /// Grants what the budget now allows, after a grant was cut short.
+        fn regrant(&mut self) -> Wake;
         /// Whether channels opened inside this one are open.
         fn set_has_children(&mut self, has: bool) -> Wake;
         /// SSH channel data arrived.

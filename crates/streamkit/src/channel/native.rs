@@ -118,6 +118,28 @@ impl Native {
         self.send.outbox.len()
     }
 
+    /// What the channel costs the connection's memory budget (see `Recv::charge`).
+    pub(crate) fn charge(&self) -> u64 {
+        if self.ignores_input() {
+            return self.recv.buffered() as u64;
+        }
+        self.recv.charge()
+    }
+
+    pub(crate) fn set_allowance(&mut self, bytes: u64) {
+        self.recv.set_allowance(bytes);
+    }
+
+    /// Whether a grant was cut short by the budget (worth retrying once it has room).
+    pub(crate) fn held_back(&self) -> bool {
+        !self.ignores_input() && self.recv.held_back()
+    }
+
+    /// Grants what the budget now allows, after a grant was cut short.
+    pub(crate) fn regrant(&mut self) -> Wake {
+        self.grant()
+    }
+
     pub(crate) fn trailers(&self) -> Option<&[String]> {
         self.recv.trailers()
     }
@@ -138,6 +160,10 @@ impl Native {
             .is_some_and(|e| e != ChannelError::ClosedByPeer)
     }
 
+    pub(crate) fn is_dead(&self) -> bool {
+        self.has_failed() || matches!(self.recv.state, RecvState::Lost(_))
+    }
+
     pub(crate) fn send_failure(&self) -> Option<ChannelError> {
         match &self.send.state {
             SendState::Failed(e) => Some(e.clone()),
@@ -147,12 +173,12 @@ impl Native {
 
     // ---- establishing ----
 
-    /// Grants the rest of the window: called once the channel is established.
+    /// Grants the rest of the window: called once the application has the channel.
     pub(crate) fn open_window(&mut self) -> Wake {
-        if self.recv.state != RecvState::Open {
+        if self.ignores_input() {
             return Wake::default();
         }
-        let grant = self.recv.window.open();
+        let grant = self.recv.open();
         self.out_credit += grant;
         if grant > 0 {
             Self::transmit()

@@ -42,29 +42,55 @@ pub(super) enum Reader {
     },
 }
 
+/// How far a window may grow.
+#[derive(Debug, Clone, Copy)]
+enum Growth {
+    /// The application does not have the channel yet: the window stays at the
+    /// initial credit.
+    Held { start: u32, max: u32 },
+    /// The window grows while the reader keeps up: first to `start`, then
+    /// doubling up to `max`.
+    Free { start: u32, max: u32 },
+}
+
 /// The flow-control window of one direction, as its receiver keeps it.
 ///
 /// The sender may send `limit` bytes in all; the receiver raises the limit as the
 /// application consumes what arrived, in grants of at least half a window. The
-/// window doubles (up to `max`) while the reader keeps up, so a fast stream is not
-/// held back by credit round trips; a reader that falls behind keeps its window.
+/// window starts at the initial credit and stays there until the application has
+/// the channel ([`open`](Self::open)); from then on each grant made while the
+/// reader keeps up grows it, first to the configured size and then doubling up
+/// to the maximum, so a fast stream is not held back by credit round trips while
+/// a channel that moves little never holds more than the initial credit. A reader
+/// that falls behind keeps its window. Every grant stays within a cap the
+/// connection's memory budget sets.
 #[derive(Debug)]
 pub(super) struct Window {
     limit: u64,
     received: u64,
     consumed: u64,
+    /// The window now.
     size: u32,
-    max: u32,
+    growth: Growth,
+    /// The last grant was cut short by the budget.
+    held_back: bool,
 }
 
 impl Window {
-    pub(super) fn new(limit: u64, size: u32, max: u32) -> Window {
+    /// A window whose sender may send `limit` bytes before the first grant, which
+    /// grows to `start` and then up to `max` once open.
+    pub(super) fn new(limit: u64, start: u32, max: u32) -> Window {
+        let size = u32::try_from(limit).unwrap_or(u32::MAX);
         Window {
             limit,
             received: 0,
             consumed: 0,
             size,
-            max: max.max(size),
+            growth: Growth::Held {
+                start: start.max(size),
+                max: max.max(start).max(size),
+            },
+            held_back: false,
         }
     }
 
@@ -82,30 +108,70 @@ impl Window {
         self.consumed += n;
     }
 
-    /// Grants the whole window now (once the channel is established).
-    pub(super) fn open(&mut self) -> u64 {
-        let target = self.consumed + u64::from(self.size);
-        let grant = target.saturating_sub(self.limit);
-        self.limit = self.limit.max(target);
-        grant
+    /// Credit granted and not used yet: what the sender may still send.
+    pub(super) fn outstanding(&self) -> u64 {
+        self.limit - self.received
+    }
+
+    /// Bytes received: the base a cap on the limit is counted from.
+    pub(super) fn limit_base(&self) -> u64 {
+        self.received
+    }
+
+    /// The application has the channel: the window may grow from now on.
+    pub(super) fn open(&mut self) {
+        if let Growth::Held { start, max } = self.growth {
+            self.growth = Growth::Free { start, max };
+        }
+    }
+
+    /// The size the window grows to next, if it may.
+    fn next_size(&self) -> Option<u32> {
+        match self.growth {
+            Growth::Held { .. } => None,
+            Growth::Free { start, .. } if self.size < start => Some(start),
+            Growth::Free { max, .. } if self.size < max => {
+                Some(self.size.saturating_mul(2).min(max))
+            }
+            Growth::Free { .. } => None,
+        }
     }
 
     /// Credit to grant now, if the application consumed at least half a window;
     /// `unread` is what still waits for it (growth needs a reader that keeps up).
-    pub(super) fn grant(&mut self, unread: usize) -> u64 {
+    /// The limit never goes past `cap`, the budget's say; a grant it cuts short is
+    /// remembered ([`held_back`](Self::held_back)) so the connection can grant the
+    /// rest once the budget has room.
+    pub(super) fn grant(&mut self, unread: usize, cap: u64) -> u64 {
         let window = u64::from(self.size);
         let mut target = self.consumed + window;
-        let mut grant = target.saturating_sub(self.limit);
-        if grant < window / 2 {
+        if target.saturating_sub(self.limit) < window / 2 {
+            self.held_back = false;
             return 0;
         }
-        if self.size < self.max && unread as u64 <= window / 4 {
-            self.size = self.size.saturating_mul(2).min(self.max);
-            target = self.consumed + u64::from(self.size);
-            grant = target.saturating_sub(self.limit);
+        if unread as u64 <= window / 4
+            && let Some(next) = self.next_size()
+            && self.consumed + u64::from(next) <= cap
+        {
+            self.size = next;
+            target = self.consumed + u64::from(next);
         }
-        self.limit = target;
+        let capped = target.min(cap);
+        self.held_back = capped < target;
+        let grant = capped.saturating_sub(self.limit);
+        // Cut short, a grant is still worth sending once it is half of what the
+        // budget lets this window be (small windows must not stall).
+        let usable = capped.saturating_sub(self.consumed);
+        if grant == 0 || grant < usable.min(window) / 2 {
+            return 0;
+        }
+        self.limit = capped;
         grant
+    }
+
+    /// Whether the last grant was cut short by the budget.
+    pub(super) fn held_back(&self) -> bool {
+        self.held_back
     }
 }
 
@@ -130,6 +196,9 @@ pub(super) struct Recv {
     err_held: u64,
     trailers: Vec<String>,
     trailer_bytes: usize,
+    /// The most this direction may hold and have granted (its charge against the
+    /// connection's budget), as the connection set it last.
+    allowance: u64,
 }
 
 impl Recv {
@@ -143,7 +212,48 @@ impl Recv {
             err_held: 0,
             trailers: Vec::new(),
             trailer_bytes: 0,
+            allowance: u64::MAX,
         }
+    }
+
+    /// What this direction costs the connection's budget: credit granted and not
+    /// used plus bytes held, never less than the initial credit while the remote
+    /// may still send (that much is always its own); only what is held once it
+    /// cannot.
+    pub(super) fn charge(&self) -> u64 {
+        let held = self.buffered() as u64;
+        if self.state != RecvState::Open || matches!(self.reader, Reader::Gone { .. }) {
+            return held;
+        }
+        (self.window.outstanding() + held).max(u64::from(INITIAL_CREDIT))
+    }
+
+    pub(super) fn set_allowance(&mut self, bytes: u64) {
+        self.allowance = bytes;
+    }
+
+    /// The highest the window's limit may go within the allowance (no cap once
+    /// nothing is kept: what arrives is dropped).
+    fn cap(&self) -> u64 {
+        if matches!(self.reader, Reader::Gone { .. }) {
+            return u64::MAX;
+        }
+        self.window
+            .limit_base()
+            .saturating_add(self.allowance)
+            .saturating_sub(self.buffered() as u64)
+    }
+
+    /// The application has the channel: its window may grow, within the budget
+    /// (and grants at once what the application already consumed, if enough).
+    pub(super) fn open(&mut self) -> u64 {
+        self.window.open();
+        self.grant()
+    }
+
+    /// Whether a grant was cut short by the budget.
+    pub(super) fn held_back(&self) -> bool {
+        self.state == RecvState::Open && self.window.held_back()
     }
 
     /// Bytes held for the application.
@@ -278,8 +388,10 @@ impl Recv {
         if self.state != RecvState::Open {
             return 0;
         }
-        let unread = self.inbox.data_len();
-        self.window.grant(unread)
+        // Error frames nobody reads count as unread: they must not grow the window.
+        let unread = self.inbox.data_len() + self.inbox.error_bytes();
+        let cap = self.cap();
+        self.window.grant(unread, cap)
     }
 
     /// Reads bytes of the data stream; `Ok(None)` while nothing is there.

@@ -1,6 +1,10 @@
 //! Incoming top-level channels waiting for the application's `accept`, from any
 //! connection of a peer. A place is reserved before the SSH open is accepted, so a
-//! full queue refuses the open instead of holding it.
+//! full queue refuses the open instead of holding it. A channel the remote reset
+//! while it waited is never handed out and gives its place up: a remote that opens
+//! and resets channels cannot fill the queue. One that finished cleanly keeps its
+//! place and its data (a TCP listen backlog does the same). Taking a channel from
+//! the queue is what opens its window beyond the initial credit.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
@@ -39,6 +43,27 @@ fn refuse(ch: Channel) {
     ch.conn().step(|s| s.refuse_unaccepted(key));
 }
 
+/// Whether a queued channel was reset while it waited.
+fn was_reset(ch: &Channel) -> bool {
+    let key = ch.key();
+    ch.conn().step(|s| s.was_reset(key))
+}
+
+/// Removes the channels that were reset while they waited; they are dropped
+/// (released) by the caller, outside the queue's lock.
+fn purge(queue: &mut VecDeque<Channel>) -> Vec<Channel> {
+    let mut gone = Vec::new();
+    let mut i = 0;
+    while i < queue.len() {
+        if was_reset(&queue[i]) {
+            gone.extend(queue.remove(i));
+        } else {
+            i += 1;
+        }
+    }
+    gone
+}
+
 /// A place in an accept queue, taken before the SSH open is accepted.
 pub(crate) struct AcceptSlot {
     queue: Arc<AcceptQueue>,
@@ -73,7 +98,14 @@ impl Drop for AcceptSlot {
 impl AcceptQueue {
     /// A place, if fewer than `max` channels wait or are on their way.
     pub(crate) fn reserve(self: &Arc<Self>, max: usize) -> Option<AcceptSlot> {
+        // Dropped after the lock (declared before it): a dropped channel steps its
+        // connection.
+        let _gone;
         let mut q = lock(&self.inner);
+        if !q.closed && q.queue.len() + q.reserved >= max {
+            // Full: channels reset while they waited give their places up.
+            _gone = purge(&mut q.queue);
+        }
         if q.closed || q.queue.len() + q.reserved >= max {
             return None;
         }
@@ -96,14 +128,18 @@ impl AcceptQueue {
             let notified = self.notify.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
-            {
-                let mut q = lock(&self.inner);
-                if let Some(ch) = q.queue.pop_front() {
+            loop {
+                let Some(ch) = lock(&self.inner).queue.pop_front() else {
+                    break;
+                };
+                let key = ch.key();
+                if ch.conn().step(|s| s.accepted(key)) {
                     return Some(ch);
                 }
-                if q.closed {
-                    return None;
-                }
+                // Reset while it waited: dropped here (released), never handed out.
+            }
+            if lock(&self.inner).closed {
+                return None;
             }
             notified.await;
         }

@@ -272,6 +272,16 @@ impl Channel {
         Ok((ch.meta().clone(), ch))
     }
 
+    /// Takes no channels the remote opens inside this one from now on: each is
+    /// refused with "parent does not accept channels", and those waiting for
+    /// [`accept`](Self::accept) are reset (their openers see the channel fail).
+    /// For a channel whose protocol never nests, so a remote cannot park channels
+    /// on it; `accept` then fails with [`ChannelError::Closed`].
+    pub fn refuse_children(&self) {
+        let key = self.read.key;
+        self.read.conn.step(|s| s.refuse_children(key));
+    }
+
     /// Channels opened inside this one (either way) and not yet closed.
     pub fn child_count(&self) -> usize {
         let key = self.read.key;

@@ -31,4 +31,4 @@ mod timer;
 mod sim;
 
 pub(crate) use driver::{Conn, ConnInfo, Link, Observer, OpenFailed, SendFailed};
-pub(crate) use state::{ChannelKey, Incoming, Limits, Meta};
+pub(crate) use state::{COMPAT_INITIAL_WINDOW, ChannelKey, Incoming, Limits, Meta, PeerBudget};

@@ -10,7 +10,7 @@ use crate::channel::Headers;
 use crate::config::{AccessRequest, Options};
 use crate::connection::accept::AcceptSlot;
 use crate::connection::driver::lock;
-use crate::connection::{Conn, ConnInfo, Meta, Observer};
+use crate::connection::{Conn, ConnInfo, Meta, Observer, PeerBudget};
 use crate::keys::Identity;
 use crate::transport::Host;
 use crate::trust::RemoteIdentity;
@@ -72,6 +72,10 @@ impl Host for PeerInner {
         Arc::new(PeerObserver {
             peer: self.me.clone(),
         })
+    }
+
+    fn budget(&self) -> Arc<PeerBudget> {
+        self.budget.clone()
     }
 
     fn name_held_by_other(&self, name: &str, id: &RemoteIdentity) -> Option<String> {

@@ -17,10 +17,10 @@ use tokio::task::JoinHandle;
 
 use crate::channel::Headers;
 use crate::config::{Authorize, Options, PeerConfig};
-use crate::connection::Conn;
 use crate::connection::accept::{AcceptQueue, AcceptSlot};
 use crate::connection::driver::lock;
 use crate::connection::handle::{Channel, ChannelMeta};
+use crate::connection::{Conn, PeerBudget};
 use crate::endpoint::Endpoint;
 use crate::error::{BindError, ConfigError, ConnectError, OpenError, OpenErrorKind};
 use crate::keys::{Identity, PublicKey};
@@ -57,6 +57,11 @@ pub struct PeerStats {
     pub buffered: usize,
     /// Bytes written by the application and not yet handed to the connection.
     pub send_buffered: usize,
+    /// Bytes charged to the memory budget over all connections: what remotes hold
+    /// here (`buffered`) plus the credit they were granted and have not used, and
+    /// the reservations of channels and sessions (see
+    /// [`Options::memory_budget`](crate::Options::memory_budget)).
+    pub budgeted: u64,
 }
 
 /// Why [`Peer::accept`] returned no channel.
@@ -111,6 +116,8 @@ pub(crate) struct PeerInner {
     accepted: Arc<AtomicUsize>,
     /// Accepted sockets refused before their handshake, for a limit.
     refused: std::sync::atomic::AtomicU64,
+    /// What remotes make this peer hold, over all connections.
+    budget: Arc<PeerBudget>,
     pub(crate) events: events::Emitter,
     accept: Arc<AcceptQueue>,
     /// Services whose channels go to a [`ServiceListener`] instead of `accept`.
@@ -260,6 +267,7 @@ impl PeerInner {
             connections: conns.len(),
             handshakes: self.handshakes.load(Ordering::SeqCst),
             refused: self.refused.load(Ordering::SeqCst),
+            budgeted: self.budget.used(),
             ..PeerStats::default()
         };
         for c in &conns {
@@ -292,8 +300,10 @@ impl Peer {
     pub fn new(config: PeerConfig) -> Result<Peer, ConfigError> {
         validate_peer_name(&config.name)?;
         config.options.validate()?;
+        let budget = PeerBudget::new(config.options.memory_budget as u64);
         Ok(Peer {
             inner: Arc::new_cyclic(|me| PeerInner {
+                budget,
                 me: me.clone(),
                 name: config.name,
                 identity: config.identity,

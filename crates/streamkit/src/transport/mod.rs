@@ -15,7 +15,7 @@ use crate::channel::Headers;
 use crate::config::Options;
 use crate::connection::accept::AcceptSlot;
 use crate::connection::driver::lock;
-use crate::connection::{Conn, ConnInfo, Limits, Observer};
+use crate::connection::{Conn, ConnInfo, Limits, Observer, PeerBudget};
 use crate::keys::Identity;
 use crate::trust::RemoteIdentity;
 use crate::trust::Trust;
@@ -42,6 +42,8 @@ pub(crate) trait Host: Send + Sync + 'static {
     fn release_address(&self, ip: IpAddr);
     /// Where a new connection reports its channels and its loss.
     fn observer(&self) -> Arc<dyn Observer>;
+    /// The peer's memory budget, shared by its connections.
+    fn budget(&self) -> Arc<PeerBudget>;
     /// Who holds the peer name `name` if not `id`: a live connection of that name
     /// that proved another identity (a description of it, for messages).
     fn name_held_by_other(&self, name: &str, id: &RemoteIdentity) -> Option<String>;
@@ -61,7 +63,7 @@ pub(crate) trait Host: Send + Sync + 'static {
 static NEXT_CONN_ID: AtomicU64 = AtomicU64::new(1);
 
 /// The limits a new connection applies, from the peer's options.
-pub(crate) fn limits(opts: &Options) -> Limits {
+pub(crate) fn limits(opts: &Options, peer_budget: Arc<PeerBudget>) -> Limits {
     Limits {
         channel: crate::channel::Config {
             window: opts.channel_window,
@@ -72,11 +74,13 @@ pub(crate) fn limits(opts: &Options) -> Limits {
         },
         max_channels: opts.max_channels_per_connection,
         max_pending_accepts: opts.max_pending_accepts,
+        accept_children: opts.accept_children,
         max_header_bytes: opts.max_header_bytes,
         open_timeout: opts.open_timeout,
         close_timeout: opts.close_timeout,
         session_timeout: opts.handshake_timeout,
-        ssh_window: ssh::ssh_window(opts),
+        budget: opts.memory_budget_per_connection as u64,
+        peer_budget,
         read_timeout: opts.read_timeout,
         write_timeout: opts.write_timeout,
     }
@@ -135,7 +139,11 @@ pub(crate) fn new_conn(
         dialed,
         remote_id,
     };
-    Conn::new(info, limits(&host.options()), host.observer())
+    Conn::new(
+        info,
+        limits(&host.options(), host.budget()),
+        host.observer(),
+    )
 }
 
 use std::io;

@@ -22,6 +22,12 @@ pub enum OpenRefusal {
     ParentNotFound,
     /// The remote peer is shutting down.
     ShuttingDown,
+    /// A nested open named a parent whose application does not take channels
+    /// opened inside it.
+    ChildrenRefused,
+    /// The remote's memory budget for this connection (or for all) cannot hold
+    /// another channel.
+    OverBudget,
     /// `SSH_OPEN_ADMINISTRATIVELY_PROHIBITED` from a non-Streamkit peer.
     Prohibited,
     /// `SSH_OPEN_CONNECT_FAILED`.
@@ -51,6 +57,8 @@ impl OpenRefusal {
             OpenRefusal::BadRequest => BASE + 5,
             OpenRefusal::ParentNotFound => BASE + 6,
             OpenRefusal::ShuttingDown => BASE + 7,
+            OpenRefusal::ChildrenRefused => BASE + 8,
+            OpenRefusal::OverBudget => BASE + 9,
             OpenRefusal::Other(code) => code,
         }
     }
@@ -69,6 +77,8 @@ impl OpenRefusal {
             c if c == BASE + 5 => OpenRefusal::BadRequest,
             c if c == BASE + 6 => OpenRefusal::ParentNotFound,
             c if c == BASE + 7 => OpenRefusal::ShuttingDown,
+            c if c == BASE + 8 => OpenRefusal::ChildrenRefused,
+            c if c == BASE + 9 => OpenRefusal::OverBudget,
             c => OpenRefusal::Other(c),
         }
     }
@@ -83,6 +93,8 @@ impl OpenRefusal {
             OpenRefusal::BadRequest => "malformed open request",
             OpenRefusal::ParentNotFound => "parent channel not found",
             OpenRefusal::ShuttingDown => "peer is shutting down",
+            OpenRefusal::ChildrenRefused => "parent does not accept channels",
+            OpenRefusal::OverBudget => "the connection's memory budget is spent",
             OpenRefusal::Prohibited => "administratively prohibited",
             OpenRefusal::ConnectFailed => "connect failed",
             OpenRefusal::UnknownChannelType => "unknown channel type (not a streamkit peer?)",
@@ -173,6 +185,8 @@ mod tests {
             OpenRefusal::BadRequest,
             OpenRefusal::ParentNotFound,
             OpenRefusal::ShuttingDown,
+            OpenRefusal::ChildrenRefused,
+            OpenRefusal::OverBudget,
             OpenRefusal::Prohibited,
             OpenRefusal::ConnectFailed,
             OpenRefusal::UnknownChannelType,

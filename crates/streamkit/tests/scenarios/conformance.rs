@@ -507,7 +507,8 @@ async fn close_without_reading_completes(kind: Kind) {
     bob_opts.send_buffer = 16 * 1024;
     let p = pair_with(kind, Default::default(), bob_opts).await;
     serve_echo(&p.bob);
-    let window = p.alice.options().channel_window as usize;
+    // Our reader never reads, so our window never grows past the initial credit.
+    let window = 64 * 1024;
     let send_buffer = p.alice.options().send_buffer;
     let mut ch = within(p.alice.open("bob", "echo", ())).await.unwrap();
     // Write without reading the echo until everything is stuck: the echo has filled
@@ -975,9 +976,12 @@ async fn children_closed_before_accept_leave_the_queue(kind: Kind) {
 }
 
 async fn a_deep_chain_of_unaccepted_children_closes(kind: Kind) {
-    // Children waiting to be accepted are limited per connection: allow 2,000.
+    // Children waiting to be accepted are limited per connection: allow 2,000
+    // (each reserves its initial credit of the memory budget: 125 MiB in all).
     let mut opts = streamkit::Options::default();
     opts.max_pending_accepts = 4096;
+    opts.memory_budget_per_connection = 256 << 20;
+    opts.memory_budget = 256 << 20;
     let p = pair_with(kind, Default::default(), opts).await;
     let bob = p.bob.clone();
     let held = tokio::spawn(async move { bob.accept().await.unwrap().1 });
@@ -1016,9 +1020,10 @@ async fn a_child_finished_before_accept_keeps_its_data(kind: Kind) {
     let (done_tx, done_rx) = tokio::sync::oneshot::channel();
     tokio::spawn(async move {
         let (_, parent) = bob.accept().await.unwrap();
-        // A whole child life before alice accepts it: data, trailers, close.
+        // A whole child life before alice accepts it: data (as much as a channel
+        // not yet accepted takes: its initial credit), trailers, close.
         let mut child = parent.open("report", ()).await.unwrap();
-        child.write_all(&pattern(200_000, 3)).await.unwrap();
+        child.write_all(&pattern(60_000, 3)).await.unwrap();
         child.write_trailers(["rows=3"]).await.unwrap();
         child.close().await.unwrap();
         done_tx.send(()).unwrap();
@@ -1030,7 +1035,7 @@ async fn a_child_finished_before_accept_keeps_its_data(kind: Kind) {
     let (meta, mut child) = within(parent.accept()).await.unwrap();
     let mut body = Vec::new();
     within(child.read_to_end(&mut body)).await.unwrap();
-    assert!(body == pattern(200_000, 3));
+    assert!(body == pattern(60_000, 3));
     assert_eq!(meta.trailers().unwrap(), Headers::from(["rows=3"]));
 }
 

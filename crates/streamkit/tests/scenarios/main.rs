@@ -6,6 +6,7 @@
 #[macro_use]
 mod common;
 
+mod adversaries;
 mod bad_clients;
 mod churn;
 mod conformance;

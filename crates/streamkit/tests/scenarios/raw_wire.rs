@@ -6,57 +6,8 @@
 use std::sync::Arc;
 
 use crate::common::*;
-use russh::keys::PrivateKeyWithHashAlg;
 use streamkit::wire::open::{OpenRequest, ParentRef};
 use streamkit::{Identity, OpenRefusal, Trust};
-
-struct RawClient;
-
-impl russh::client::Handler for RawClient {
-    type Error = russh::Error;
-
-    async fn check_server_key(
-        &mut self,
-        _key: &russh::keys::PublicKeyOrCertificate,
-    ) -> Result<bool, Self::Error> {
-        Ok(true)
-    }
-}
-
-/// A raw russh client on `url`, announcing `ident`, that tried to log in as
-/// `user` with `key`: its handle and whether the server accepted it.
-async fn raw_login<H: russh::client::Handler + Send + 'static>(
-    url: &streamkit::Endpoint,
-    ident: &str,
-    user: &str,
-    key: &Identity,
-    handler: H,
-) -> (russh::client::Handle<H>, bool) {
-    let streamkit::Endpoint::Tcp { host, port } = url else {
-        unreachable!()
-    };
-    let config = Arc::new(russh::client::Config {
-        client_id: russh::SshId::Standard(ident.to_owned().into()),
-        nodelay: true,
-        ..Default::default()
-    });
-    let mut h = within(russh::client::connect(
-        config,
-        (host.as_str(), *port),
-        handler,
-    ))
-    .await
-    .unwrap();
-    let key = russh::keys::PrivateKey::from_openssh(key.to_openssh()).unwrap();
-    let auth =
-        within(h.authenticate_publickey(user, PrivateKeyWithHashAlg::new(Arc::new(key), None)))
-            .await;
-    let ok = auth.is_ok_and(|a| a.success());
-    (h, ok)
-}
-
-/// What OpenSSH announces: a standard client to a Streamkit server.
-const OPENSSH: &str = "SSH-2.0-OpenSSH_9.9";
 
 fn request(id: u64, parent: Option<ParentRef>) -> String {
     OpenRequest {

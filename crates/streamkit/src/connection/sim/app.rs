@@ -234,6 +234,12 @@ impl App {
                 let Some(key) = self.incoming.pop_front() else {
                     return false;
                 };
+                // As the peer's accept queue does: a channel reset while it waited
+                // is not handed out.
+                if !st.accepted(key) {
+                    st.refuse_unaccepted(key);
+                    return true;
+                }
                 let service = st.meta(key).map(|m| m.service.clone()).unwrap_or_default();
                 let ops = (self.serve)(&service).unwrap_or_default();
                 let record = self.new_record(&service);

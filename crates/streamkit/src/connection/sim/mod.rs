@@ -142,11 +142,13 @@ pub(super) fn limits() -> Limits {
         },
         max_channels: 4096,
         max_pending_accepts: 1024,
+        accept_children: true,
         max_header_bytes: 16 * 1024,
         open_timeout: Duration::from_secs(30),
         close_timeout: Duration::from_secs(10),
         session_timeout: Duration::from_secs(10),
-        ssh_window: 512 * 1024,
+        budget: 64 * 1024 * 1024,
+        peer_budget: super::PeerBudget::new(512 * 1024 * 1024),
         read_timeout: None,
         write_timeout: None,
     }
@@ -627,6 +629,8 @@ impl Sim {
     fn check_invariants(&mut self) {
         let (max_window, max_frame) = (self.max_window, self.max_frame);
         for s in [Side::A, Side::B] {
+            let (counted, sum) = self.ends[s as usize].state.audit_budget();
+            assert_eq!(counted, sum, "{s:?}'s budget lost count of its charges");
             for (key, c) in self.ends[s as usize].state.channels() {
                 let buffered = c.buffered();
                 assert!(
@@ -649,7 +653,10 @@ impl Sim {
         for s in [Side::A, Side::B] {
             let st = &self.ends[s as usize].state;
             assert!(
-                st.channel_count() == 0 && st.all_keys().is_empty() && st.poll_timeout().is_none(),
+                st.channel_count() == 0
+                    && st.all_keys().is_empty()
+                    && st.poll_timeout().is_none()
+                    && st.budgeted() == 0,
                 "{s:?} keeps channels:{}",
                 st.dump()
             );

@@ -83,6 +83,7 @@ impl ConnectionState {
         let Some(e) = self.entries.get_mut(&key) else {
             return;
         };
+        e.holder.take_from_queue();
         if let Holder::App { writer, .. } = e.holder {
             e.holder = Holder::App {
                 reader: false,
@@ -101,6 +102,7 @@ impl ConnectionState {
         let Some(e) = self.entries.get_mut(&key) else {
             return;
         };
+        e.holder.take_from_queue();
         if let Holder::App { reader, .. } = e.holder {
             e.holder = Holder::App {
                 reader,

@@ -62,10 +62,7 @@ impl ConnectionState {
         }
         match admitted {
             Ok(()) => {
-                e.holder = Holder::App {
-                    reader: true,
-                    writer: true,
-                };
+                e.holder = Holder::Waiting;
                 self.announce_incoming(key);
                 Some(key)
             }

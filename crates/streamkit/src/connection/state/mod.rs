@@ -34,6 +34,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 
 mod app;
+mod budget;
 mod compat;
 mod nest;
 mod opens;
@@ -43,7 +44,16 @@ use crate::error::{ChannelError, LostReason, OpenErrorKind};
 use crate::trust::RemoteIdentity;
 use crate::wire::open::OpenRequest;
 use crate::wire::reason::OpenRefusal;
+use budget::Budget;
+pub(crate) use budget::PeerBudget;
 use nest::Nest;
+
+/// The SSH window a standard client's channel starts with: like a native
+/// channel's initial credit, all it gets until the application has the channel.
+pub(crate) const COMPAT_INITIAL_WINDOW: u32 = crate::wire::INITIAL_CREDIT;
+
+/// Least room in the budget worth retrying a grant it cut short.
+const MIN_REGRANT: u64 = 16 * 1024;
 
 /// A channel's name in the table: never reused within a connection (SSH ids are).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -108,6 +118,8 @@ pub(crate) struct Limits {
     pub channel: channel::Config,
     pub max_channels: usize,
     pub max_pending_accepts: usize,
+    /// Whether channels take children at all (see `nest.rs`).
+    pub accept_children: bool,
     pub max_header_bytes: usize,
     pub open_timeout: Duration,
     /// How long a closed channel (or one whose handles were dropped) may wait for
@@ -115,8 +127,10 @@ pub(crate) struct Limits {
     pub close_timeout: Duration,
     /// How long a standard client's `session` may wait before `exec`.
     pub session_timeout: Duration,
-    /// The SSH window this side advertises (a standard client's flow control).
-    pub ssh_window: u32,
+    /// Most bytes the remote may make this connection hold (see `budget.rs`).
+    pub budget: u64,
+    /// The peer's budget, shared by its connections.
+    pub peer_budget: Arc<PeerBudget>,
     /// Initial read and write timeouts of the channels' handles (not used here).
     pub read_timeout: Option<Duration>,
     pub write_timeout: Option<Duration>,
@@ -149,12 +163,29 @@ enum Holder {
     Opener,
     /// Waiting in its parent's accept queue: no handle yet.
     Queued,
+    /// A top-level channel waiting in the peer's accept queue: its handle is
+    /// there, the application has not taken it. One that dies there (reset, or
+    /// its connection lost before its end) drops what it holds at once.
+    Waiting,
     /// Nothing will hold it (a standard client's session before `exec`).
     Nobody,
     /// The application holds its halves.
     App { reader: bool, writer: bool },
     /// Every handle was dropped: the channel finishes in the background.
     Released,
+}
+
+impl Holder {
+    /// A handle waiting in the peer's queue is handled like any the application
+    /// holds (dropping its halves finishes or releases the channel).
+    fn take_from_queue(&mut self) {
+        if *self == Holder::Waiting {
+            *self = Holder::App {
+                reader: true,
+                writer: true,
+            };
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -175,6 +206,10 @@ struct Entry {
     /// When the channel, closed by the application or released, is reset if it
     /// has not finished.
     linger: Option<Instant>,
+    /// What its open request costs the budget (besides the channel's own charge).
+    cost: u64,
+    /// In the budget's queue of grants cut short.
+    starved: bool,
 }
 
 /// An incoming channel-open request, decoded.
@@ -262,6 +297,7 @@ pub(crate) struct ConnectionState {
     reports: VecDeque<Report>,
     wake: Wakeups,
     lost: Option<ChannelError>,
+    budget: Budget,
 }
 
 impl ConnectionState {
@@ -272,6 +308,7 @@ impl ConnectionState {
         remote_identity: RemoteIdentity,
     ) -> ConnectionState {
         ConnectionState {
+            budget: Budget::new(limits.budget, limits.peer_budget.clone()),
             limits,
             local_name,
             remote_name,
@@ -360,6 +397,24 @@ impl ConnectionState {
         keys
     }
 
+    /// Bytes charged to this connection's memory budget.
+    #[cfg(test)]
+    pub(crate) fn budgeted(&self) -> u64 {
+        self.budget.used()
+    }
+
+    /// The budget's count against the sum of what each entry is charged now (for
+    /// the simulation's checks): they must agree.
+    #[cfg(test)]
+    pub(crate) fn audit_budget(&self) -> (u64, u64) {
+        let sum = self
+            .entries
+            .values()
+            .map(|e| e.state.charge() + e.cost)
+            .sum();
+        (self.budget.used(), sum)
+    }
+
     /// Bytes held for readers and written but unsent, over all channels.
     pub(crate) fn buffered(&self) -> (usize, usize) {
         self.entries.values().fold((0, 0), |(r, w), e| {
@@ -423,6 +478,17 @@ impl ConnectionState {
         })
     }
 
+    /// What an open request costs the budget.
+    fn request_cost(service: &str, headers: &[String]) -> u64 {
+        (service.len() + headers.iter().map(|h| h.len() + 4).sum::<usize>()) as u64
+    }
+
+    /// Whether the budget can take another channel the remote opens.
+    fn budget_admits(&self, cost: u64) -> bool {
+        self.budget
+            .admits(u64::from(crate::wire::INITIAL_CREDIT) + cost)
+    }
+
     fn insert(
         &mut self,
         key: ChannelKey,
@@ -431,6 +497,8 @@ impl ConnectionState {
         state: ChannelState,
         meta: Arc<Meta>,
     ) {
+        let cost = Self::request_cost(&meta.service, meta.headers.as_slice());
+        self.budget.add(state.charge() + cost);
         self.entries.insert(
             key,
             Entry {
@@ -444,8 +512,17 @@ impl ConnectionState {
                 scheduled: false,
                 announced: false,
                 linger: None,
+                cost,
+                starved: false,
             },
         );
+    }
+
+    /// Takes an entry out of the table, releasing what it was charged.
+    fn remove_entry(&mut self, key: ChannelKey) -> Option<Entry> {
+        let e = self.entries.remove(&key)?;
+        self.budget.release(e.state.charge() + e.cost);
+        Some(e)
     }
 
     fn route(&mut self, key: ChannelKey, ssh: u32) {
@@ -499,16 +576,54 @@ impl ConnectionState {
         }
     }
 
-    /// Runs `f` on a channel's state and applies what it made ready.
+    /// Runs `f` on a channel's state and applies what it made ready. Whatever `f`
+    /// does stays within the memory budget; if it released memory, grants the
+    /// budget cut short before get their turn.
     fn with<R>(
         &mut self,
         key: ChannelKey,
         f: impl FnOnce(&mut ChannelState) -> (R, Wake),
     ) -> Option<R> {
-        let e = self.entries.get_mut(&key)?;
-        let (r, w) = f(&mut e.state);
-        self.apply(key, w);
+        let (r, released) = self.with_charged(key, f)?;
+        if released && self.budget.has_starved() {
+            self.feed_starved();
+        }
         Some(r)
+    }
+
+    /// [`with`](Self::with), without the retries; also whether memory was released.
+    fn with_charged<R>(
+        &mut self,
+        key: ChannelKey,
+        f: impl FnOnce(&mut ChannelState) -> (R, Wake),
+    ) -> Option<(R, bool)> {
+        let e = self.entries.get_mut(&key)?;
+        let before = e.state.charge();
+        e.state.set_allowance(before + self.budget.free());
+        let (r, w) = f(&mut e.state);
+        let after = e.state.charge();
+        if !e.starved && e.state.held_back() {
+            e.starved = true;
+            self.budget.starve(key);
+        }
+        self.budget.change(before, after);
+        self.apply(key, w);
+        Some((r, after < before))
+    }
+
+    /// Grants the budget cut short, oldest first, while it has room.
+    fn feed_starved(&mut self) {
+        while let Some(key) = self.budget.next_starved(MIN_REGRANT) {
+            let Some(e) = self.entries.get_mut(&key) else {
+                continue;
+            };
+            e.starved = false;
+            let _ = self.with_charged(key, |s| ((), s.regrant()));
+            if self.entries.get(&key).is_some_and(|e| e.starved) {
+                // Still short (queued again, last): the budget is full again.
+                break;
+            }
+        }
     }
 
     /// The SSH channel of `key` is closed here: it leaves the routing table, its
@@ -536,6 +651,12 @@ impl ConnectionState {
                 meta: e.meta.clone(),
             });
         }
+        if e.holder == Holder::Waiting && e.state.is_dead() {
+            // Nobody will read it: its memory goes now, not when the queue drops it.
+            let cost = std::mem::take(&mut e.cost);
+            self.budget.release(cost);
+            self.with(key, |s| ((), s.reader_dropped()));
+        }
         self.commands.push_back(Command::Forget { key });
         self.wake.driver = true;
         self.wake.read.push(key);
@@ -555,12 +676,12 @@ impl ConnectionState {
             // Queued in a parent: it stays there (with its data) until accepted,
             // unless it failed (nothing left to read).
             Holder::Queued => e.state.has_failed(),
-            Holder::Opener | Holder::App { .. } => false,
+            Holder::Opener | Holder::Waiting | Holder::App { .. } => false,
         };
         if e.ssh.is_none() && unreachable {
             let parent = e.nest.parent();
             let queued = e.holder == Holder::Queued;
-            self.entries.remove(&key);
+            self.remove_entry(key);
             if queued {
                 self.unqueue(key, parent);
             }

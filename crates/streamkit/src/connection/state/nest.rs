@@ -8,11 +8,19 @@
 //! at once. A parent that closes (its application closed, reset or dropped it, or
 //! its SSH channel closed) resets its children and refuses new ones; the work is a
 //! loop, not a recursion, since a remote can nest thousands deep.
+//!
+//! Children are taken only where an application will see them: not on a channel
+//! whose handles were all dropped, nor on a standard client's session, nor on a
+//! channel whose application said it takes none (`refuse_children`, or the peer's
+//! `accept_children` option), all refused "parent does not accept channels". The
+//! default is to take them, so that a child opened the moment its parent is open
+//! is never refused for arriving before the application's first `accept`.
 
 use std::collections::{BTreeSet, VecDeque};
 
 use super::{ChannelKey, ConnectionState, Holder};
 use crate::error::ChannelError;
+use crate::wire::reason::OpenRefusal;
 
 /// A channel's place among nested channels.
 #[derive(Debug, Default)]
@@ -22,8 +30,19 @@ pub(super) struct Nest {
     children: BTreeSet<ChannelKey>,
     /// Children the remote opened, waiting for `accept`.
     queue: VecDeque<ChannelKey>,
-    /// No more children: the channel closed them.
-    closed: bool,
+    door: Door,
+}
+
+/// Whether a channel takes children.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+enum Door {
+    /// Children are taken into the accept queue.
+    #[default]
+    Open,
+    /// The application takes none: each is refused.
+    Refusing,
+    /// The channel closed its children: none can come any more.
+    Closed,
 }
 
 impl Nest {
@@ -39,9 +58,14 @@ impl Nest {
         self.queue.len()
     }
 
-    /// Whether children may still arrive.
+    /// Whether children may still arrive (the channel did not close them).
     pub(super) fn accepts(&self) -> bool {
-        !self.closed
+        self.door != Door::Closed
+    }
+
+    /// Whether the application refuses children.
+    pub(super) fn refuses(&self) -> bool {
+        self.door == Door::Refusing
     }
 }
 
@@ -125,11 +149,62 @@ impl ConnectionState {
                         writer: true,
                     };
                 }
+                self.accepted(child);
                 Ok(Some(child))
             }
-            None if p.nest.closed || !p.state.accepts_children() => Err(ChannelError::Closed),
+            None if p.nest.door != Door::Open || !p.state.accepts_children() => {
+                Err(ChannelError::Closed)
+            }
             None => Ok(None),
         }
+    }
+
+    /// The application takes no children on `parent`: those waiting are refused
+    /// (reset), and new ones too.
+    pub(crate) fn refuse_children(&mut self, parent: ChannelKey) {
+        let Some(p) = self.entries.get_mut(&parent) else {
+            return;
+        };
+        if p.nest.door != Door::Open {
+            return;
+        }
+        p.nest.door = Door::Refusing;
+        let queued: Vec<ChannelKey> = p.nest.queue.drain(..).collect();
+        self.queued_children -= queued.len();
+        self.wake.accept.push(parent);
+        for child in queued {
+            if let Some(c) = self.entries.get_mut(&child) {
+                c.holder = Holder::Released;
+            }
+            self.with(child, |s| ((), s.reset()));
+            self.close_children(child);
+            self.maybe_remove(child);
+        }
+    }
+
+    /// Whether `parent` takes a child now: `Err` with why not.
+    pub(super) fn takes_child(&self, parent: ChannelKey) -> Result<(), OpenRefusal> {
+        let Some(p) = self.entries.get(&parent) else {
+            return Err(OpenRefusal::ParentNotFound);
+        };
+        // A parent we are still opening takes children too: the remote confirmed it
+        // (it opens inside it), however far our opener's task has got.
+        if !p.state.accepts_children() || !p.nest.accepts() {
+            return Err(OpenRefusal::ParentNotFound);
+        }
+        let seen = matches!(
+            p.holder,
+            Holder::Opener | Holder::Queued | Holder::Waiting | Holder::App { .. }
+        );
+        if !seen || p.nest.refuses() || !self.limits.accept_children {
+            return Err(OpenRefusal::ChildrenRefused);
+        }
+        if p.nest.queue_len() >= self.limits.max_pending_accepts
+            || self.queued_children >= self.limits.max_pending_accepts
+        {
+            return Err(OpenRefusal::AcceptQueueFull);
+        }
+        Ok(())
     }
 
     /// `parent` closed: its children are reset and those waiting to be accepted
@@ -142,10 +217,10 @@ impl ConnectionState {
             };
             // A closed parent takes no children, and its own were seen to when it
             // closed: walking them again would make a deep tree quadratic.
-            if e.nest.closed {
+            if e.nest.door == Door::Closed {
                 continue;
             }
-            e.nest.closed = true;
+            e.nest.door = Door::Closed;
             let queued: Vec<ChannelKey> = e.nest.queue.drain(..).collect();
             let children: Vec<ChannelKey> = e.nest.children.iter().copied().collect();
             self.queued_children -= queued.len();

@@ -124,7 +124,7 @@ impl ConnectionState {
             }
             Phase::OpenFailed(err) => {
                 let err = err.clone();
-                self.entries.remove(&key);
+                self.remove_entry(key);
                 Err(err)
             }
             Phase::Session { .. } | Phase::Accepted => Ok(false),
@@ -141,10 +141,10 @@ impl ConnectionState {
         match &e.phase {
             Phase::Opening { .. } => {
                 self.fail_open(key, OpenErrorKind::Timeout(Duration::ZERO), true);
-                self.entries.remove(&key);
+                self.remove_entry(key);
             }
             Phase::OpenFailed(_) => {
-                self.entries.remove(&key);
+                self.remove_entry(key);
             }
             Phase::Open if e.holder == Holder::Opener => self.release(key),
             _ => {}
@@ -222,8 +222,7 @@ impl ConnectionState {
             meta: e.meta.clone(),
             local: true,
         });
-        let w = e.state.open_window();
-        self.apply(key, w);
+        self.with(key, |s| ((), s.open_window()));
         if self
             .entries
             .get(&key)
@@ -325,6 +324,14 @@ impl ConnectionState {
         if self.channel_count() >= self.limits.max_channels {
             return Decision::Refuse(OpenRefusal::TooManyChannels);
         }
+        let cost = match &req {
+            Incoming::Native(r) => Self::request_cost(&r.service, &r.headers),
+            Incoming::DirectTcpip { service } => Self::request_cost(service, &[]),
+            Incoming::Session => self.limits.max_header_bytes as u64,
+        };
+        if !self.budget_admits(cost) {
+            return Decision::Refuse(OpenRefusal::OverBudget);
+        }
         match req {
             Incoming::Native(req) => match req.parent {
                 None => {
@@ -336,21 +343,9 @@ impl ConnectionState {
             Incoming::DirectTcpip { service } => {
                 let key = self.new_key();
                 let meta = self.make_meta(service, Headers::new());
-                let state = ChannelState::compat(
-                    self.limits.channel.clone(),
-                    self.limits.ssh_window,
-                    false,
-                );
-                self.insert(
-                    key,
-                    Phase::Accepted,
-                    Holder::App {
-                        reader: true,
-                        writer: true,
-                    },
-                    state,
-                    meta,
-                );
+                let state =
+                    ChannelState::compat(self.limits.channel.clone(), COMPAT_INITIAL_WINDOW, false);
+                self.insert(key, Phase::Accepted, Holder::Waiting, state, meta);
                 self.route(key, ssh);
                 Decision::Accept(key)
             }
@@ -359,7 +354,7 @@ impl ConnectionState {
                 // Described at `exec`, when the service is known.
                 let meta = self.make_meta(String::new(), Headers::new());
                 let state =
-                    ChannelState::compat(self.limits.channel.clone(), self.limits.ssh_window, true);
+                    ChannelState::compat(self.limits.channel.clone(), COMPAT_INITIAL_WINDOW, true);
                 self.insert(
                     key,
                     Phase::Session {
@@ -371,6 +366,11 @@ impl ConnectionState {
                     meta,
                 );
                 self.route(key, ssh);
+                // Its headers come later (`env`), up to the limit: reserved now.
+                if let Some(e) = self.entries.get_mut(&key) {
+                    e.cost += cost;
+                }
+                self.budget.add(cost);
                 // A session that never names its service (`exec`) is closed after
                 // the handshake timeout: it holds a place and up to a window.
                 self.linger_until(key, now + self.limits.session_timeout);
@@ -393,10 +393,7 @@ impl ConnectionState {
         let holder = if parent.is_some() {
             Holder::Queued
         } else {
-            Holder::App {
-                reader: true,
-                writer: true,
-            }
+            Holder::Waiting
         };
         self.insert(key, Phase::Accepted, holder, state, meta);
         self.route(key, ssh);
@@ -437,10 +434,31 @@ impl ConnectionState {
         let meta = e.meta.clone();
         self.reports
             .push_back(Report::Opened { meta, local: false });
-        let w = self.entries.get_mut(&key).map(|e| e.state.open_window());
-        if let Some(w) = w {
-            self.apply(key, w);
+    }
+
+    /// The application takes the remote's channel `key` from an accept queue: its
+    /// window opens beyond the initial credit, as far as the budget allows.
+    /// `false` if it was reset while it waited (it is not to be handed out).
+    pub(crate) fn accepted(&mut self, key: ChannelKey) -> bool {
+        if self.was_reset(key) {
+            return false;
         }
+        if let Some(e) = self.entries.get_mut(&key)
+            && e.holder == Holder::Waiting
+        {
+            e.holder = Holder::App {
+                reader: true,
+                writer: true,
+            };
+        }
+        self.with(key, |s| ((), s.open_window()));
+        true
+    }
+
+    /// Whether `key` died (reset either way, or its connection lost before its
+    /// end) or is gone: nothing is left for an application to take.
+    pub(crate) fn was_reset(&self, key: ChannelKey) -> bool {
+        self.entries.get(&key).is_none_or(|e| e.state.is_dead())
     }
 
     pub(super) fn open_child(&mut self, ssh: u32, req: OpenRequest, parent: ParentRef) -> Decision {
@@ -456,19 +474,9 @@ impl ConnectionState {
     }
 
     pub(super) fn decide_child(&mut self, ssh: u32, req: OpenRequest, p: ChannelKey) -> Decision {
-        let Some(pe) = self.entries.get(&p) else {
-            return Decision::Refuse(OpenRefusal::ParentNotFound);
-        };
-        // A parent we are still opening takes children too: the remote confirmed it
-        // (it opens inside it), however far our opener's task has got.
-        if !pe.state.accepts_children() || !pe.nest.accepts() {
-            return Decision::Refuse(OpenRefusal::ParentNotFound);
+        match self.takes_child(p) {
+            Ok(()) => Decision::Accept(self.accept_native(ssh, req, Some(p))),
+            Err(why) => Decision::Refuse(why),
         }
-        if pe.nest.queue_len() >= self.limits.max_pending_accepts
-            || self.queued_children >= self.limits.max_pending_accepts
-        {
-            return Decision::Refuse(OpenRefusal::AcceptQueueFull);
-        }
-        Decision::Accept(self.accept_native(ssh, req, Some(p)))
     }
 }

@@ -12,7 +12,7 @@ use super::{Session as SshSession, SshLink, Writer, failure, native_open, prefer
 use crate::channel::Headers;
 use crate::connection::driver::lock;
 use crate::connection::state::Decision;
-use crate::connection::{Conn, Incoming};
+use crate::connection::{COMPAT_INITIAL_WINDOW, Conn, Incoming};
 use crate::error::LostReason;
 use crate::keys::PublicKey;
 use crate::transport::{Counted, Host, Socket, SshStream};
@@ -476,7 +476,7 @@ impl russh::server::Handler for ServerHandler {
     async fn channel_open_session(
         &mut self,
         channel: Channel<Msg>,
-        reply: ChannelOpenHandle,
+        mut reply: ChannelOpenHandle,
         _session: &mut Session,
     ) -> Result<(), Self::Error> {
         let Some(conn) = self.conn().cloned() else {
@@ -492,6 +492,7 @@ impl russh::server::Handler for ServerHandler {
             Decision::Accept(key) => {
                 let (_read, write) = channel.split();
                 self.shared.link.add_writer(key, Writer::Server(write));
+                reply.set_window_size(COMPAT_INITIAL_WINDOW);
                 reply.accept().await;
                 conn.established(key);
             }
@@ -507,7 +508,7 @@ impl russh::server::Handler for ServerHandler {
         _port_to_connect: u32,
         _originator_address: &str,
         _originator_port: u32,
-        reply: ChannelOpenHandle,
+        mut reply: ChannelOpenHandle,
         _session: &mut Session,
     ) -> Result<(), Self::Error> {
         let Some(conn) = self.conn().cloned() else {
@@ -540,6 +541,7 @@ impl russh::server::Handler for ServerHandler {
                 let (_read, write) = channel.split();
                 self.shared.link.add_writer(key, Writer::Server(write));
                 slot.push(conn.handle(key));
+                reply.set_window_size(COMPAT_INITIAL_WINDOW);
                 reply.accept().await;
                 conn.established(key);
             }
