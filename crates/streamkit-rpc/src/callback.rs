@@ -20,12 +20,30 @@ use crate::{Context, Rpc, RpcInner};
 #[derive(Serialize, Deserialize)]
 #[serde(bound = "")]
 pub struct Callback<A, R> {
-    #[serde(rename = "$callback")]
+    #[serde(rename = "$callback", deserialize_with = "callback_name")]
     method: String,
     #[serde(skip)]
     guard: Option<Arc<Guard>>,
     #[serde(skip)]
     _t: PhantomData<fn(A) -> R>,
+}
+
+/// Whether `name` is one `Rpc::callback` makes: `$cb.` and 32 hex digits.
+pub(crate) fn is_callback_name(name: &str) -> bool {
+    name.strip_prefix("$cb.")
+        .is_some_and(|h| h.len() == 32 && h.bytes().all(|b| b.is_ascii_hexdigit()))
+}
+
+/// A callback received in an argument must name a callback: a peer must not make
+/// us call one of its ordinary methods while our code believes it calls back.
+fn callback_name<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    let name = String::deserialize(d)?;
+    if !is_callback_name(&name) {
+        return Err(serde::de::Error::custom(format!(
+            "{name:?} is not a callback (callbacks are named $cb.<32 hex digits>)"
+        )));
+    }
+    Ok(name)
 }
 
 impl<A, R> Clone for Callback<A, R> {

@@ -36,6 +36,9 @@ pub(crate) struct ClientSession {
     window: usize,
     max_message: usize,
     reader: OnceLock<tokio::task::AbortHandle>,
+    /// Calls in flight are limited as a callee limits them (the same option):
+    /// calls beyond wait here for a slot instead of being refused there.
+    slots: Arc<tokio::sync::Semaphore>,
 }
 
 impl ClientSession {
@@ -88,6 +91,7 @@ impl ClientSession {
             window: CALL_WINDOW,
             max_message: rpc.opts.max_message_size,
             reader: OnceLock::new(),
+            slots: Arc::new(tokio::sync::Semaphore::new(rpc.opts.max_concurrent_calls)),
         });
         let weak_rpc = Arc::downgrade(rpc);
         let s = session.clone();
@@ -145,6 +149,12 @@ pub(crate) async fn start(
     if let Some(e) = session.dead.get() {
         return Err(e.clone());
     }
+    let slot = session
+        .slots
+        .clone()
+        .acquire_owned()
+        .await
+        .map_err(|_| RpcError::unavailable("session closed"))?;
     let gate = Gate::new(session.window);
     if let Some(i) = &input {
         check_size(i.len(), session.max_message)?;
@@ -165,7 +175,8 @@ pub(crate) async fn start(
             u64::try_from(left.as_micros()).unwrap_or(u64::MAX).max(1)
         }
     };
-    let outputs = Inbox::new(session.window);
+    // A caller bounds its outputs by the calls it makes: counted per call.
+    let outputs = Inbox::new(session.window, Default::default());
     let id = {
         let mut calls = lock(&session.calls);
         if let Some(e) = session.dead.get() {
@@ -200,6 +211,7 @@ pub(crate) async fn start(
         deadline,
         done: false,
         sent_last: last,
+        _slot: slot,
     })
 }
 
@@ -212,6 +224,8 @@ pub struct CallHandle {
     gate: Arc<Gate>,
     deadline: Option<Instant>,
     done: bool,
+    /// Its place among the session's calls in flight.
+    _slot: tokio::sync::OwnedSemaphorePermit,
     sent_last: bool,
 }
 

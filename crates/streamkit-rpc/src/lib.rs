@@ -80,8 +80,15 @@ pub struct RpcOptions {
     /// Largest encoded object, either way (default 4 MiB). Bigger ones fail that
     /// call with [`Code::RESOURCE_EXHAUSTED`].
     pub max_message_size: usize,
-    /// Calls one caller may have running on one session (default 16,384).
+    /// Calls one caller may have running on one session (default 1,024): with
+    /// the inputs waiting for handlers (at most `max_session_inputs`) and the
+    /// session's queue of answers (1 MiB and one message), what one caller can
+    /// make a callee hold is bounded.
     pub max_concurrent_calls: usize,
+    /// Bytes of inputs a session's calls may have waiting for their handlers, all
+    /// calls together (default 16 MiB). An input that would pass it fails its call
+    /// with [`Code::RESOURCE_EXHAUSTED`].
+    pub max_session_inputs: usize,
     /// Deadline of calls that set none (default none).
     pub default_timeout: Option<Duration>,
 }
@@ -90,7 +97,8 @@ impl Default for RpcOptions {
     fn default() -> RpcOptions {
         RpcOptions {
             max_message_size: 4 << 20,
-            max_concurrent_calls: 16_384,
+            max_concurrent_calls: 1024,
+            max_session_inputs: 16 << 20,
             default_timeout: None,
         }
     }

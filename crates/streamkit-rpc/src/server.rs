@@ -15,7 +15,7 @@ use tokio::time::Instant;
 
 use crate::codec::Codec;
 use crate::error::{Code, RpcError};
-use crate::session::{CALL_WINDOW, Cancel, Gate, Inbox, Outbox, lock};
+use crate::session::{CALL_WINDOW, Cancel, Full, Gate, Inbox, Outbox, lock};
 use crate::wire::Message as Wire;
 use crate::{Context, RpcInner};
 
@@ -124,6 +124,8 @@ pub(crate) struct ServerSession {
     highest_id: std::sync::atomic::AtomicU64,
     /// Set when the node goes away: the session ends.
     pub(crate) closing: Cancel,
+    /// Bytes of inputs waiting for handlers, over all calls.
+    inputs: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 /// How many early cancels are remembered; older ones are forgotten (the caller
@@ -165,6 +167,7 @@ pub(crate) async fn serve(rpc: Weak<RpcInner>, meta: ChannelMeta, mut ch: Channe
         early_cancels: Mutex::default(),
         highest_id: Default::default(),
         closing: Cancel::default(),
+        inputs: Default::default(),
     });
     let Some(opts) = rpc.upgrade().map(|rpc| {
         // The catalogue is this session's first message.
@@ -192,7 +195,7 @@ pub(crate) async fn serve(rpc: Weak<RpcInner>, meta: ChannelMeta, mut ch: Channe
             Ok(m) => m,
             Err(e) => {
                 tracing::info!(peer = %caller, error = %e, "malformed rpc message; ending the session");
-                session.end(format!("malformed message: {e}")).await;
+                session.end(format!("malformed message: {e}"));
                 break;
             }
         };
@@ -207,7 +210,7 @@ pub(crate) async fn serve(rpc: Weak<RpcInner>, meta: ChannelMeta, mut ch: Channe
                 let Some(rpc) = rpc.upgrade() else { break };
                 let started = Instant::now();
                 if lock(&session.calls).contains_key(&id) {
-                    session.end(format!("call id {id} is already in use")).await;
+                    session.end(format!("call id {id} is already in use"));
                     break;
                 }
                 session
@@ -218,8 +221,9 @@ pub(crate) async fn serve(rpc: Weak<RpcInner>, meta: ChannelMeta, mut ch: Channe
                 }
                 if let Err(e) = start(
                     &rpc, &session, &caller, codec, id, &method, budget_us, started, input, last,
-                ) {
-                    session.fail(id, &e, codec).await;
+                ) && session.fail(id, &e, codec).is_err()
+                {
+                    break;
                 }
             }
             Wire::Item { id, payload, last } => {
@@ -237,6 +241,17 @@ pub(crate) async fn serve(rpc: Weak<RpcInner>, meta: ChannelMeta, mut ch: Channe
                             } else if let Err(e) = check_size(payload.len(), opts.max_message_size)
                             {
                                 Err(e)
+                            } else if session.inputs.load(std::sync::atomic::Ordering::Relaxed)
+                                + crate::session::cost(payload.len())
+                                > opts.max_session_inputs
+                            {
+                                Err(RpcError::new(
+                                    Code::RESOURCE_EXHAUSTED,
+                                    format!(
+                                        "inputs waiting for handlers on this session exceed {} bytes",
+                                        opts.max_session_inputs
+                                    ),
+                                ))
                             } else if c.inbox.push(payload, opts.max_message_size).is_err() {
                                 Err(RpcError::new(
                                     Code::RESOURCE_EXHAUSTED,
@@ -253,7 +268,9 @@ pub(crate) async fn serve(rpc: Weak<RpcInner>, meta: ChannelMeta, mut ch: Channe
                 };
                 if let Err(e) = res {
                     session.abort(id);
-                    session.fail(id, &e, codec).await;
+                    if session.fail(id, &e, codec).is_err() {
+                        break;
+                    }
                 }
             }
             Wire::End { id } => {
@@ -279,7 +296,7 @@ pub(crate) async fn serve(rpc: Weak<RpcInner>, meta: ChannelMeta, mut ch: Channe
             }
             Wire::Error { .. } | Wire::Methods { .. } => {
                 tracing::info!(peer = %caller, "unexpected rpc message from a caller; ending the session");
-                session.end("unexpected message from a caller".into()).await;
+                session.end("unexpected message from a caller".into());
                 break;
             }
         }
@@ -312,17 +329,15 @@ impl ServerSession {
         early.push_back(id);
     }
 
-    /// Ends the session with a protocol error (`ERROR` id 0).
-    async fn end(&self, why: String) {
-        let _ = self
-            .out
-            .send(Wire::Error {
-                id: 0,
-                code: Code::INTERNAL.0,
-                message: why,
-                data: None,
-            })
-            .await;
+    /// Ends the session with a protocol error (`ERROR` id 0), if the queue has
+    /// room for it (the session ends either way).
+    fn end(&self, why: String) {
+        let _ = self.out.try_send(Wire::Error {
+            id: 0,
+            code: Code::INTERNAL.0,
+            message: why,
+            data: None,
+        });
     }
 
     /// The node is going away: every call is cancelled and the session ends.
@@ -344,10 +359,19 @@ impl ServerSession {
         }
     }
 
-    /// Answers a call with an error, in order with the session's other messages
-    /// (waiting while the caller does not read, so errors cannot pile up).
-    async fn fail(&self, id: u64, e: &RpcError, codec: Codec) {
-        let _ = self.out.send(error_message(id, e, codec)).await;
+    /// Answers a call with an error, in order with the session's other messages.
+    /// The reader calls it, and the reader never waits: `Err` if the queue is
+    /// full (the caller does not read its answers), and the session ends, with a
+    /// log line, rather than hold more for it.
+    fn fail(&self, id: u64, e: &RpcError, codec: Codec) -> Result<(), Full> {
+        self.out
+            .try_send(error_message(id, e, codec))
+            .inspect_err(|_| {
+                tracing::info!(
+                    "rpc caller does not read its answers ({} bytes queued): ending the session",
+                    crate::session::OUTBOX_BYTES
+                );
+            })
     }
 }
 
@@ -386,7 +410,7 @@ fn start(
             "this method takes exactly one input",
         ));
     }
-    let inbox = Inbox::new(CALL_WINDOW);
+    let inbox = Inbox::new(CALL_WINDOW, session.inputs.clone());
     inbox.grant_to(session.out.clone(), id);
     let mut inputs = 0;
     if let Some(p) = input {
@@ -420,6 +444,7 @@ fn start(
         max_message: opts.max_message_size,
     };
     let fut = (m.handler)(ctx, raw_in, raw_out);
+    let (inbox_end, one_input) = (inbox.clone(), m.one_input);
     let sess = Arc::downgrade(session);
     let out = session.out.clone();
     let cancel2 = cancel.clone();
@@ -430,7 +455,17 @@ fn start(
     // Registered before the task can finish and remove it.
     let mut calls = lock(&session.calls);
     let task = tokio::spawn(async move {
-        let run = std::panic::AssertUnwindSafe(fut).catch_unwind();
+        let inbox2 = inbox_end.clone();
+        let run = async move {
+            let res = std::panic::AssertUnwindSafe(fut).catch_unwind().await;
+            // A method that takes one input answers once the caller's inputs have
+            // ended: a second input meanwhile fails the call (code 3, from the
+            // reader) instead of being dropped after the answer.
+            if one_input {
+                inbox2.ended().await;
+            }
+            res
+        };
         let res = match deadline {
             Some(d) => tokio::time::timeout_at(d, run).await.map_err(|_| ()),
             None => Ok(run.await),

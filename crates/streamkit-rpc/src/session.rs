@@ -2,12 +2,12 @@
 //! received objects with their flow-control credit, send credit, cancellation.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use bytes::Bytes;
 use streamkit::WriteHalf;
-use tokio::sync::{Notify, mpsc};
+use tokio::sync::Notify;
 
 use crate::error::RpcError;
 use crate::wire::Message as Wire;
@@ -51,55 +51,108 @@ impl Urgent {
     }
 }
 
-/// Writes a session's frames from one task: callers queue them (bounded), and
-/// control messages that must never wait (cancel, credit) jump the queue. The
-/// task ends, closing our direction of the channel, when the last `Outbox` goes.
+/// Bytes of messages a session's queue holds before senders wait: the queue is
+/// counted in bytes, not messages, so that what a peer that stops reading makes
+/// us hold is bounded (this, one message over, and the urgent control messages).
+pub(crate) const OUTBOX_BYTES: usize = 1 << 20;
+
+/// Writes a session's frames from one task: callers queue them (bounded in
+/// bytes), and control messages that must never wait (cancel, credit) jump the
+/// queue. The task ends, closing our direction of the channel, when the last
+/// `Outbox` goes.
 pub(crate) struct Outbox {
-    tx: mpsc::Sender<Bytes>,
     shared: Arc<OutShared>,
+}
+
+#[derive(Default)]
+struct Queue {
+    items: VecDeque<Bytes>,
+    bytes: usize,
+    /// Every `Outbox` is gone: the writer drains and ends.
+    closed: bool,
 }
 
 struct OutShared {
     urgent: Mutex<Urgent>,
+    queue: Mutex<Queue>,
+    /// The writer has something to write.
     wake: Notify,
+    /// The queue has room again.
+    room: Notify,
     dead: AtomicBool,
+}
+
+/// The queue was full: the message was not queued.
+#[derive(Debug)]
+pub(crate) struct Full;
+
+/// A place in the queue, waited for beforehand: messages sent through permits go
+/// out in the order the permits are used.
+pub(crate) struct Permit<'a> {
+    out: &'a Outbox,
+}
+
+impl Permit<'_> {
+    pub(crate) fn send(self, m: Bytes) {
+        self.out.push(m);
+    }
+}
+
+impl Drop for Outbox {
+    fn drop(&mut self) {
+        lock(&self.shared.queue).closed = true;
+        self.shared.wake.notify_one();
+    }
 }
 
 impl Outbox {
     pub(crate) fn spawn(mut w: WriteHalf) -> Arc<Outbox> {
-        let (tx, mut rx) = mpsc::channel::<Bytes>(1024);
         let shared = Arc::new(OutShared {
             urgent: Mutex::new(Urgent::default()),
+            queue: Mutex::new(Queue::default()),
             wake: Notify::new(),
+            room: Notify::new(),
             dead: AtomicBool::new(false),
         });
         let sh = shared.clone();
         tokio::spawn(async move {
             loop {
-                let first = tokio::select! {
-                    biased;
-                    () = sh.wake.notified() => None,
-                    m = rx.recv() => match m {
-                        Some(m) => Some(m),
-                        None => break,
-                    },
-                };
+                let notified = sh.wake.notified();
+                tokio::pin!(notified);
+                notified.as_mut().enable();
                 let urgent = lock(&sh.urgent).take();
-                let mut failed = false;
-                for m in urgent.into_iter().chain(first) {
-                    failed |= w.write_frame(&m).await.is_err();
-                }
-                // Whatever else is queued goes out in the same turn.
-                for _ in 0..256 {
-                    match rx.try_recv() {
-                        Ok(m) => failed |= w.write_frame(&m).await.is_err(),
-                        Err(_) => break,
+                // Whatever is queued goes out in the same turn, up to a bound.
+                let (batch, closed) = {
+                    let mut q = lock(&sh.queue);
+                    let n = q.items.len().min(256);
+                    let batch: Vec<Bytes> = q.items.drain(..n).collect();
+                    (batch, q.closed && q.items.is_empty())
+                };
+                if urgent.is_empty() && batch.is_empty() {
+                    if closed {
+                        break;
                     }
+                    notified.await;
+                    continue;
                 }
+                let mut failed = false;
+                let mut written = 0;
+                for m in urgent.iter().chain(batch.iter()) {
+                    failed |= w.write_frame(m).await.is_err();
+                }
+                for m in &batch {
+                    written += m.len();
+                }
+                {
+                    let mut q = lock(&sh.queue);
+                    q.bytes -= written;
+                }
+                sh.room.notify_waiters();
                 if failed {
                     // Reset, so that the session's reader ends too and its
                     // calls fail instead of waiting for replies.
                     sh.dead.store(true, Ordering::SeqCst);
+                    sh.room.notify_waiters();
                     w.reset();
                     return;
                 }
@@ -111,30 +164,71 @@ impl Outbox {
             }
             let _ = w.close_write().await;
         });
-        Arc::new(Outbox { tx, shared })
+        Arc::new(Outbox { shared })
+    }
+
+    fn push(&self, m: Bytes) {
+        let mut q = lock(&self.shared.queue);
+        q.bytes += m.len();
+        q.items.push_back(m);
+        drop(q);
+        self.shared.wake.notify_one();
+    }
+
+    /// Waits until the queue holds fewer than [`OUTBOX_BYTES`].
+    async fn wait_room(&self) -> Result<(), RpcError> {
+        loop {
+            let notified = self.shared.room.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if self.shared.dead.load(Ordering::SeqCst) {
+                return Err(RpcError::unavailable("connection lost"));
+            }
+            if lock(&self.shared.queue).bytes < OUTBOX_BYTES {
+                return Ok(());
+            }
+            notified.await;
+        }
     }
 
     /// Queues a message, waiting while the queue is full.
     pub(crate) async fn send(&self, m: Wire) -> Result<(), RpcError> {
-        if self.shared.dead.load(Ordering::SeqCst) {
-            return Err(RpcError::unavailable("connection lost"));
+        let m = m.encode();
+        loop {
+            self.wait_room().await?;
+            let mut q = lock(&self.shared.queue);
+            if q.bytes < OUTBOX_BYTES {
+                q.bytes += m.len();
+                q.items.push_back(m);
+                drop(q);
+                self.shared.wake.notify_one();
+                return Ok(());
+            }
         }
-        self.tx
-            .send(m.encode())
-            .await
-            .map_err(|_| RpcError::unavailable("connection lost"))
     }
 
-    /// Reserves a place in the queue, waiting while it is full: what is sent
-    /// through the permit keeps the order the permits are used in.
-    pub(crate) async fn reserve(&self) -> Result<mpsc::Permit<'_, Bytes>, RpcError> {
+    /// Queues a message if the queue has room; never waits (a session's reader
+    /// must not: it would stop taking the remote's cancels and credit).
+    pub(crate) fn try_send(&self, m: Wire) -> Result<(), Full> {
         if self.shared.dead.load(Ordering::SeqCst) {
-            return Err(RpcError::unavailable("connection lost"));
+            return Ok(()); // nowhere to go: dropped, as every other message
         }
-        self.tx
-            .reserve()
-            .await
-            .map_err(|_| RpcError::unavailable("connection lost"))
+        let mut q = lock(&self.shared.queue);
+        if q.bytes >= OUTBOX_BYTES {
+            return Err(Full);
+        }
+        let m = m.encode();
+        q.bytes += m.len();
+        q.items.push_back(m);
+        drop(q);
+        self.shared.wake.notify_one();
+        Ok(())
+    }
+
+    /// Waits for room in the queue (see [`Permit`]).
+    pub(crate) async fn reserve(&self) -> Result<Permit<'_>, RpcError> {
+        self.wait_room().await?;
+        Ok(Permit { out: self })
     }
 
     /// Queues a control message without waiting (from `Drop`, or from a reader
@@ -162,6 +256,8 @@ pub(crate) struct Inbox {
     st: Mutex<InboxState>,
     notify: Notify,
     window: usize,
+    /// Bytes buffered over every call of the session (the session's budget).
+    total: Arc<AtomicUsize>,
     /// Where credit goes as objects are consumed.
     grant: Mutex<Option<(Arc<Outbox>, u64)>>,
 }
@@ -178,8 +274,9 @@ struct InboxState {
 pub(crate) struct Overrun;
 
 impl Inbox {
-    pub(crate) fn new(window: usize) -> Arc<Inbox> {
+    pub(crate) fn new(window: usize, total: Arc<AtomicUsize>) -> Arc<Inbox> {
         Arc::new(Inbox {
+            total,
             st: Mutex::new(InboxState {
                 items: VecDeque::new(),
                 end: None,
@@ -209,6 +306,7 @@ impl Inbox {
             return Err(Overrun);
         }
         st.buffered += c;
+        self.total.fetch_add(c, Ordering::Relaxed);
         st.items.push_back(item);
         drop(st);
         self.notify.notify_one();
@@ -229,6 +327,7 @@ impl Inbox {
     pub(crate) fn fail(&self, e: RpcError) {
         let mut st = lock(&self.st);
         st.items.clear();
+        self.total.fetch_sub(st.buffered, Ordering::Relaxed);
         st.buffered = 0;
         st.end = Some(Err(e));
         drop(st);
@@ -237,6 +336,19 @@ impl Inbox {
 
     pub(crate) fn is_finished(&self) -> bool {
         lock(&self.st).end.is_some()
+    }
+
+    /// Waits until no more objects can come (a clean end or a failure).
+    pub(crate) async fn ended(&self) {
+        loop {
+            let notified = self.notify.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if lock(&self.st).end.is_some() {
+                return;
+            }
+            notified.await;
+        }
     }
 
     /// The next object; `None` at a clean end.
@@ -250,6 +362,7 @@ impl Inbox {
                 if let Some(item) = st.items.pop_front() {
                     let c = cost(item.len());
                     st.buffered -= c;
+                    self.total.fetch_sub(c, Ordering::Relaxed);
                     st.consumed += c;
                     let grant = (st.consumed >= self.window / 2 && st.end.is_none())
                         .then(|| std::mem::take(&mut st.consumed));
@@ -272,6 +385,13 @@ impl Inbox {
             }
             notified.await;
         }
+    }
+}
+
+impl Drop for Inbox {
+    fn drop(&mut self) {
+        let st = lock(&self.st);
+        self.total.fetch_sub(st.buffered, Ordering::Relaxed);
     }
 }
 

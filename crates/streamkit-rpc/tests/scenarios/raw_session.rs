@@ -142,3 +142,120 @@ async fn garbage_ends_only_the_session() {
         .unwrap();
     assert_eq!(sum, 3);
 }
+
+/// A second input to a unary method fails the call with code 3, even when it
+/// arrives after the handler had its answer ready: the answer waits for the
+/// caller's inputs to end.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_input_to_a_unary_method_fails_it_even_after_the_answer() {
+    let (_rpc, _client, mut ch) = session().await;
+    send(&mut ch, call(1, "add", Some("[2,3]"), false)).await;
+    // Nothing comes back while the inputs are open: a round trip on another call
+    // proves the answer is held, not lost.
+    send(&mut ch, call(2, "add", Some("[1,1]"), true)).await;
+    assert_eq!(recv(&mut ch).await, Some(item(2, "2", true)));
+    send(&mut ch, item(1, "[4,5]", true)).await;
+    match recv(&mut ch).await {
+        Some(Message::Error { id: 1, code, .. }) => assert_eq!(Code(code), Code::BAD_ARGUMENTS),
+        other => panic!("expected code 3 for call 1, got {other:?}"),
+    }
+    // One input then its end: the answer.
+    send(&mut ch, call(3, "add", Some("[2,3]"), false)).await;
+    send(&mut ch, Message::End { id: 3 }).await;
+    assert_eq!(recv(&mut ch).await, Some(item(3, "5", true)));
+}
+
+/// A caller that floods calls and never reads the answers: the callee holds at
+/// most its queue of answers and its concurrent calls, then ends that session;
+/// another caller on the same connection keeps working throughout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_caller_that_floods_calls_and_never_reads_is_cut_off() {
+    let (rpc, client, mut ch) = session().await;
+    rpc.unary("big", |_ctx, n: usize| async move { Ok("x".repeat(n)) });
+    let good = Rpc::new(&client).unwrap();
+    let flood = async {
+        // 20,000 calls, each answered with 4 KiB, and not one answer read.
+        for id in 1..=20_000u64 {
+            let m = Message::Call {
+                id,
+                method: "big".into(),
+                budget_us: 0,
+                input: Some(Bytes::from_static(b"4096")),
+                last: true,
+            };
+            if ch.write_frame(&m.encode()).await.is_err() {
+                break;
+            }
+        }
+    };
+    let work = async {
+        for i in 0..200i64 {
+            let sum: i64 = good.call("add", &(i, 1)).await.unwrap();
+            assert_eq!(sum, i + 1);
+        }
+    };
+    within(async { tokio::join!(flood, work) }).await;
+    // The callee ended the session: what it had queued, then the end. It never
+    // held more than its queue of answers (1 MiB and one message) and the
+    // channel's own buffers (its send buffer, and our window, which we never read).
+    let mut answers = 0usize;
+    while let Some(f) = within(ch.read_frame()).await.unwrap() {
+        answers += f.len();
+    }
+    let bound = (1 << 20) + 4200 + (256 << 10) + (64 << 10);
+    assert!(answers <= bound, "{answers} bytes of answers, over {bound}");
+    let stats = rpc.peer().stats();
+    assert!(stats.send_buffered < 1 << 20, "{stats:?}");
+    let sum: i64 = within(good.call("add", &(40, 2))).await.unwrap();
+    assert_eq!(sum, 42);
+}
+
+/// A callback argument must name a callback: a method name there is refused as
+/// bad arguments, so a caller cannot make our handler call one of its ordinary
+/// methods.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_callback_argument_must_name_a_callback() {
+    let (rpc, _client, mut ch) = session().await;
+    rpc.unary(
+        "notify",
+        |_ctx, cb: streamkit_rpc::Callback<String, String>| async move {
+            let _ = cb;
+            Ok(())
+        },
+    );
+    send(
+        &mut ch,
+        call(1, "notify", Some(r#"{"$callback":"admin.reset"}"#), true),
+    )
+    .await;
+    // (The new method's catalogue comes first.)
+    let mut answer = recv(&mut ch).await;
+    while let Some(Message::Methods { .. }) = answer {
+        answer = recv(&mut ch).await;
+    }
+    match answer {
+        Some(Message::Error {
+            id: 1,
+            code,
+            message,
+            ..
+        }) => {
+            assert_eq!(Code(code), Code::BAD_ARGUMENTS);
+            assert!(message.contains("is not a callback"), "{message}");
+        }
+        other => panic!("expected code 3, got {other:?}"),
+    }
+    let ok = format!(r#"{{"$callback":"$cb.{}"}}"#, "ab".repeat(16));
+    send(
+        &mut ch,
+        Message::Call {
+            id: 2,
+            method: "notify".into(),
+            budget_us: 0,
+            input: Some(Bytes::from(ok)),
+            last: true,
+        },
+    )
+    .await;
+    assert_eq!(recv(&mut ch).await, Some(item(2, "null", true)));
+}
