@@ -138,4 +138,37 @@ try:
 except paramiko.AuthenticationException:
     pass
 print("ok token login, wrong token refused")
+# A client that opens sessions and pushes data without ever naming a service
+# (`exec`): each session takes its initial 64 KiB window and no more, however much
+# the client has to send, and the connection keeps working.
+client = connect(username="dave", password=token)
+t = client.get_transport()
+idle = []
+for _ in range(100):
+    chan = t.open_session(timeout=30)
+    chan.setblocking(0)
+    idle.append(chan)
+took = [0] * len(idle)
+chunk = b"z" * 32768
+stalled_rounds = 0
+while stalled_rounds < 10:
+    moved = 0
+    for i, chan in enumerate(idle):
+        if took[i] >= 1 << 20:
+            continue
+        try:
+            n = chan.send(chunk)
+        except socket.timeout:
+            continue
+        took[i] += n
+        moved += n
+    stalled_rounds = 0 if moved else stalled_rounds + 1
+    if not moved:
+        import time
+        time.sleep(0.05)
+assert all(0 < n <= 65536 for n in took), sorted(set(took))
+out, _, status = run(t, "echo", b"still works")
+assert out == b"still works" and status == 0, (out, status)
+client.close()
+print(f"ok 100 sessions without exec took {sum(took)} bytes ({max(took)} at most each)")
 print("paramiko: all ok")
