@@ -80,15 +80,17 @@ pub struct RpcOptions {
     /// Largest encoded object, either way (default 4 MiB). Bigger ones fail that
     /// call with [`Code::RESOURCE_EXHAUSTED`].
     pub max_message_size: usize,
-    /// Calls one caller may have running on one session (default 1,024): with
-    /// the inputs waiting for handlers (at most `max_session_inputs`) and the
-    /// session's queue of answers (1 MiB and one message), what one caller can
+    /// Calls one calling peer may have running here, over all its sessions
+    /// (default 1,024); as a caller, the calls this node makes at once per
+    /// session (more wait for a slot). With the inputs waiting for handlers (at
+    /// most `max_inputs_per_caller`), each session's queue of answers (1 MiB and
+    /// one message) and at most 16 sessions per calling peer, what one caller can
     /// make a callee hold is bounded.
     pub max_concurrent_calls: usize,
-    /// Bytes of inputs a session's calls may have waiting for their handlers, all
-    /// calls together (default 16 MiB). An input that would pass it fails its call
-    /// with [`Code::RESOURCE_EXHAUSTED`].
-    pub max_session_inputs: usize,
+    /// Bytes of inputs one calling peer's calls may have waiting for their
+    /// handlers, all calls and sessions together (default 16 MiB). An input that
+    /// would pass it fails its call with [`Code::RESOURCE_EXHAUSTED`].
+    pub max_inputs_per_caller: usize,
     /// Deadline of calls that set none (default none).
     pub default_timeout: Option<Duration>,
 }
@@ -98,7 +100,7 @@ impl Default for RpcOptions {
         RpcOptions {
             max_message_size: 4 << 20,
             max_concurrent_calls: 1024,
-            max_session_inputs: 16 << 20,
+            max_inputs_per_caller: 16 << 20,
             default_timeout: None,
         }
     }
@@ -112,6 +114,8 @@ pub(crate) struct RpcInner {
     methods: RwLock<HashMap<String, Arc<Method>>>,
     sessions: Mutex<HashMap<(String, Codec), SessionCell>>,
     servers: Mutex<Vec<Weak<ServerSession>>>,
+    /// Each calling peer's budget, shared by its sessions while any is open.
+    callers: Mutex<HashMap<String, Weak<server::CallerBudget>>>,
     round_robin: AtomicUsize,
     accept_task: Mutex<Option<tokio::task::AbortHandle>>,
     listener: Arc<ServiceListener>,
@@ -160,6 +164,18 @@ impl RpcInner {
     /// Registers a new session and queues its first message, the catalogue.
     /// Catalogues are built and queued under the `servers` lock, so every
     /// session gets them in order.
+    /// `peer`'s budget as a caller of this node (one for all its sessions).
+    pub(crate) fn caller_budget(&self, peer: &str) -> Arc<server::CallerBudget> {
+        let mut callers = lock(&self.callers);
+        if let Some(b) = callers.get(peer).and_then(Weak::upgrade) {
+            return b;
+        }
+        callers.retain(|_, w| w.strong_count() > 0);
+        let b = Arc::new(server::CallerBudget::default());
+        callers.insert(peer.to_owned(), Arc::downgrade(&b));
+        b
+    }
+
     pub(crate) fn add_server(&self, s: &Arc<ServerSession>) {
         let mut servers = lock(&self.servers);
         servers.retain(|w| w.strong_count() > 0);
@@ -318,6 +334,7 @@ impl Rpc {
             methods: RwLock::new(HashMap::new()),
             sessions: Mutex::new(HashMap::new()),
             servers: Mutex::new(Vec::new()),
+            callers: Mutex::new(HashMap::new()),
             round_robin: AtomicUsize::new(0),
             accept_task: Mutex::new(None),
         });

@@ -101,7 +101,46 @@ pub(crate) fn check_size(len: usize, max: usize) -> Result<(), RpcError> {
     Ok(())
 }
 
+/// Sessions one calling peer may have open to this node at once (one per codec
+/// is the norm; a few more cover reconnects racing the old session's end).
+pub(crate) const MAX_SESSIONS_PER_CALLER: usize = 16;
+
+/// What one calling peer makes this node hold, over all its sessions: names are
+/// identities (bound to keys), so a caller cannot multiply its budget by opening
+/// more sessions or connections under its name.
+#[derive(Default)]
+pub(crate) struct CallerBudget {
+    /// Bytes of inputs waiting for handlers.
+    inputs: Arc<std::sync::atomic::AtomicUsize>,
+    /// Calls running (answer not yet queued).
+    calls: std::sync::atomic::AtomicUsize,
+    sessions: std::sync::atomic::AtomicUsize,
+}
+
+/// A running call's place in its caller's budget.
+struct CallSlot(Arc<CallerBudget>);
+
+impl Drop for CallSlot {
+    fn drop(&mut self) {
+        self.0
+            .calls
+            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+/// An open session's place in its caller's budget.
+struct SessionSlot(Arc<CallerBudget>);
+
+impl Drop for SessionSlot {
+    fn drop(&mut self) {
+        self.0
+            .sessions
+            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
 struct Running {
+    _slot: CallSlot,
     /// Tells this call from a later one that reuses its id.
     generation: u64,
     inbox: Arc<Inbox>,
@@ -124,8 +163,8 @@ pub(crate) struct ServerSession {
     highest_id: std::sync::atomic::AtomicU64,
     /// Set when the node goes away: the session ends.
     pub(crate) closing: Cancel,
-    /// Bytes of inputs waiting for handlers, over all calls.
-    inputs: Arc<std::sync::atomic::AtomicUsize>,
+    /// What its caller holds here, over all its sessions.
+    budget: Arc<CallerBudget>,
 }
 
 /// How many early cancels are remembered; older ones are forgotten (the caller
@@ -160,6 +199,30 @@ pub(crate) async fn serve(rpc: Weak<RpcInner>, meta: ChannelMeta, mut ch: Channe
             return;
         }
     };
+    let Some(budget) = rpc
+        .upgrade()
+        .map(|rpc| rpc.caller_budget(meta.remote_peer()))
+    else {
+        return;
+    };
+    let sessions = budget
+        .sessions
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let _session_slot = SessionSlot(budget.clone());
+    if sessions >= MAX_SESSIONS_PER_CALLER {
+        tracing::info!(peer = %meta.remote_peer(), "refused an rpc session: too many from this peer");
+        let _ = out
+            .send(Wire::Error {
+                id: 0,
+                code: Code::RESOURCE_EXHAUSTED.0,
+                message: format!(
+                    "too many rpc sessions from this peer (limit {MAX_SESSIONS_PER_CALLER})"
+                ),
+                data: None,
+            })
+            .await;
+        return;
+    }
     let session = Arc::new(ServerSession {
         out: out.clone(),
         calls: Mutex::new(HashMap::new()),
@@ -167,7 +230,7 @@ pub(crate) async fn serve(rpc: Weak<RpcInner>, meta: ChannelMeta, mut ch: Channe
         early_cancels: Mutex::default(),
         highest_id: Default::default(),
         closing: Cancel::default(),
-        inputs: Default::default(),
+        budget,
     });
     let Some(opts) = rpc.upgrade().map(|rpc| {
         // The catalogue is this session's first message.
@@ -241,15 +304,18 @@ pub(crate) async fn serve(rpc: Weak<RpcInner>, meta: ChannelMeta, mut ch: Channe
                             } else if let Err(e) = check_size(payload.len(), opts.max_message_size)
                             {
                                 Err(e)
-                            } else if session.inputs.load(std::sync::atomic::Ordering::Relaxed)
+                            } else if session
+                                .budget
+                                .inputs
+                                .load(std::sync::atomic::Ordering::Relaxed)
                                 + crate::session::cost(payload.len())
-                                > opts.max_session_inputs
+                                > opts.max_inputs_per_caller
                             {
                                 Err(RpcError::new(
                                     Code::RESOURCE_EXHAUSTED,
                                     format!(
-                                        "inputs waiting for handlers on this session exceed {} bytes",
-                                        opts.max_session_inputs
+                                        "inputs waiting for handlers from this peer exceed {} bytes",
+                                        opts.max_inputs_per_caller
                                     ),
                                 ))
                             } else if c.inbox.push(payload, opts.max_message_size).is_err() {
@@ -395,7 +461,12 @@ fn start(
             format!("method {method:?} not found on peer {:?}", rpc.peer.name()),
         ));
     };
-    if lock(&session.calls).len() >= opts.max_concurrent_calls {
+    let running = session
+        .budget
+        .calls
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let slot = CallSlot(session.budget.clone());
+    if running >= opts.max_concurrent_calls {
         return Err(RpcError::new(
             Code::RESOURCE_EXHAUSTED,
             format!(
@@ -410,7 +481,7 @@ fn start(
             "this method takes exactly one input",
         ));
     }
-    let inbox = Inbox::new(CALL_WINDOW, session.inputs.clone());
+    let inbox = Inbox::new(CALL_WINDOW, session.budget.inputs.clone());
     inbox.grant_to(session.out.clone(), id);
     let mut inputs = 0;
     if let Some(p) = input {
@@ -510,6 +581,7 @@ fn start(
     calls.insert(
         id,
         Running {
+            _slot: slot,
             generation,
             inbox,
             gate,

@@ -259,3 +259,46 @@ async fn a_callback_argument_must_name_a_callback() {
     .await;
     assert_eq!(recv(&mut ch).await, Some(item(2, "null", true)));
 }
+
+/// One peer's sessions share one budget and are limited in number: a caller
+/// cannot multiply what it may make the callee hold by opening more sessions.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_from_one_peer_are_limited() {
+    let (_rpc, client, first) = session().await;
+    let mut open = vec![first];
+    for _ in 1..16 {
+        let mut ch = within(client.open("server", "rpc", ["codec=json"]))
+            .await
+            .unwrap();
+        assert!(matches!(recv(&mut ch).await, Some(Message::Methods { .. })));
+        open.push(ch);
+    }
+    let mut over = within(client.open("server", "rpc", ["codec=json"]))
+        .await
+        .unwrap();
+    match recv(&mut over).await {
+        Some(Message::Error {
+            id: 0,
+            code,
+            message,
+            ..
+        }) => {
+            assert_eq!(Code(code), Code::RESOURCE_EXHAUSTED);
+            assert!(message.contains("too many rpc sessions"), "{message}");
+        }
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+    // One goes: another may come.
+    drop(open.pop());
+    let again = async {
+        loop {
+            let mut ch = client.open("server", "rpc", ["codec=json"]).await.unwrap();
+            if let Some(Message::Methods { .. }) = recv(&mut ch).await {
+                return ch;
+            }
+        }
+    };
+    let mut ch = within(again).await;
+    send(&mut ch, call(1, "add", Some("[2,2]"), true)).await;
+    assert_eq!(recv(&mut ch).await, Some(item(1, "4", true)));
+}
