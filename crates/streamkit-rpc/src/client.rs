@@ -36,8 +36,9 @@ pub(crate) struct ClientSession {
     window: usize,
     max_message: usize,
     reader: OnceLock<tokio::task::AbortHandle>,
-    /// Calls in flight are limited as a callee limits them (the same option):
-    /// calls beyond wait here for a slot instead of being refused there.
+    /// Calls in flight to this peer (over all our sessions to it) are limited as
+    /// a callee limits them per calling peer (the same option): calls beyond wait
+    /// here for a slot instead of being refused there.
     slots: Arc<tokio::sync::Semaphore>,
 }
 
@@ -91,7 +92,7 @@ impl ClientSession {
             window: CALL_WINDOW,
             max_message: rpc.opts.max_message_size,
             reader: OnceLock::new(),
-            slots: Arc::new(tokio::sync::Semaphore::new(rpc.opts.max_concurrent_calls)),
+            slots: rpc.call_slots(peer),
         });
         let weak_rpc = Arc::downgrade(rpc);
         let s = session.clone();
@@ -155,6 +156,9 @@ pub(crate) async fn start(
         .acquire_owned()
         .await
         .map_err(|_| RpcError::unavailable("session closed"))?;
+    if let Some(e) = session.dead.get() {
+        return Err(e.clone()); // it died while we waited for a slot
+    }
     let gate = Gate::new(session.window);
     if let Some(i) = &input {
         check_size(i.len(), session.max_message)?;
@@ -211,7 +215,7 @@ pub(crate) async fn start(
         deadline,
         done: false,
         sent_last: last,
-        _slot: slot,
+        slot: Some(slot),
     })
 }
 
@@ -224,8 +228,8 @@ pub struct CallHandle {
     gate: Arc<Gate>,
     deadline: Option<Instant>,
     done: bool,
-    /// Its place among the session's calls in flight.
-    _slot: tokio::sync::OwnedSemaphorePermit,
+    /// Its place among the calls in flight to the peer, until the call ends.
+    slot: Option<tokio::sync::OwnedSemaphorePermit>,
     sent_last: bool,
 }
 
@@ -301,6 +305,7 @@ impl CallHandle {
             return;
         }
         self.done = true;
+        self.slot = None;
         let removed = lock(&self.session.calls).remove(&self.id).is_some();
         if removed && !self.outputs.is_finished() {
             self.session.out.send_now(Wire::Cancel { id: self.id });

@@ -114,6 +114,8 @@ pub(crate) struct RpcInner {
     methods: RwLock<HashMap<String, Arc<Method>>>,
     sessions: Mutex<HashMap<(String, Codec), SessionCell>>,
     servers: Mutex<Vec<Weak<ServerSession>>>,
+    /// Slots for our calls in flight, per callee peer (see `ClientSession`).
+    call_slots: Mutex<HashMap<String, Arc<tokio::sync::Semaphore>>>,
     /// Each calling peer's budget, shared by its sessions while any is open.
     callers: Mutex<HashMap<String, Weak<server::CallerBudget>>>,
     round_robin: AtomicUsize,
@@ -164,6 +166,16 @@ impl RpcInner {
     /// Registers a new session and queues its first message, the catalogue.
     /// Catalogues are built and queued under the `servers` lock, so every
     /// session gets them in order.
+    /// The slots for our calls in flight to `peer`, shared by our sessions to it.
+    pub(crate) fn call_slots(&self, peer: &str) -> Arc<tokio::sync::Semaphore> {
+        lock(&self.call_slots)
+            .entry(peer.to_owned())
+            .or_insert_with(|| {
+                Arc::new(tokio::sync::Semaphore::new(self.opts.max_concurrent_calls))
+            })
+            .clone()
+    }
+
     /// `peer`'s budget as a caller of this node (one for all its sessions).
     pub(crate) fn caller_budget(&self, peer: &str) -> Arc<server::CallerBudget> {
         let mut callers = lock(&self.callers);
@@ -335,6 +347,7 @@ impl Rpc {
             sessions: Mutex::new(HashMap::new()),
             servers: Mutex::new(Vec::new()),
             callers: Mutex::new(HashMap::new()),
+            call_slots: Mutex::new(HashMap::new()),
             round_robin: AtomicUsize::new(0),
             accept_task: Mutex::new(None),
         });

@@ -240,6 +240,8 @@ pub(crate) async fn serve(rpc: Weak<RpcInner>, meta: ChannelMeta, mut ch: Channe
         return;
     };
     let caller: Arc<str> = Arc::from(meta.remote_peer());
+    // The caller stopped reading its answers while it kept calling.
+    let mut cut_off = false;
     loop {
         let read = tokio::select! {
             biased;
@@ -286,6 +288,7 @@ pub(crate) async fn serve(rpc: Weak<RpcInner>, meta: ChannelMeta, mut ch: Channe
                     &rpc, &session, &caller, codec, id, &method, budget_us, started, input, last,
                 ) && session.fail(id, &e, codec).is_err()
                 {
+                    cut_off = true;
                     break;
                 }
             }
@@ -296,11 +299,8 @@ pub(crate) async fn serve(rpc: Weak<RpcInner>, meta: ChannelMeta, mut ch: Channe
                         None => Ok(()), // finished or cancelled: late inputs are dropped
                         Some(c) => {
                             c.inputs += 1;
-                            if c.one_input && c.inputs > 1 {
-                                Err(RpcError::new(
-                                    Code::BAD_ARGUMENTS,
-                                    "this method takes exactly one input",
-                                ))
+                            if c.one_input && (c.inputs > 1 || !last) {
+                                Err(one_input_error())
                             } else if let Err(e) = check_size(payload.len(), opts.max_message_size)
                             {
                                 Err(e)
@@ -311,13 +311,7 @@ pub(crate) async fn serve(rpc: Weak<RpcInner>, meta: ChannelMeta, mut ch: Channe
                                 + crate::session::cost(payload.len())
                                 > opts.max_inputs_per_caller
                             {
-                                Err(RpcError::new(
-                                    Code::RESOURCE_EXHAUSTED,
-                                    format!(
-                                        "inputs waiting for handlers from this peer exceed {} bytes",
-                                        opts.max_inputs_per_caller
-                                    ),
-                                ))
+                                Err(inputs_over_budget(opts.max_inputs_per_caller))
                             } else if c.inbox.push(payload, opts.max_message_size).is_err() {
                                 Err(RpcError::new(
                                     Code::RESOURCE_EXHAUSTED,
@@ -335,6 +329,7 @@ pub(crate) async fn serve(rpc: Weak<RpcInner>, meta: ChannelMeta, mut ch: Channe
                 if let Err(e) = res {
                     session.abort(id);
                     if session.fail(id, &e, codec).is_err() {
+                        cut_off = true;
                         break;
                     }
                 }
@@ -372,7 +367,17 @@ pub(crate) async fn serve(rpc: Weak<RpcInner>, meta: ChannelMeta, mut ch: Channe
     for id in ids {
         session.abort(id);
     }
+    // What is queued goes out if the caller takes it, within a grace; a caller
+    // cut off for not reading gets nothing more.
+    if cut_off {
+        out.kill();
+    } else {
+        out.kill_after(SESSION_END_GRACE);
+    }
 }
+
+/// How long an ended session's last answers may wait for the caller to take them.
+const SESSION_END_GRACE: Duration = Duration::from_secs(10);
 
 impl ServerSession {
     /// Whether the caller cancelled `id` before its `CALL` arrived.
@@ -475,11 +480,20 @@ fn start(
             ),
         ));
     }
-    if m.one_input && input.is_none() && last {
-        return Err(RpcError::new(
-            Code::BAD_ARGUMENTS,
-            "this method takes exactly one input",
-        ));
+    // A method taking one input takes it with "last": it answers at once, so a
+    // second input could otherwise come after the answer and be lost.
+    if m.one_input && input.is_some() != last {
+        return Err(one_input_error());
+    }
+    if let Some(p) = &input
+        && session
+            .budget
+            .inputs
+            .load(std::sync::atomic::Ordering::Relaxed)
+            + crate::session::cost(p.len())
+            > opts.max_inputs_per_caller
+    {
+        return Err(inputs_over_budget(opts.max_inputs_per_caller));
     }
     let inbox = Inbox::new(CALL_WINDOW, session.budget.inputs.clone());
     inbox.grant_to(session.out.clone(), id);
@@ -515,7 +529,6 @@ fn start(
         max_message: opts.max_message_size,
     };
     let fut = (m.handler)(ctx, raw_in, raw_out);
-    let (inbox_end, one_input) = (inbox.clone(), m.one_input);
     let sess = Arc::downgrade(session);
     let out = session.out.clone();
     let cancel2 = cancel.clone();
@@ -526,17 +539,7 @@ fn start(
     // Registered before the task can finish and remove it.
     let mut calls = lock(&session.calls);
     let task = tokio::spawn(async move {
-        let inbox2 = inbox_end.clone();
-        let run = async move {
-            let res = std::panic::AssertUnwindSafe(fut).catch_unwind().await;
-            // A method that takes one input answers once the caller's inputs have
-            // ended: a second input meanwhile fails the call (code 3, from the
-            // reader) instead of being dropped after the answer.
-            if one_input {
-                inbox2.ended().await;
-            }
-            res
-        };
+        let run = std::panic::AssertUnwindSafe(fut).catch_unwind();
         let res = match deadline {
             Some(d) => tokio::time::timeout_at(d, run).await.map_err(|_| ()),
             None => Ok(run.await),
@@ -592,6 +595,20 @@ fn start(
         },
     );
     Ok(())
+}
+
+fn one_input_error() -> RpcError {
+    RpcError::new(
+        Code::BAD_ARGUMENTS,
+        "this method takes exactly one input, sent with \"last\"",
+    )
+}
+
+fn inputs_over_budget(max: usize) -> RpcError {
+    RpcError::new(
+        Code::RESOURCE_EXHAUSTED,
+        format!("inputs waiting for handlers from this peer exceed {max} bytes"),
+    )
 }
 
 fn error_message(id: u64, e: &RpcError, codec: Codec) -> Wire {

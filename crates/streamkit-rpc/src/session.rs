@@ -80,6 +80,8 @@ struct OutShared {
     /// The queue has room again.
     room: Notify,
     dead: AtomicBool,
+    /// The session is over and its remote does not take what is left: reset.
+    kill: Cancel,
 }
 
 /// The queue was full: the message was not queued.
@@ -113,6 +115,7 @@ impl Outbox {
             wake: Notify::new(),
             room: Notify::new(),
             dead: AtomicBool::new(false),
+            kill: Cancel::default(),
         });
         let sh = shared.clone();
         tokio::spawn(async move {
@@ -138,7 +141,17 @@ impl Outbox {
                 let mut failed = false;
                 let mut written = 0;
                 for m in urgent.iter().chain(batch.iter()) {
-                    failed |= w.write_frame(m).await.is_err();
+                    // A write waits while the remote does not read; a killed
+                    // session stops waiting.
+                    let wrote = tokio::select! {
+                        biased;
+                        () = sh.kill.cancelled() => Err(()),
+                        r = w.write_frame(m) => r.map_err(|_| ()),
+                    };
+                    failed |= wrote.is_err();
+                    if failed {
+                        break;
+                    }
                 }
                 for m in &batch {
                     written += m.len();
@@ -157,12 +170,23 @@ impl Outbox {
                     return;
                 }
             }
-            // Last control messages, then our direction ends cleanly.
-            let urgent = lock(&sh.urgent).take();
-            for m in urgent {
-                let _ = w.write_frame(&m).await;
+            // Last control messages, then our direction ends cleanly (unless the
+            // session is killed meanwhile: then it is reset).
+            let last = lock(&sh.urgent).take();
+            let finish = async {
+                for m in last {
+                    w.write_frame(&m).await?;
+                }
+                w.close_write().await
+            };
+            let finished = tokio::select! {
+                biased;
+                () = sh.kill.cancelled() => false,
+                r = finish => r.is_ok(),
+            };
+            if !finished {
+                w.reset();
             }
-            let _ = w.close_write().await;
         });
         Arc::new(Outbox { shared })
     }
@@ -223,6 +247,21 @@ impl Outbox {
         drop(q);
         self.shared.wake.notify_one();
         Ok(())
+    }
+
+    /// Resets the session's direction now: what is queued is dropped.
+    pub(crate) fn kill(&self) {
+        self.shared.kill.cancel();
+    }
+
+    /// Resets the session's direction if what is queued is not written within
+    /// `grace` (a remote that stopped reading cannot keep it forever).
+    pub(crate) fn kill_after(&self, grace: std::time::Duration) {
+        let kill = self.shared.kill.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(grace).await;
+            kill.cancel();
+        });
     }
 
     /// Waits for room in the queue (see [`Permit`]).
@@ -336,19 +375,6 @@ impl Inbox {
 
     pub(crate) fn is_finished(&self) -> bool {
         lock(&self.st).end.is_some()
-    }
-
-    /// Waits until no more objects can come (a clean end or a failure).
-    pub(crate) async fn ended(&self) {
-        loop {
-            let notified = self.notify.notified();
-            tokio::pin!(notified);
-            notified.as_mut().enable();
-            if lock(&self.st).end.is_some() {
-                return;
-            }
-            notified.await;
-        }
     }
 
     /// The next object; `None` at a clean end.

@@ -143,6 +143,11 @@ impl Compat {
         (self.window.outstanding() + held).max(u64::from(crate::wire::INITIAL_CREDIT))
     }
 
+    /// Standard clients' stderr chunks are frames of their own: nothing assembles.
+    pub(crate) fn assembling(&self) -> bool {
+        false
+    }
+
     pub(crate) fn set_allowance(&mut self, bytes: u64) {
         self.allowance = bytes;
     }

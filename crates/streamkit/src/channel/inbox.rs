@@ -150,6 +150,11 @@ impl Inbox {
         FrameRead::Frame(body, consumed)
     }
 
+    /// Whether a frame is part way assembled.
+    pub(super) fn assembling(&self) -> bool {
+        self.frame.is_some()
+    }
+
     /// Whether bytes of the data stream wait (not counting a frame in assembly).
     pub(super) fn has_data(&self) -> bool {
         !self.data.is_empty()

@@ -186,6 +186,8 @@ impl ChannelState {
         fn charge(&self) -> u64;
         /// A grant was cut short by the budget: worth retrying when it has room.
         fn held_back(&self) -> bool;
+        /// A frame larger than what has arrived is being assembled.
+        fn assembling(&self) -> bool;
     }
 
     /// The most the channel may cost its connection's budget; grants stay within it.

@@ -126,6 +126,10 @@ impl Native {
         self.recv.charge()
     }
 
+    pub(crate) fn assembling(&self) -> bool {
+        !self.ignores_input() && self.recv.assembling()
+    }
+
     pub(crate) fn set_allowance(&mut self, bytes: u64) {
         self.recv.set_allowance(bytes);
     }

@@ -228,6 +228,11 @@ impl Recv {
         (self.window.outstanding() + held).max(u64::from(INITIAL_CREDIT))
     }
 
+    /// Whether a frame (data, for a frame reader; or error) is part way in.
+    pub(super) fn assembling(&self) -> bool {
+        !self.errors.is_idle() || self.inbox.assembling()
+    }
+
     pub(super) fn set_allowance(&mut self, bytes: u64) {
         self.allowance = bytes;
     }

@@ -701,3 +701,37 @@ fn compat_flow_control_is_the_ssh_window() {
         Some(Transmit::Close { eof: false })
     );
 }
+
+#[test]
+fn a_frame_larger_than_the_budget_allows_waits_for_room_then_completes() {
+    let mut p = Pair::new();
+    // The connection lets B hold 128 KiB in all: credit outstanding plus bytes held.
+    p.b.set_allowance(128 * 1024);
+    let payload = vec![5u8; 512 * 1024];
+    let mut sent = false;
+    for _ in 0..100 {
+        if !sent && p.a.write_frame(&payload, true).0 == Step::Ready(()) {
+            sent = true;
+        }
+        p.settle();
+    }
+    // Part of the error frame is in; the rest waits for credit the budget cut short.
+    assert!(p.b.charge() <= 128 * 1024, "charged {}", p.b.charge());
+    assert!(p.b.held_back());
+    assert_eq!(p.b.read_error().0, Step::Pending);
+    // The budget has room again (the connection retries the grant): it completes.
+    p.b.set_allowance(u64::MAX);
+    let _ = p.b.regrant();
+    for _ in 0..100 {
+        if !sent && p.a.write_frame(&payload, true).0 == Step::Ready(()) {
+            sent = true;
+        }
+        p.settle();
+    }
+    assert!(sent);
+    assert_eq!(
+        p.b.read_error().0,
+        Step::Ready(Some(Bytes::from(payload.clone())))
+    );
+    assert_eq!(p.b.read_error().0, Step::Pending, "exactly one frame");
+}

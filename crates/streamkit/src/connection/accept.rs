@@ -26,6 +26,8 @@ struct Inner {
     queue: VecDeque<Channel>,
     reserved: usize,
     closed: bool,
+    /// Reservations refused for a full queue since the last purge.
+    full: usize,
 }
 
 impl Drop for Inner {
@@ -42,6 +44,10 @@ fn refuse(ch: Channel) {
     let key = ch.key();
     ch.conn().step(|s| s.refuse_unaccepted(key));
 }
+
+/// A full queue looks for dead channels at the first refused reservation and
+/// then at every this many.
+const PURGE_EVERY: usize = 64;
 
 /// Whether a queued channel was reset while it waited.
 fn was_reset(ch: &Channel) -> bool {
@@ -103,8 +109,12 @@ impl AcceptQueue {
         let _gone;
         let mut q = lock(&self.inner);
         if !q.closed && q.queue.len() + q.reserved >= max {
-            // Full: channels reset while they waited give their places up.
-            _gone = purge(&mut q.queue);
+            // Full: channels that died while they waited give their places up.
+            // Looking costs a step per channel, so not at every refused open.
+            if q.full.is_multiple_of(PURGE_EVERY) {
+                _gone = purge(&mut q.queue);
+            }
+            q.full += 1;
         }
         if q.closed || q.queue.len() + q.reserved >= max {
             return None;

@@ -92,6 +92,15 @@ impl Budget {
             .min(self.peer.free())
     }
 
+    /// Bytes a channel assembling a frame may still be charged: up to the whole
+    /// budget, not only the growth room (a frame larger than the window must be
+    /// able to complete, or its channel would stall with no credit to give).
+    pub(super) fn hard_free(&self) -> u64 {
+        self.max
+            .saturating_sub(self.used)
+            .min(self.peer.max.saturating_sub(self.peer.used()))
+    }
+
     /// Whether both budgets can take `n` more bytes of reservations.
     pub(super) fn admits(&self, n: u64) -> bool {
         self.used + n <= self.max && self.peer.admits(n)

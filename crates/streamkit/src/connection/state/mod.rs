@@ -584,8 +584,10 @@ impl ConnectionState {
         key: ChannelKey,
         f: impl FnOnce(&mut ChannelState) -> (R, Wake),
     ) -> Option<R> {
-        let (r, released) = self.with_charged(key, f)?;
-        if released && self.budget.has_starved() {
+        let (r, _) = self.with_charged(key, f)?;
+        // Memory may have been released by this channel, or by one that closed or
+        // went: a grant cut short before gets its turn.
+        if self.budget.has_starved() {
             self.feed_starved();
         }
         Some(r)
@@ -599,7 +601,12 @@ impl ConnectionState {
     ) -> Option<(R, bool)> {
         let e = self.entries.get_mut(&key)?;
         let before = e.state.charge();
-        e.state.set_allowance(before + self.budget.free());
+        let room = if e.state.assembling() {
+            self.budget.hard_free()
+        } else {
+            self.budget.free()
+        };
+        e.state.set_allowance(before + room);
         let (r, w) = f(&mut e.state);
         let after = e.state.charge();
         if !e.starved && e.state.held_back() {
