@@ -84,7 +84,7 @@ impl ClientSession {
         let session = Arc::new(ClientSession {
             peer: peer.to_owned(),
             codec,
-            out: Outbox::spawn(w),
+            out: Outbox::spawn(w, None),
             calls: Mutex::new(HashMap::new()),
             next_id: AtomicU64::new(1),
             methods: RwLock::new(names.into_iter().collect()),
@@ -180,7 +180,7 @@ pub(crate) async fn start(
         }
     };
     // A caller bounds its outputs by the calls it makes: counted per call.
-    let outputs = Inbox::new(session.window, Default::default());
+    let outputs = Inbox::new(session.window, Default::default(), None);
     let id = {
         let mut calls = lock(&session.calls);
         if let Some(e) = session.dead.get() {

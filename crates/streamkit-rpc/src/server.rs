@@ -165,6 +165,8 @@ pub(crate) struct ServerSession {
     pub(crate) closing: Cancel,
     /// What its caller holds here, over all its sessions.
     budget: Arc<CallerBudget>,
+    /// The session channel's share of its connection's memory budget.
+    share: streamkit::BudgetShare,
 }
 
 /// How many early cancels are remembered; older ones are forgotten (the caller
@@ -177,8 +179,9 @@ pub(crate) async fn serve(rpc: Weak<RpcInner>, meta: ChannelMeta, mut ch: Channe
     ch.set_read_timeout(None);
     // Sessions never nest: a remote cannot park channels on one.
     ch.refuse_children();
+    let share = ch.budget_share();
     let (mut r, w) = ch.split();
-    let out = Outbox::spawn(w);
+    let out = Outbox::spawn(w, Some(share.clone()));
     let codec = match meta
         .headers()
         .get("codec")
@@ -231,6 +234,7 @@ pub(crate) async fn serve(rpc: Weak<RpcInner>, meta: ChannelMeta, mut ch: Channe
         highest_id: Default::default(),
         closing: Cancel::default(),
         budget,
+        share,
     });
     let Some(opts) = rpc.upgrade().map(|rpc| {
         // The catalogue is this session's first message.
@@ -312,11 +316,8 @@ pub(crate) async fn serve(rpc: Weak<RpcInner>, meta: ChannelMeta, mut ch: Channe
                                 > opts.max_inputs_per_caller
                             {
                                 Err(inputs_over_budget(opts.max_inputs_per_caller))
-                            } else if c.inbox.push(payload, opts.max_message_size).is_err() {
-                                Err(RpcError::new(
-                                    Code::RESOURCE_EXHAUSTED,
-                                    "inputs sent beyond the granted credit",
-                                ))
+                            } else if let Err(why) = c.inbox.push(payload, opts.max_message_size) {
+                                Err(refused(why))
                             } else {
                                 if last {
                                     c.inbox.finish(Ok(()));
@@ -495,12 +496,16 @@ fn start(
     {
         return Err(inputs_over_budget(opts.max_inputs_per_caller));
     }
-    let inbox = Inbox::new(CALL_WINDOW, session.budget.inputs.clone());
+    let inbox = Inbox::new(
+        CALL_WINDOW,
+        session.budget.inputs.clone(),
+        Some(session.share.clone()),
+    );
     inbox.grant_to(session.out.clone(), id);
     let mut inputs = 0;
     if let Some(p) = input {
         check_size(p.len(), opts.max_message_size)?;
-        let _ = inbox.push(p, opts.max_message_size);
+        inbox.push(p, opts.max_message_size).map_err(refused)?;
         inputs = 1;
     }
     if last {
@@ -595,6 +600,19 @@ fn start(
         },
     );
     Ok(())
+}
+
+fn refused(why: crate::session::Refused) -> RpcError {
+    match why {
+        crate::session::Refused::Overrun => RpcError::new(
+            Code::RESOURCE_EXHAUSTED,
+            "inputs sent beyond the granted credit",
+        ),
+        crate::session::Refused::Budget => RpcError::new(
+            Code::RESOURCE_EXHAUSTED,
+            "the connection's memory budget cannot hold this input",
+        ),
+    }
 }
 
 fn one_input_error() -> RpcError {

@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use bytes::Bytes;
-use streamkit::WriteHalf;
+use streamkit::{BudgetShare, WriteHalf};
 use tokio::sync::Notify;
 
 use crate::error::RpcError;
@@ -73,6 +73,9 @@ struct Queue {
 }
 
 struct OutShared {
+    /// What is queued is charged here (a callee's answers: the remote makes us
+    /// hold them until it reads).
+    share: Option<BudgetShare>,
     urgent: Mutex<Urgent>,
     queue: Mutex<Queue>,
     /// The writer has something to write.
@@ -108,8 +111,9 @@ impl Drop for Outbox {
 }
 
 impl Outbox {
-    pub(crate) fn spawn(mut w: WriteHalf) -> Arc<Outbox> {
+    pub(crate) fn spawn(mut w: WriteHalf, share: Option<BudgetShare>) -> Arc<Outbox> {
         let shared = Arc::new(OutShared {
+            share,
             urgent: Mutex::new(Urgent::default()),
             queue: Mutex::new(Queue::default()),
             wake: Notify::new(),
@@ -160,6 +164,9 @@ impl Outbox {
                     let mut q = lock(&sh.queue);
                     q.bytes -= written;
                 }
+                if let Some(share) = &sh.share {
+                    share.release(written);
+                }
                 sh.room.notify_waiters();
                 if failed {
                     // Reset, so that the session's reader ends too and its
@@ -192,6 +199,7 @@ impl Outbox {
     }
 
     fn push(&self, m: Bytes) {
+        self.charge(m.len());
         let mut q = lock(&self.shared.queue);
         q.bytes += m.len();
         q.items.push_back(m);
@@ -222,6 +230,7 @@ impl Outbox {
             self.wait_room().await?;
             let mut q = lock(&self.shared.queue);
             if q.bytes < OUTBOX_BYTES {
+                self.charge(m.len());
                 q.bytes += m.len();
                 q.items.push_back(m);
                 drop(q);
@@ -242,11 +251,20 @@ impl Outbox {
             return Err(Full);
         }
         let m = m.encode();
+        self.charge(m.len());
         q.bytes += m.len();
         q.items.push_back(m);
         drop(q);
         self.shared.wake.notify_one();
         Ok(())
+    }
+
+    /// Counts queued bytes in the budget: the queue is bounded on its own, so
+    /// this never refuses; it keeps the budget's count true.
+    fn charge(&self, n: usize) {
+        if let Some(share) = &self.shared.share {
+            share.charge(n);
+        }
     }
 
     /// Resets the session's direction now: what is queued is dropped.
@@ -295,8 +313,9 @@ pub(crate) struct Inbox {
     st: Mutex<InboxState>,
     notify: Notify,
     window: usize,
-    /// Bytes buffered over every call of the session (the session's budget).
+    /// Bytes buffered over every call of the caller (its budget here).
     total: Arc<AtomicUsize>,
+    share: Option<BudgetShare>,
     /// Where credit goes as objects are consumed.
     grant: Mutex<Option<(Arc<Outbox>, u64)>>,
 }
@@ -308,14 +327,26 @@ struct InboxState {
     consumed: usize,
 }
 
-/// The sender ignored its credit.
+/// Why an object was not queued.
 #[derive(Debug)]
-pub(crate) struct Overrun;
+pub(crate) enum Refused {
+    /// The sender ignored its credit.
+    Overrun,
+    /// The connection's memory budget cannot hold it.
+    Budget,
+}
 
 impl Inbox {
-    pub(crate) fn new(window: usize, total: Arc<AtomicUsize>) -> Arc<Inbox> {
+    /// `share`: the connection budget the objects are charged to (a callee's
+    /// inputs: the remote makes us hold them).
+    pub(crate) fn new(
+        window: usize,
+        total: Arc<AtomicUsize>,
+        share: Option<BudgetShare>,
+    ) -> Arc<Inbox> {
         Arc::new(Inbox {
             total,
+            share,
             st: Mutex::new(InboxState {
                 items: VecDeque::new(),
                 end: None,
@@ -335,14 +366,19 @@ impl Inbox {
 
     /// Adds a received object. `slack` is how far past the window one object
     /// may reach (the sender may send while it has any credit left).
-    pub(crate) fn push(&self, item: Bytes, slack: usize) -> Result<(), Overrun> {
+    pub(crate) fn push(&self, item: Bytes, slack: usize) -> Result<(), Refused> {
         let mut st = lock(&self.st);
         if st.end.is_some() {
             return Ok(()); // finished (failed) already: dropped
         }
         let c = cost(item.len());
         if st.buffered + c > self.window + slack {
-            return Err(Overrun);
+            return Err(Refused::Overrun);
+        }
+        if let Some(share) = &self.share
+            && !share.try_charge(c)
+        {
+            return Err(Refused::Budget);
         }
         st.buffered += c;
         self.total.fetch_add(c, Ordering::Relaxed);
@@ -367,6 +403,9 @@ impl Inbox {
         let mut st = lock(&self.st);
         st.items.clear();
         self.total.fetch_sub(st.buffered, Ordering::Relaxed);
+        if let Some(share) = &self.share {
+            share.release(st.buffered);
+        }
         st.buffered = 0;
         st.end = Some(Err(e));
         drop(st);
@@ -389,6 +428,9 @@ impl Inbox {
                     let c = cost(item.len());
                     st.buffered -= c;
                     self.total.fetch_sub(c, Ordering::Relaxed);
+                    if let Some(share) = &self.share {
+                        share.release(c);
+                    }
                     st.consumed += c;
                     let grant = (st.consumed >= self.window / 2 && st.end.is_none())
                         .then(|| std::mem::take(&mut st.consumed));
@@ -418,6 +460,9 @@ impl Drop for Inbox {
     fn drop(&mut self) {
         let st = lock(&self.st);
         self.total.fetch_sub(st.buffered, Ordering::Relaxed);
+        if let Some(share) = &self.share {
+            share.release(st.buffered);
+        }
     }
 }
 

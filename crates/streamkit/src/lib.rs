@@ -74,7 +74,7 @@ pub use channel::Headers;
 pub use config::{
     AccessRequest, Authorize, MAX_HEADER_BYTES_LIMIT, Options, PeerConfig, Reconnect, Services,
 };
-pub use connection::handle::{Channel, ChannelMeta, ReadHalf, WriteHalf};
+pub use connection::handle::{BudgetShare, Channel, ChannelMeta, ReadHalf, WriteHalf};
 pub use connection::join::{Frames, JoinError, JoinStats};
 pub use endpoint::Endpoint;
 pub use error::{

@@ -310,3 +310,51 @@ async fn sessions_from_one_peer_are_limited() {
     send(&mut ch, call(1, "add", Some("[2,2]"), true)).await;
     assert_eq!(recv(&mut ch).await, Some(item(1, "4", true)));
 }
+
+/// Inputs waiting for a handler are charged to the connection's memory budget
+/// (they are the remote's bytes, taken out of the channel), and released when the
+/// call goes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn inputs_waiting_for_a_handler_count_in_the_connection_budget() {
+    let (rpc, _client, mut ch) = session().await;
+    let (started_tx, started_rx) = tokio::sync::oneshot::channel::<()>();
+    let started_tx = std::sync::Mutex::new(Some(started_tx));
+    rpc.client_stream("hold", move |_ctx, _ins: Inputs<String>| {
+        if let Some(tx) = started_tx.lock().unwrap().take() {
+            let _ = tx.send(());
+        }
+        async move {
+            std::future::pending::<()>().await;
+            Ok(0i64)
+        }
+    });
+    // The catalogue changed with the new method.
+    assert!(matches!(recv(&mut ch).await, Some(Message::Methods { .. })));
+    let before = rpc.peer().stats().budgeted;
+    send(&mut ch, call(1, "hold", None, false)).await;
+    within(started_rx).await.unwrap();
+    // 200 KiB of inputs (within the call's credit), never read by the handler.
+    let input = Bytes::from(format!("\"{}\"", "i".repeat(100 * 1024)));
+    for _ in 0..2 {
+        let m = Message::Item {
+            id: 1,
+            payload: input.clone(),
+            last: false,
+        };
+        within(ch.write_frame(&m.encode())).await.unwrap();
+    }
+    // A round trip on another call: the inputs were taken in before its answer.
+    send(&mut ch, call(2, "add", Some("[1,1]"), true)).await;
+    assert_eq!(recv(&mut ch).await, Some(item(2, "2", true)));
+    let held = rpc.peer().stats().budgeted;
+    // Cancelled: the handler goes, and its inputs with it.
+    send(&mut ch, Message::Cancel { id: 1 }).await;
+    send(&mut ch, call(3, "add", Some("[2,2]"), true)).await;
+    assert_eq!(recv(&mut ch).await, Some(item(3, "4", true)));
+    // (The session channel's own window grew as its reader read: it stays.)
+    let after = rpc.peer().stats().budgeted;
+    assert!(
+        held >= after + 200 * 1024,
+        "before {before}, holding {held}, after {after}"
+    );
+}

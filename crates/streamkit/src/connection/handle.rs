@@ -85,6 +85,40 @@ pub struct Channel {
     pub(super) write: WriteHalf,
 }
 
+/// A share of a channel's connection memory budget, for a layer above that takes
+/// data out of the channel and keeps it on the remote's behalf (RPC's queues of
+/// inputs and answers): what it holds is charged to the same budget as the
+/// channel's own buffers and shows in [`PeerStats::budgeted`](crate::PeerStats).
+/// Charges are released with [`release`](Self::release), and all at once when the
+/// channel is gone. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct BudgetShare {
+    conn: Arc<Conn>,
+    key: ChannelKey,
+}
+
+impl BudgetShare {
+    /// Charges `n` more bytes if the budget (the connection's and the peer's) can
+    /// hold them; `false`, charging nothing, if not.
+    pub fn try_charge(&self, n: usize) -> bool {
+        let key = self.key;
+        self.conn.step(|s| s.charge_held(key, n as u64, false))
+    }
+
+    /// Charges `n` more bytes whatever the budget says (for what is bounded
+    /// otherwise, so the count stays true).
+    pub fn charge(&self, n: usize) {
+        let key = self.key;
+        self.conn.step(|s| s.charge_held(key, n as u64, true));
+    }
+
+    /// Releases `n` bytes charged before.
+    pub fn release(&self, n: usize) {
+        let key = self.key;
+        self.conn.step(|s| s.release_held(key, n as u64));
+    }
+}
+
 /// The reading half of a [`Channel`], from [`Channel::split`].
 #[derive(Debug)]
 pub struct ReadHalf {
@@ -280,6 +314,15 @@ impl Channel {
     pub fn refuse_children(&self) {
         let key = self.read.key;
         self.read.conn.step(|s| s.refuse_children(key));
+    }
+
+    /// A share of this channel's connection memory budget, for data taken out of
+    /// the channel and kept on the remote's behalf (see [`BudgetShare`]).
+    pub fn budget_share(&self) -> BudgetShare {
+        BudgetShare {
+            conn: self.read.conn.clone(),
+            key: self.read.key,
+        }
     }
 
     /// Channels opened inside this one (either way) and not yet closed.

@@ -206,7 +206,8 @@ struct Entry {
     /// When the channel, closed by the application or released, is reset if it
     /// has not finished.
     linger: Option<Instant>,
-    /// What its open request costs the budget (besides the channel's own charge).
+    /// What its open request costs the budget (besides the channel's own charge),
+    /// and what a layer above holds for it (`BudgetShare`).
     cost: u64,
     /// In the budget's queue of grants cut short.
     starved: bool,
@@ -516,6 +517,33 @@ impl ConnectionState {
                 starved: false,
             },
         );
+    }
+
+    /// A layer above holds `n` more bytes for `key`'s remote: charged if the
+    /// budget can hold them (or in any case, if `force`). `false` if not charged.
+    pub(crate) fn charge_held(&mut self, key: ChannelKey, n: u64, force: bool) -> bool {
+        if !self.entries.contains_key(&key) || !(force || self.budget.admits(n)) {
+            return false;
+        }
+        if let Some(e) = self.entries.get_mut(&key) {
+            e.cost += n;
+        }
+        self.budget.add(n);
+        true
+    }
+
+    /// The layer above let go of `n` bytes it held for `key`'s remote (nothing
+    /// once the entry is gone: its charges went with it).
+    pub(crate) fn release_held(&mut self, key: ChannelKey, n: u64) {
+        let Some(e) = self.entries.get_mut(&key) else {
+            return;
+        };
+        let n = n.min(e.cost);
+        e.cost -= n;
+        self.budget.release(n);
+        if self.budget.has_starved() {
+            self.feed_starved();
+        }
     }
 
     /// Takes an entry out of the table, releasing what it was charged.
