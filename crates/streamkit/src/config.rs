@@ -167,8 +167,13 @@ pub struct Options {
     /// 64 KiB. Applies to new connections.
     pub memory_budget_per_connection: usize,
     /// The same over all of the peer's connections. Default 512 MiB, at least
-    /// `memory_budget_per_connection`. Fixed when the peer is made.
+    /// `memory_budget_per_address`. Fixed when the peer is made.
     pub memory_budget: usize,
+    /// The same over the accepted connections from one remote IP address, so that
+    /// one client cannot take the peer's whole budget by opening connections.
+    /// Default 128 MiB, between `memory_budget_per_connection` and
+    /// `memory_budget`. Applies to new connections.
+    pub memory_budget_per_address: usize,
     /// Bytes a writer may queue on a channel before writes wait. Default 256 KiB.
     /// Applies to new channels.
     pub send_buffer: usize,
@@ -308,6 +313,7 @@ impl Default for Options {
             send_buffer: 256 * 1024,
             memory_budget_per_connection: 64 * 1024 * 1024,
             memory_budget: 512 * 1024 * 1024,
+            memory_budget_per_address: 128 * 1024 * 1024,
             max_frame_size: 16 * 1024 * 1024,
             max_header_bytes: 16 * 1024,
             max_channels_per_connection: 4096,
@@ -363,10 +369,16 @@ impl Options {
                 format!("must be at least max_frame_size + {INITIAL_CREDIT} ({floor})"),
             );
         }
-        if self.memory_budget < self.memory_budget_per_connection {
+        if self.memory_budget_per_address < self.memory_budget_per_connection {
+            return bad(
+                "memory_budget_per_address",
+                "must be at least memory_budget_per_connection".into(),
+            );
+        }
+        if self.memory_budget < self.memory_budget_per_address {
             return bad(
                 "memory_budget",
-                "must be at least memory_budget_per_connection".into(),
+                "must be at least memory_budget_per_address".into(),
             );
         }
         if self.max_channels_per_connection == 0 {

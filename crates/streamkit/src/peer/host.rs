@@ -78,6 +78,17 @@ impl Host for PeerInner {
         self.budget.clone()
     }
 
+    fn address_budget(&self, ip: IpAddr) -> Arc<PeerBudget> {
+        let mut budgets = lock(&self.address_budgets);
+        if let Some(b) = budgets.get(&ip).and_then(std::sync::Weak::upgrade) {
+            return b;
+        }
+        budgets.retain(|_, w| w.strong_count() > 0);
+        let b = PeerBudget::new(self.options().memory_budget_per_address as u64);
+        budgets.insert(ip, Arc::downgrade(&b));
+        b
+    }
+
     fn name_held_by_other(&self, name: &str, id: &RemoteIdentity) -> Option<String> {
         held_by_other(&lock(&self.conns), name, id)
     }

@@ -118,6 +118,8 @@ pub(crate) struct PeerInner {
     refused: std::sync::atomic::AtomicU64,
     /// What remotes make this peer hold, over all connections.
     budget: Arc<PeerBudget>,
+    /// The same per remote address, while it has connections.
+    address_budgets: Mutex<HashMap<std::net::IpAddr, std::sync::Weak<PeerBudget>>>,
     pub(crate) events: events::Emitter,
     accept: Arc<AcceptQueue>,
     /// Services whose channels go to a [`ServiceListener`] instead of `accept`.
@@ -304,6 +306,7 @@ impl Peer {
         Ok(Peer {
             inner: Arc::new_cyclic(|me| PeerInner {
                 budget,
+                address_budgets: Mutex::new(HashMap::new()),
                 me: me.clone(),
                 name: config.name,
                 identity: config.identity,

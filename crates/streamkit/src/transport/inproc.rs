@@ -134,6 +134,7 @@ pub(crate) fn dial(client: &Arc<dyn Host>, name: &str) -> Result<Arc<Conn>, Conn
         endpoint.clone(),
         true,
         RemoteIdentity::key(host_key.fingerprint()),
+        None,
     );
     let server_conn = super::new_conn(
         &*server,
@@ -145,6 +146,7 @@ pub(crate) fn dial(client: &Arc<dyn Host>, name: &str) -> Result<Arc<Conn>, Conn
         } else {
             RemoteIdentity::Token
         },
+        None,
     );
     let client_link = InprocLink::new(client, &client_conn);
     let server_link = InprocLink::new(&server, &server_conn);

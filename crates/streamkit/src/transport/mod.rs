@@ -44,6 +44,8 @@ pub(crate) trait Host: Send + Sync + 'static {
     fn observer(&self) -> Arc<dyn Observer>;
     /// The peer's memory budget, shared by its connections.
     fn budget(&self) -> Arc<PeerBudget>;
+    /// The memory budget shared by the accepted connections from `ip`.
+    fn address_budget(&self, ip: IpAddr) -> Arc<PeerBudget>;
     /// Who holds the peer name `name` if not `id`: a live connection of that name
     /// that proved another identity (a description of it, for messages).
     fn name_held_by_other(&self, name: &str, id: &RemoteIdentity) -> Option<String>;
@@ -63,7 +65,11 @@ pub(crate) trait Host: Send + Sync + 'static {
 static NEXT_CONN_ID: AtomicU64 = AtomicU64::new(1);
 
 /// The limits a new connection applies, from the peer's options.
-pub(crate) fn limits(opts: &Options, peer_budget: Arc<PeerBudget>) -> Limits {
+pub(crate) fn limits(
+    opts: &Options,
+    peer_budget: Arc<PeerBudget>,
+    address_budget: Option<Arc<PeerBudget>>,
+) -> Limits {
     Limits {
         channel: crate::channel::Config {
             window: opts.channel_window,
@@ -81,6 +87,7 @@ pub(crate) fn limits(opts: &Options, peer_budget: Arc<PeerBudget>) -> Limits {
         session_timeout: opts.handshake_timeout,
         budget: opts.memory_budget_per_connection as u64,
         peer_budget,
+        address_budget,
         read_timeout: opts.read_timeout,
         write_timeout: opts.write_timeout,
     }
@@ -130,6 +137,7 @@ pub(crate) fn new_conn(
     remote_addr: String,
     dialed: bool,
     remote_id: RemoteIdentity,
+    remote_ip: Option<IpAddr>,
 ) -> Arc<Conn> {
     let info = ConnInfo {
         id: NEXT_CONN_ID.fetch_add(1, Ordering::Relaxed),
@@ -141,7 +149,11 @@ pub(crate) fn new_conn(
     };
     Conn::new(
         info,
-        limits(&host.options(), host.budget()),
+        limits(
+            &host.options(),
+            host.budget(),
+            remote_ip.map(|ip| host.address_budget(ip)),
+        ),
         host.observer(),
     )
 }

@@ -16,6 +16,8 @@ struct Stage {
     bob: Peer,
     alice: Peer,
     mallory: Peer,
+    /// mallory's key (bob trusts it).
+    mallory_id: streamkit::Identity,
     url: String,
     _scratch: Scratch,
 }
@@ -46,6 +48,7 @@ async fn stage(bob_opts: Options, mallory_opts: Options) -> Stage {
         bob,
         alice,
         mallory,
+        mallory_id: m.id.clone(),
         url,
         _scratch: scratch,
     }
@@ -136,6 +139,7 @@ async fn a_connection_over_its_budget_is_refused_new_channels() {
     let mut bob_opts = Options::default();
     bob_opts.max_frame_size = 1 << 20;
     bob_opts.memory_budget_per_connection = 4 << 20;
+    bob_opts.memory_budget_per_address = 6 << 20;
     bob_opts.memory_budget = 6 << 20;
     let s = stage(bob_opts, Options::default()).await;
     let mut parked = Vec::new();
@@ -260,4 +264,58 @@ async fn standard_client_sessions_without_exec_hold_their_initial_window() {
         .await
         .unwrap();
     wait_while(&[&bob], || bob.stats().budgeted > 0).await;
+}
+
+/// Connections from one address share a budget: a client that opens a second
+/// connection does not get a second budget's worth, and a client from another
+/// address is not touched.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_from_one_address_share_a_budget() {
+    let mut bob_opts = Options::default();
+    bob_opts.max_frame_size = 1 << 20;
+    bob_opts.memory_budget_per_connection = 4 << 20;
+    bob_opts.memory_budget_per_address = 6 << 20;
+    let s = stage(bob_opts, Options::default()).await;
+    let streamkit::Endpoint::Tcp { port, .. } = streamkit::Endpoint::parse(&s.url).unwrap() else {
+        unreachable!()
+    };
+    // mallory, twice more, from 127.0.0.2 (the same key: it may hold several
+    // connections under its name).
+    let mut mallories = Vec::new();
+    for _ in 0..2 {
+        let sock = tokio::net::TcpSocket::new_v4().unwrap();
+        sock.bind("127.0.0.2:0".parse().unwrap()).unwrap();
+        let stream = within(sock.connect(format!("127.0.0.1:{port}").parse().unwrap()))
+            .await
+            .unwrap();
+        let mut trust = Trust::new();
+        trust = trust.with_key(s.bob.public_key());
+        let mallory = Peer::new(PeerConfig::new("mallory", s.mallory_id.clone(), trust)).unwrap();
+        within(mallory.connect_stream(stream, "from 127.0.0.2"))
+            .await
+            .unwrap();
+        mallories.push(mallory);
+    }
+    let mut parked = Vec::new();
+    let mut admitted = Vec::new();
+    for mallory in &mallories {
+        let mut n = 0;
+        while let Ok(ch) = within(mallory.open("bob", "parked", ())).await {
+            parked.push(ch);
+            n += 1;
+            assert!(n <= 64, "the budget never refused an open");
+        }
+        admitted.push(n);
+    }
+    // The first connection gets its 4 MiB; the second only what is left of the
+    // address's 6 MiB.
+    assert_eq!(admitted[0], 63);
+    assert!(admitted[1] < 33, "{admitted:?}");
+    assert!(s.bob.stats().budgeted <= 6 << 20);
+    // alice, from 127.0.0.1, has her own.
+    let mut hers = Vec::new();
+    for _ in 0..32 {
+        hers.push(within(s.alice.open("bob", "parked", ())).await.unwrap());
+    }
+    good_client_round_trip(&s.alice, 7).await;
 }

@@ -981,6 +981,7 @@ async fn a_deep_chain_of_unaccepted_children_closes(kind: Kind) {
     let mut opts = streamkit::Options::default();
     opts.max_pending_accepts = 4096;
     opts.memory_budget_per_connection = 256 << 20;
+    opts.memory_budget_per_address = 256 << 20;
     opts.memory_budget = 256 << 20;
     let p = pair_with(kind, Default::default(), opts).await;
     let bob = p.bob.clone();

@@ -149,6 +149,7 @@ pub(super) fn limits() -> Limits {
         session_timeout: Duration::from_secs(10),
         budget: 64 * 1024 * 1024,
         peer_budget: super::PeerBudget::new(512 * 1024 * 1024),
+        address_budget: None,
         read_timeout: None,
         write_timeout: None,
     }

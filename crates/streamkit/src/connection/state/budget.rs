@@ -13,9 +13,10 @@
 //! otherwise refuse. A grant the budget cut short is retried as other channels
 //! release memory, oldest first.
 //!
-//! The peer's total is an atomic counter shared by its connections (no lock); a
-//! connection's own total is plain. A connection that goes releases everything it
-//! was charged.
+//! The peer's total is an atomic counter shared by its connections (no lock), and
+//! so is the total of each remote address's connections (so one client cannot
+//! take the peer's whole budget by opening connections); a connection's own total
+//! is plain. A connection that goes releases everything it was charged.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -23,7 +24,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::ChannelKey;
 
-/// A peer's budget, shared by its connections.
+/// A budget shared by several connections: the peer's, or one remote address's.
 #[derive(Debug)]
 pub(crate) struct PeerBudget {
     used: AtomicU64,
@@ -64,16 +65,19 @@ pub(super) struct Budget {
     used: u64,
     max: u64,
     peer: Arc<PeerBudget>,
+    /// The share of the connections from the same remote address, if accepted.
+    address: Option<Arc<PeerBudget>>,
     /// Channels whose grant the budget cut short, oldest first.
     starved: VecDeque<ChannelKey>,
 }
 
 impl Budget {
-    pub(super) fn new(max: u64, peer: Arc<PeerBudget>) -> Budget {
+    pub(super) fn new(max: u64, peer: Arc<PeerBudget>, address: Option<Arc<PeerBudget>>) -> Budget {
         Budget {
             used: 0,
             max,
             peer,
+            address,
             starved: VecDeque::new(),
         }
     }
@@ -87,23 +91,34 @@ impl Budget {
     /// Bytes a channel's window may still grow by, by this connection's and the
     /// peer's budgets.
     pub(super) fn free(&self) -> u64 {
-        growth_cap(self.max)
+        let mut free = growth_cap(self.max)
             .saturating_sub(self.used)
-            .min(self.peer.free())
+            .min(self.peer.free());
+        if let Some(a) = &self.address {
+            free = free.min(a.free());
+        }
+        free
     }
 
     /// Bytes a channel assembling a frame may still be charged: up to the whole
     /// budget, not only the growth room (a frame larger than the window must be
     /// able to complete, or its channel would stall with no credit to give).
     pub(super) fn hard_free(&self) -> u64 {
-        self.max
+        let mut free = self
+            .max
             .saturating_sub(self.used)
-            .min(self.peer.max.saturating_sub(self.peer.used()))
+            .min(self.peer.max.saturating_sub(self.peer.used()));
+        if let Some(a) = &self.address {
+            free = free.min(a.max.saturating_sub(a.used()));
+        }
+        free
     }
 
     /// Whether both budgets can take `n` more bytes of reservations.
     pub(super) fn admits(&self, n: u64) -> bool {
-        self.used + n <= self.max && self.peer.admits(n)
+        self.used + n <= self.max
+            && self.peer.admits(n)
+            && self.address.as_ref().is_none_or(|a| a.admits(n))
     }
 
     /// A channel's charge went from `before` to `after`.
@@ -119,6 +134,9 @@ impl Budget {
         if n > 0 {
             self.used += n;
             self.peer.used.fetch_add(n, Ordering::Relaxed);
+            if let Some(a) = &self.address {
+                a.used.fetch_add(n, Ordering::Relaxed);
+            }
         }
     }
 
@@ -127,6 +145,9 @@ impl Budget {
         if n > 0 {
             self.used -= n;
             self.peer.used.fetch_sub(n, Ordering::Relaxed);
+            if let Some(a) = &self.address {
+                a.used.fetch_sub(n, Ordering::Relaxed);
+            }
         }
     }
 
@@ -151,5 +172,8 @@ impl Budget {
 impl Drop for Budget {
     fn drop(&mut self) {
         self.peer.used.fetch_sub(self.used, Ordering::Relaxed);
+        if let Some(a) = &self.address {
+            a.used.fetch_sub(self.used, Ordering::Relaxed);
+        }
     }
 }

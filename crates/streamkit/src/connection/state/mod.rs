@@ -131,6 +131,9 @@ pub(crate) struct Limits {
     pub budget: u64,
     /// The peer's budget, shared by its connections.
     pub peer_budget: Arc<PeerBudget>,
+    /// The budget of the connections from this one's remote address (accepted
+    /// connections only).
+    pub address_budget: Option<Arc<PeerBudget>>,
     /// Initial read and write timeouts of the channels' handles (not used here).
     pub read_timeout: Option<Duration>,
     pub write_timeout: Option<Duration>,
@@ -309,7 +312,11 @@ impl ConnectionState {
         remote_identity: RemoteIdentity,
     ) -> ConnectionState {
         ConnectionState {
-            budget: Budget::new(limits.budget, limits.peer_budget.clone()),
+            budget: Budget::new(
+                limits.budget,
+                limits.peer_budget.clone(),
+                limits.address_budget.clone(),
+            ),
             limits,
             local_name,
             remote_name,

@@ -199,7 +199,7 @@ pub(crate) async fn handshake(
         Some(key) => RemoteIdentity::key(key.fingerprint()),
         None => RemoteIdentity::key(String::new()), // kex_done refuses a server without one
     };
-    let conn = transport::new_conn(&**host, name, endpoint.clone(), true, remote_id);
+    let conn = transport::new_conn(&**host, name, endpoint.clone(), true, remote_id, None);
     let _ = shared.conn.set(conn.clone());
     conn.start(shared.link.clone());
     // The session may have ended meanwhile: nobody else would notice.

@@ -146,6 +146,7 @@ pub(crate) async fn serve(
         host: Arc::downgrade(&host),
         trust: host.trust(),
         remote_addr: remote_addr.clone(),
+        remote_ip: ip,
         shared: shared.clone(),
         user: None,
         ready: ready.clone(),
@@ -204,6 +205,8 @@ pub(crate) struct ServerHandler {
     host: std::sync::Weak<dyn Host>,
     trust: Trust,
     remote_addr: String,
+    /// The remote's IP address (TCP), whose connections share a memory budget.
+    remote_ip: Option<IpAddr>,
     shared: Arc<Shared>,
     /// The user name that authenticated (the client's peer name).
     user: Option<String>,
@@ -420,8 +423,14 @@ impl russh::server::Handler for ServerHandler {
         let Some(remote_id) = self.remote_id.clone() else {
             return Err(russh::Error::NotAuthenticated);
         };
-        let conn =
-            crate::transport::new_conn(&*host, user, self.remote_addr.clone(), false, remote_id);
+        let conn = crate::transport::new_conn(
+            &*host,
+            user,
+            self.remote_addr.clone(),
+            false,
+            remote_id,
+            self.remote_ip,
+        );
         let _ = self.shared.conn.set(conn.clone());
         self.handshaking = None;
         conn.start(link);
