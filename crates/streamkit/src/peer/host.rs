@@ -123,7 +123,7 @@ impl Host for PeerInner {
             if conn.lost().is_some() {
                 return Ok(());
             }
-            conns.insert(conn.info.id, conn);
+            conns.insert(conn);
             self.events.emit(|| event);
         }
         self.changed.notify_waiters();
@@ -210,14 +210,10 @@ impl Observer for PeerObserver {
 }
 
 /// The identity holding `name` among live connections, if it is not `id`.
-fn held_by_other(
-    conns: &std::collections::BTreeMap<u64, Arc<Conn>>,
-    name: &str,
-    id: &RemoteIdentity,
-) -> Option<String> {
+fn held_by_other(conns: &super::conns::Conns, name: &str, id: &RemoteIdentity) -> Option<String> {
     conns
-        .values()
-        .filter(|c| c.info.remote_name == name && c.lost().is_none())
+        .named(name)
+        .filter(|c| c.lost().is_none())
         .find(|c| c.info.remote_id != *id)
         .map(|c| c.info.remote_id.to_string())
 }

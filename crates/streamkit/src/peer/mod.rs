@@ -1,6 +1,7 @@
 //! Peers: the sockets of Streamkit. A peer binds and connects any number of
 //! endpoints; every connection carries channels both ways.
 
+mod conns;
 mod dialer;
 pub mod events;
 mod host;
@@ -8,7 +9,7 @@ mod listen;
 
 pub use listen::ServiceListener;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock, Weak};
 
@@ -106,7 +107,7 @@ pub(crate) struct PeerInner {
     token: Option<String>,
     settings: RwLock<Settings>,
     listeners: Mutex<Vec<Bound>>,
-    conns: Mutex<BTreeMap<u64, Arc<Conn>>>,
+    conns: Mutex<conns::Conns>,
     dialers: Mutex<HashMap<Endpoint, Arc<dialer::Dialer>>>,
     /// Connections (established or in their handshake) per remote IP address.
     per_address: Mutex<HashMap<std::net::IpAddr, usize>>,
@@ -179,7 +180,7 @@ impl PeerInner {
 
     /// Forgets a connection; `true` if it was registered.
     fn unregister(&self, id: u64) -> bool {
-        let was = lock(&self.conns).remove(&id).is_some();
+        let was = lock(&self.conns).remove(id).is_some();
         self.changed.notify_waiters();
         was
     }
@@ -216,9 +217,9 @@ impl PeerInner {
     async fn connection_to(&self, name: &str, wait: std::time::Duration) -> Option<Arc<Conn>> {
         let find = || {
             lock(&self.conns)
-                .values()
+                .named(name)
                 .rev()
-                .find(|c| c.info.remote_name == name && c.lost().is_none())
+                .find(|c| c.lost().is_none())
                 .cloned()
         };
         let waiting = async {
@@ -291,7 +292,7 @@ impl Drop for PeerInner {
             b.task.abort();
             b.listener.cleanup();
         }
-        for c in std::mem::take(&mut *lock(&self.conns)).into_values() {
+        for c in lock(&self.conns).take_all() {
             c.lose("local peer dropped");
         }
     }
@@ -317,7 +318,7 @@ impl Peer {
                     authorizer: config.authorizer,
                 }),
                 listeners: Mutex::new(Vec::new()),
-                conns: Mutex::new(BTreeMap::new()),
+                conns: Mutex::new(conns::Conns::default()),
                 dialers: Mutex::new(HashMap::new()),
                 per_address: Mutex::new(HashMap::new()),
                 handshakes: Arc::default(),
@@ -555,9 +556,10 @@ impl Peer {
 
     /// Names of the connected remote peers, in the order they connected.
     pub fn peers(&self) -> Vec<String> {
+        let mut seen = std::collections::HashSet::new();
         let mut names: Vec<String> = Vec::new();
         for c in lock(&self.inner.conns).values() {
-            if !names.contains(&c.info.remote_name) {
+            if seen.insert(c.info.remote_name.as_str()) {
                 names.push(c.info.remote_name.clone());
             }
         }
