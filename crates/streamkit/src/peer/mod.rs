@@ -542,7 +542,20 @@ impl Peer {
         let d = lock(&self.inner.dialers)
             .remove(&ep)
             .ok_or_else(|| ConnectError::NotConnected(url.to_owned()))?;
-        if let Some(conn) = d.stop() {
+        let mut gone: Vec<Arc<Conn>> = d.stop().into_iter().collect();
+        // A re-dial that registered its connection but had not handed it to the
+        // dialer yet would close it only after we return: closed here, so that
+        // nothing dialled to this endpoint outlives `disconnect`.
+        let addr = ep.to_string();
+        gone.extend(
+            lock(&self.inner.conns)
+                .values()
+                .filter(|c| c.info.dialed && c.info.remote_addr == addr)
+                .filter(|c| !gone.iter().any(|g| Arc::ptr_eq(g, c)))
+                .cloned()
+                .collect::<Vec<_>>(),
+        );
+        for conn in gone {
             conn.close("disconnected").await;
         }
         Ok(())
