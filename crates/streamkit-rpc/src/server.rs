@@ -4,6 +4,7 @@
 use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
@@ -111,36 +112,32 @@ pub(crate) const MAX_SESSIONS_PER_CALLER: usize = 16;
 #[derive(Default)]
 pub(crate) struct CallerBudget {
     /// Bytes of inputs waiting for handlers.
-    inputs: Arc<std::sync::atomic::AtomicUsize>,
+    inputs: Arc<AtomicUsize>,
     /// Calls running (answer not yet queued).
-    calls: std::sync::atomic::AtomicUsize,
-    sessions: std::sync::atomic::AtomicUsize,
+    calls: AtomicUsize,
+    sessions: AtomicUsize,
 }
 
-/// A running call's place in its caller's budget.
-struct CallSlot(Arc<CallerBudget>);
+/// A place counted in one of a caller's counters (a running call, an open
+/// session), given back when dropped.
+struct Slot(Arc<CallerBudget>, fn(&CallerBudget) -> &AtomicUsize);
 
-impl Drop for CallSlot {
-    fn drop(&mut self) {
-        self.0
-            .calls
-            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+impl Slot {
+    /// Takes a place; also how many were taken before it.
+    fn take(budget: &Arc<CallerBudget>, which: fn(&CallerBudget) -> &AtomicUsize) -> (Slot, usize) {
+        let before = which(budget).fetch_add(1, Ordering::Relaxed);
+        (Slot(budget.clone(), which), before)
     }
 }
 
-/// An open session's place in its caller's budget.
-struct SessionSlot(Arc<CallerBudget>);
-
-impl Drop for SessionSlot {
+impl Drop for Slot {
     fn drop(&mut self) {
-        self.0
-            .sessions
-            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        (self.1)(&self.0).fetch_sub(1, Ordering::Relaxed);
     }
 }
 
 struct Running {
-    _slot: CallSlot,
+    _slot: Slot,
     /// Tells this call from a later one that reuses its id.
     generation: u64,
     inbox: Arc<Inbox>,
@@ -208,10 +205,7 @@ pub(crate) async fn serve(rpc: Weak<RpcInner>, meta: ChannelMeta, mut ch: Channe
     else {
         return;
     };
-    let sessions = budget
-        .sessions
-        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let _session_slot = SessionSlot(budget.clone());
+    let (_session_slot, sessions) = Slot::take(&budget, |b| &b.sessions);
     if sessions >= MAX_SESSIONS_PER_CALLER {
         tracing::info!(peer = %meta.remote_peer(), "refused an rpc session: too many from this peer");
         let _ = out
@@ -467,11 +461,7 @@ fn start(
             format!("method {method:?} not found on peer {:?}", rpc.peer.name()),
         ));
     };
-    let running = session
-        .budget
-        .calls
-        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let slot = CallSlot(session.budget.clone());
+    let (slot, running) = Slot::take(&session.budget, |b| &b.calls);
     if running >= opts.max_concurrent_calls {
         return Err(RpcError::new(
             Code::RESOURCE_EXHAUSTED,

@@ -187,6 +187,12 @@ async fn channels_on_one_connection() {
     settle().await;
     wait_while(&[], || metrics.num_alive_tasks() > tasks0).await;
     russh_handles_back_to(refs0).await;
+    // A channel's budget goes with its entry, which may outlive its SSH channel
+    // by a step; a leak would hang here (and fail), not pass.
+    wait_while(&peers, || {
+        p.alice.stats().budgeted + p.bob.stats().budgeted > 0
+    })
+    .await;
     for peer in [&p.alice, &p.bob] {
         let stats = peer.stats();
         assert_eq!(stats.connections, 1, "{stats:?}");

@@ -619,7 +619,7 @@ impl ConnectionState {
         key: ChannelKey,
         f: impl FnOnce(&mut ChannelState) -> (R, Wake),
     ) -> Option<R> {
-        let (r, _) = self.with_charged(key, f)?;
+        let r = self.with_charged(key, f)?;
         // Memory may have been released by this channel, or by one that closed or
         // went: a grant cut short before gets its turn.
         if self.budget.has_starved() {
@@ -628,12 +628,12 @@ impl ConnectionState {
         Some(r)
     }
 
-    /// [`with`](Self::with), without the retries; also whether memory was released.
+    /// [`with`](Self::with), without the retries.
     fn with_charged<R>(
         &mut self,
         key: ChannelKey,
         f: impl FnOnce(&mut ChannelState) -> (R, Wake),
-    ) -> Option<(R, bool)> {
+    ) -> Option<R> {
         let e = self.entries.get_mut(&key)?;
         let before = e.state.charge();
         let room = if e.state.assembling() {
@@ -650,7 +650,7 @@ impl ConnectionState {
         }
         self.budget.change(before, after);
         self.apply(key, w);
-        Some((r, after < before))
+        Some(r)
     }
 
     /// Grants the budget cut short, oldest first, while it has room.

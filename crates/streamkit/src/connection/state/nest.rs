@@ -169,17 +169,29 @@ impl ConnectionState {
             return;
         }
         p.nest.door = Door::Refusing;
+        for child in self.refuse_queued(parent) {
+            self.close_children(child);
+        }
+    }
+
+    /// Resets the children waiting in `parent`'s queue (never accepted: their
+    /// entries go once closed) and returns them, whose own children are the
+    /// caller's to close.
+    fn refuse_queued(&mut self, parent: ChannelKey) -> Vec<ChannelKey> {
+        let Some(p) = self.entries.get_mut(&parent) else {
+            return Vec::new();
+        };
         let queued: Vec<ChannelKey> = p.nest.queue.drain(..).collect();
         self.queued_children -= queued.len();
         self.wake.accept.push(parent);
-        for child in queued {
+        for &child in &queued {
             if let Some(c) = self.entries.get_mut(&child) {
                 c.holder = Holder::Released;
             }
             self.with(child, |s| ((), s.reset()));
-            self.close_children(child);
             self.maybe_remove(child);
         }
+        queued
     }
 
     /// Whether `parent` takes a child now: `Err` with why not.
@@ -221,19 +233,9 @@ impl ConnectionState {
                 continue;
             }
             e.nest.door = Door::Closed;
-            let queued: Vec<ChannelKey> = e.nest.queue.drain(..).collect();
             let children: Vec<ChannelKey> = e.nest.children.iter().copied().collect();
-            self.queued_children -= queued.len();
-            self.wake.accept.push(p);
-            for child in queued {
-                // Never accepted: reset, and out of the table once closed.
-                if let Some(c) = self.entries.get_mut(&child) {
-                    c.holder = Holder::Released;
-                }
-                self.with(child, |s| ((), s.reset()));
-                self.maybe_remove(child);
-                work.push(child);
-            }
+            let queued = self.refuse_queued(p);
+            work.extend(queued);
             for child in children {
                 self.with(child, |s| ((), s.on_parent_closed()));
                 work.push(child);
