@@ -251,6 +251,18 @@ pub struct Options {
     pub read_timeout: Option<Duration>,
     /// The same for writes that wait (for the send buffer or the peer's window).
     pub write_timeout: Option<Duration>,
+    /// Hubs (by name) whose word this peer takes for who is at the other end of a
+    /// relay: opens through them, and relays from them, skip the end-to-end key
+    /// checks and run the session inside the relay without encryption (the hub's
+    /// own connections are encrypted; the hub can read what it relays). For peers
+    /// that know only the hub's key. Default empty: end to end through every hub.
+    /// Applies to the next relay.
+    pub trusted_hubs: Vec<String>,
+    /// Whether a remote may open a relay to this peer (an end-to-end session from
+    /// a peer it routes for, see `streamkit::hub`). The session's client still
+    /// authenticates against this peer's trust as on a direct connection. Default
+    /// `true`. Applies to the next relay.
+    pub accept_relays: bool,
 }
 
 /// Re-dialling policy for endpoints given to [`Peer::connect`](crate::Peer::connect).
@@ -333,6 +345,8 @@ impl Default for Options {
             keepalive_misses: 3,
             read_timeout: None,
             write_timeout: None,
+            trusted_hubs: Vec::new(),
+            accept_relays: true,
         }
     }
 }

@@ -228,6 +228,15 @@ pub enum OpenErrorKind {
     /// A nested open on a channel that is closed (or closing) on this side.
     #[error("the parent channel is closed")]
     ParentClosed,
+    /// Through a hub: the hub could not reach the peer, or the session with it
+    /// failed (its key not trusted, the name not what the hub vouched for, ...).
+    #[error("through hub {hub:?}: {why}")]
+    Relay {
+        /// The hub's name.
+        hub: String,
+        /// What went wrong, in words.
+        why: String,
+    },
 }
 
 /// Why [`Peer::bind`](crate::Peer::bind) or [`Peer::unbind`](crate::Peer::unbind) failed.

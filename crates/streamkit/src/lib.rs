@@ -55,6 +55,7 @@ mod config;
 mod connection;
 pub mod endpoint;
 pub mod error;
+pub mod hub;
 mod keys;
 mod peer;
 mod transport;
@@ -83,9 +84,10 @@ pub use error::{
 };
 pub use keys::{Identity, PublicKey};
 pub use peer::events::{Event, Events};
-pub use peer::{AcceptError, ListenError, Peer, PeerStats, ServiceListener};
+pub use peer::{AcceptError, ListenError, Peer, PeerStats, Route, ServiceListener};
 pub use trust::{RemoteIdentity, Trust};
 pub use wire::reason::{OpenRefusal, ResetCode};
+pub use wire::relay::RelayMode;
 
 /// The README's examples are compiled and run as doc tests.
 #[cfg(doctest)]

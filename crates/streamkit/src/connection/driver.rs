@@ -43,6 +43,9 @@ pub(crate) struct ConnInfo {
     pub dialed: bool,
     /// What the remote proved, with its name: the identity that holds the name.
     pub remote_id: RemoteIdentity,
+    /// A session through a hub: the services the hub's policy lets the remote
+    /// open here (`None`: no restriction but this peer's own).
+    pub allowed: Option<Arc<crate::wire::relay::Allowed>>,
 }
 
 /// The transport under a connection, as the driver uses it. Channels are named by

@@ -411,6 +411,14 @@ impl ReadHalf {
         self.op(|s| s.read_error()).await
     }
 
+    /// Reads up to `max` bytes of the byte stream as they arrived, without copying
+    /// them and without a buffer of the caller's while it waits (a relay or a
+    /// proxy holds nothing for an idle channel). Empty at the end of stream.
+    pub async fn read_chunk(&mut self, max: usize) -> Result<Bytes, ChannelError> {
+        let max = max.max(1);
+        self.op(|s| s.read_owned(max)).await
+    }
+
     /// Polls for one frame; the poll form of [`read_frame`](Self::read_frame).
     pub fn poll_read_frame(
         &mut self,

@@ -36,6 +36,11 @@ impl Conns {
         Some(conn)
     }
 
+    /// The connection of that id.
+    pub(super) fn get(&self, id: u64) -> Option<&Arc<Conn>> {
+        self.by_id.get(&id)
+    }
+
     /// The connections to `name`, oldest first.
     pub(super) fn named<'a>(
         &'a self,

@@ -70,6 +70,36 @@ pub enum Event {
         /// The service.
         service: String,
     },
+    /// A hub this peer dialled says a peer is reachable through it (presence).
+    Reachable {
+        /// The peer's name.
+        peer: String,
+        /// The hub's name.
+        via: String,
+    },
+    /// A peer is no longer reachable through a hub (it left, or the hub is gone).
+    Unreachable {
+        /// The peer's name.
+        peer: String,
+        /// The hub's name.
+        via: String,
+    },
+    /// A hub made a relay from one of its peers to another.
+    Relayed {
+        /// The calling peer.
+        from: String,
+        /// The peer reached.
+        to: String,
+    },
+    /// A hub refused a relay (policy, a limit, the target gone or refusing).
+    RelayRefused {
+        /// The calling peer.
+        from: String,
+        /// The peer it asked for.
+        to: String,
+        /// Why, as the caller was told.
+        reason: String,
+    },
     /// This subscriber fell behind and missed this many events.
     Missed(u64),
 }

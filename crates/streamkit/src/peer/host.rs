@@ -16,6 +16,7 @@ use crate::transport::Host;
 use crate::trust::RemoteIdentity;
 use crate::trust::Trust;
 use crate::wire::reason::OpenRefusal;
+use crate::wire::relay::{MODE, PRESENCE_SERVICE, RELAY_SERVICE, RelayMode, TO};
 
 /// The peer as its transports see it.
 impl Host for PeerInner {
@@ -140,8 +141,14 @@ impl Host for PeerInner {
             return Err(OpenRefusal::ShuttingDown);
         }
         let opts = self.options();
+        if service == RELAY_SERVICE || service == PRESENCE_SERVICE {
+            return self.admit_internal(conn, service, headers, &opts);
+        }
         if !opts.services.contains(service) && !self.listens(service) {
             return Err(OpenRefusal::ServiceNotFound);
+        }
+        if conn.allowed.as_ref().is_some_and(|a| !a.allows(service)) {
+            return Err(OpenRefusal::Denied);
         }
         if let Some(auth) = self.authorizer() {
             let request = AccessRequest {
@@ -155,6 +162,44 @@ impl Host for PeerInner {
             }
         }
         self.accept_slot(service, opts.max_pending_accepts)
+            .ok_or(OpenRefusal::AcceptQueueFull)
+    }
+
+    fn forward(&self, conn: &ConnInfo, target: &str) -> Option<Result<AcceptSlot, OpenRefusal>> {
+        let decided = self.router.get()?.forward(conn, target)?;
+        Some(decided.and_then(|()| {
+            self.internal_slot(self.options().max_pending_accepts)
+                .ok_or(OpenRefusal::AcceptQueueFull)
+        }))
+    }
+}
+
+impl PeerInner {
+    /// Decides an open of this peer's own services: a relay (routed if this peer
+    /// is a hub, served if not) or a hub's presence (taken only from a connection
+    /// this peer dialled: it chose that hub).
+    fn admit_internal(
+        &self,
+        conn: &ConnInfo,
+        service: &str,
+        headers: &Headers,
+        opts: &Options,
+    ) -> Result<AcceptSlot, OpenRefusal> {
+        if service == PRESENCE_SERVICE {
+            if !conn.dialed {
+                return Err(OpenRefusal::Denied);
+            }
+        } else if let Some(router) = self.router.get() {
+            let to = headers.get(TO).ok_or(OpenRefusal::BadRequest)?;
+            let mode = headers
+                .get(MODE)
+                .and_then(RelayMode::parse)
+                .ok_or(OpenRefusal::BadRequest)?;
+            router.admit(conn, to, mode)?;
+        } else {
+            self.admit_relayed(conn, headers)?;
+        }
+        self.internal_slot(opts.max_pending_accepts)
             .ok_or(OpenRefusal::AcceptQueueFull)
     }
 }

@@ -6,8 +6,10 @@ mod dialer;
 pub mod events;
 mod host;
 mod listen;
+pub(crate) mod relay;
 
 pub use listen::ServiceListener;
+pub use relay::Route;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -128,6 +130,19 @@ pub(crate) struct PeerInner {
     round_robin: AtomicUsize,
     shutting_down: AtomicBool,
     changed: Notify,
+    /// Channels of this peer's own services (relays, presence), each taken by a
+    /// task of its own (see `relay`).
+    internal: Arc<AcceptQueue>,
+    /// The task taking them, started with the first.
+    internal_task: std::sync::OnceLock<()>,
+    /// What hubs say is reachable through them.
+    presence: Mutex<relay::Presence>,
+    /// Channels of this peer's own services open now (see `channels_gone`).
+    internal_open: AtomicUsize,
+    /// One relay session being made per name at a time.
+    relaying: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// The routing of a hub (`crate::hub`), if this peer is one.
+    pub(crate) router: std::sync::OnceLock<Arc<dyn relay::Router>>,
 }
 
 impl std::fmt::Debug for PeerInner {
@@ -173,6 +188,21 @@ impl PeerInner {
         listened.as_ref().unwrap_or(&self.accept).reserve(max)
     }
 
+    /// A place in the queue of this peer's own services; the task that takes
+    /// them starts with the first.
+    fn internal_slot(&self, max: usize) -> Option<AcceptSlot> {
+        self.internal_task.get_or_init(|| {
+            let (me, queue) = (self.me.clone(), self.internal.clone());
+            tokio::spawn(async move {
+                while let Some(ch) = queue.pop().await {
+                    let Some(peer) = me.upgrade() else { return };
+                    peer.take_internal(ch);
+                }
+            });
+        });
+        self.internal.reserve(max)
+    }
+
     /// Whether a [`ServiceListener`] takes `service`'s channels.
     fn listens(&self, service: &str) -> bool {
         lock(&self.listened).contains_key(service)
@@ -213,47 +243,52 @@ impl PeerInner {
         }
     }
 
-    /// Waits until a live connection to `name` exists, for at most `wait`.
-    async fn connection_to(&self, name: &str, wait: std::time::Duration) -> Option<Arc<Conn>> {
-        let find = || {
-            lock(&self.conns)
-                .named(name)
-                .rev()
-                .find(|c| c.lost().is_none())
-                .cloned()
-        };
+    /// Waits until `name` is reachable (a live connection, or a hub that reaches
+    /// it), for at most `wait`.
+    async fn route_to(&self, name: &str, wait: std::time::Duration) -> Option<relay::Target> {
         let waiting = async {
             loop {
                 let changed = self.changed.notified();
                 tokio::pin!(changed);
                 changed.as_mut().enable();
-                if let Some(c) = find() {
-                    return c;
+                if let Some(t) = self.find_route(name) {
+                    return t;
                 }
                 changed.await;
             }
         };
-        match find() {
-            Some(c) => Some(c),
+        match self.find_route(name) {
+            Some(t) => Some(t),
             None if wait.is_zero() => None,
             None => tokio::time::timeout(wait, waiting).await.ok(),
         }
     }
 
-    /// Waits until no channel is open, for at most `timeout`; `false` if some still are.
+    /// Waits until no channel of the application's is open (the peer's own, which
+    /// carry relays and presence, end with their connections), for at most
+    /// `timeout`; `false` if some still are.
     async fn channels_gone(&self, timeout: std::time::Duration) -> bool {
         let wait = async {
             loop {
                 let changed = self.changed.notified();
                 tokio::pin!(changed);
                 changed.as_mut().enable();
-                if self.channel_count() == 0 {
+                if self.channel_count() <= self.internal_open.load(Ordering::SeqCst) {
                     return;
                 }
                 changed.await;
             }
         };
         tokio::time::timeout(timeout, wait).await.is_ok()
+    }
+
+    /// The registered connections that are not lost.
+    pub(crate) fn live_connections(&self) -> Vec<Arc<Conn>> {
+        lock(&self.conns)
+            .values()
+            .filter(|c| c.lost().is_none())
+            .cloned()
+            .collect()
     }
 
     fn connections(&self) -> Vec<Arc<Conn>> {
@@ -330,8 +365,19 @@ impl Peer {
                 round_robin: AtomicUsize::new(0),
                 shutting_down: AtomicBool::new(false),
                 changed: Notify::new(),
+                internal: Arc::new(AcceptQueue::default()),
+                internal_task: std::sync::OnceLock::new(),
+                internal_open: AtomicUsize::new(0),
+                presence: Mutex::new(relay::Presence::default()),
+                relaying: Mutex::new(HashMap::new()),
+                router: std::sync::OnceLock::new(),
             }),
         })
+    }
+
+    /// The peer's insides, for the layers built on it in this crate (the hub).
+    pub(crate) fn inner(&self) -> &Arc<PeerInner> {
+        &self.inner
     }
 
     /// This peer's name.
@@ -499,6 +545,7 @@ impl Peer {
             socket,
             label.to_owned(),
             vec![label.to_owned()],
+            None,
         )
         .await?;
         Ok(conn.info.remote_name.clone())
@@ -524,6 +571,7 @@ impl Peer {
             label.to_owned(),
             None,
             Some(tx),
+            None,
         ));
         let failed = |why: String| ConnectError::Handshake {
             endpoint: label.to_owned(),
@@ -567,16 +615,37 @@ impl Peer {
         self.inner.events.subscribe()
     }
 
-    /// Names of the connected remote peers, in the order they connected.
+    /// Names of the peers [`open`](Self::open) can reach: the connected ones, in
+    /// the order they connected, then those reachable through a hub (sorted).
+    /// [`routes`](Self::routes) says which is which.
     pub fn peers(&self) -> Vec<String> {
+        self.routes().into_iter().map(|r| r.peer).collect()
+    }
+
+    /// How each peer [`open`](Self::open) can reach is reached: by a connection
+    /// of its own (in the order they connected), or through a hub that announced
+    /// it (presence; see [`Event::Reachable`](crate::Event::Reachable)). A peer
+    /// with a connection is listed once, without the hubs that also reach it.
+    pub fn routes(&self) -> Vec<Route> {
         let mut seen = std::collections::HashSet::new();
-        let mut names: Vec<String> = Vec::new();
+        let mut routes: Vec<Route> = Vec::new();
         for c in lock(&self.inner.conns).values() {
-            if seen.insert(c.info.remote_name.as_str()) {
-                names.push(c.info.remote_name.clone());
+            if seen.insert(c.info.remote_name.clone()) {
+                routes.push(Route {
+                    peer: c.info.remote_name.clone(),
+                    via: None,
+                });
             }
         }
-        names
+        for (peer, hub) in lock(&self.inner.presence).all() {
+            if peer != self.inner.name && seen.insert(peer.clone()) {
+                routes.push(Route {
+                    peer,
+                    via: Some(hub),
+                });
+            }
+        }
+        routes
     }
 
     /// Closes every connection to the named peer, and stops re-dialling the
@@ -631,12 +700,17 @@ impl Peer {
             return Err(err(OpenErrorKind::ShuttingDown));
         }
         let opts = self.inner.options();
-        // The most recent live connection to that name, waiting for one a while.
-        let conn = self
+        // The most recent live connection to that name, or a hub that reaches it,
+        // waiting for one a while.
+        let target = self
             .inner
-            .connection_to(peer, opts.open_wait)
+            .route_to(peer, opts.open_wait)
             .await
             .ok_or_else(|| err(OpenErrorKind::NoSuchPeer(opts.open_wait)))?;
+        let conn = match target {
+            relay::Target::Direct(c) => c,
+            relay::Target::Hub(hub) => self.inner.relay_connect(peer, hub).await.map_err(err)?,
+        };
         conn.open(service, headers.into(), None).await.map_err(err)
     }
 
@@ -717,8 +791,13 @@ impl Peer {
             // Give the resets a moment to leave.
             inner.channels_gone(std::time::Duration::from_secs(1)).await;
         }
-        let conns = inner.connections();
-        futures::future::join_all(conns.iter().map(|c| c.close("peer shut down"))).await;
+        // Sessions through hubs first: they end inside the hubs' connections.
+        let (relayed, direct): (Vec<_>, Vec<_>) = inner
+            .connections()
+            .into_iter()
+            .partition(|c| relay::is_relayed(&c.info));
+        futures::future::join_all(relayed.iter().map(|c| c.close("peer shut down"))).await;
+        futures::future::join_all(direct.iter().map(|c| c.close("peer shut down"))).await;
         reset
     }
 }
@@ -732,7 +811,7 @@ async fn accept_loop(peer: Weak<PeerInner>, listener: Arc<Listener>) {
                 if peer.is_shutting_down() {
                     continue;
                 }
-                tokio::spawn(server::serve(peer, socket, addr, ip, None));
+                tokio::spawn(server::serve(peer, socket, addr, ip, None, None));
             }
             Err(e) => {
                 // Out of descriptors and the like: wait a little rather than spin.

@@ -135,6 +135,7 @@ pub(crate) fn dial(client: &Arc<dyn Host>, name: &str) -> Result<Arc<Conn>, Conn
         true,
         RemoteIdentity::key(host_key.fingerprint()),
         None,
+        None,
     );
     let server_conn = super::new_conn(
         &*server,
@@ -146,6 +147,7 @@ pub(crate) fn dial(client: &Arc<dyn Host>, name: &str) -> Result<Arc<Conn>, Conn
         } else {
             RemoteIdentity::Token
         },
+        None,
         None,
     );
     let client_link = InprocLink::new(client, &client_conn);

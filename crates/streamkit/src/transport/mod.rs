@@ -60,6 +60,47 @@ pub(crate) trait Host: Send + Sync + 'static {
         service: &str,
         headers: &Headers,
     ) -> Result<AcceptSlot, OpenRefusal>;
+    /// A standard client's `direct-tcpip` to `target`: `None` unless this peer is
+    /// a hub and `target` a peer it routes to (then whether it will).
+    fn forward(&self, conn: &ConnInfo, target: &str) -> Option<Result<AcceptSlot, OpenRefusal>>;
+}
+
+/// A session run inside a relay channel (through a hub): the name the hub vouched
+/// for at the other end, and whose word decides who that is.
+#[derive(Debug, Clone)]
+pub(crate) struct Relayed {
+    /// The caller (on the serving side) or the target (on the calling side).
+    pub name: String,
+    pub mode: crate::wire::relay::RelayMode,
+    /// The services the hub lets the caller open (serving side only).
+    pub allowed: Option<Arc<crate::wire::relay::Allowed>>,
+}
+
+impl Relayed {
+    /// The trust the session checks the other end's key with: this peer's own,
+    /// end to end; any key when the hub's word is taken (the name must still
+    /// agree with it).
+    pub(crate) fn trust(&self, own: Trust) -> Trust {
+        match self.mode {
+            crate::wire::relay::RelayMode::EndToEnd => own,
+            crate::wire::relay::RelayMode::TrustHub => Trust::new()
+                .danger_accept_any_client()
+                .danger_accept_any_host_key(),
+        }
+    }
+
+    /// The algorithms of the session: ours, end to end; no cipher and no MAC when
+    /// the hub is trusted (its connections are encrypted, and it may read anyway).
+    pub(crate) fn preferred(&self) -> russh::Preferred {
+        match self.mode {
+            crate::wire::relay::RelayMode::EndToEnd => ssh::preferred(),
+            crate::wire::relay::RelayMode::TrustHub => russh::Preferred {
+                cipher: std::borrow::Cow::Borrowed(&[russh::cipher::NONE]),
+                mac: std::borrow::Cow::Borrowed(&[russh::mac::NONE]),
+                ..russh::Preferred::default()
+            },
+        }
+    }
 }
 
 static NEXT_CONN_ID: AtomicU64 = AtomicU64::new(1);
@@ -138,6 +179,7 @@ pub(crate) fn new_conn(
     dialed: bool,
     remote_id: RemoteIdentity,
     remote_ip: Option<IpAddr>,
+    allowed: Option<Arc<crate::wire::relay::Allowed>>,
 ) -> Arc<Conn> {
     let info = ConnInfo {
         id: NEXT_CONN_ID.fetch_add(1, Ordering::Relaxed),
@@ -146,6 +188,7 @@ pub(crate) fn new_conn(
         remote_addr,
         dialed,
         remote_id,
+        allowed,
     };
     Conn::new(
         info,

@@ -9,6 +9,7 @@ pub mod frame;
 pub mod ident;
 pub mod open;
 pub mod reason;
+pub mod relay;
 
 /// SSH extended-data type code of the error stream (RFC 4254 §5.2: `SSH_EXTENDED_DATA_STDERR`).
 pub const EXT_ERROR: u32 = 1;

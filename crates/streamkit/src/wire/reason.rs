@@ -28,6 +28,13 @@ pub enum OpenRefusal {
     /// The remote's memory budget for this connection (or for all) cannot hold
     /// another channel.
     OverBudget,
+    /// A hub has no peer of the requested name connected (or the policy hides it).
+    NotReachable,
+    /// A hub's limit on relayed channels for this peer (or for the target) is reached.
+    RelayLimit,
+    /// A relay asked this peer to take the hub's word for who is calling, and this
+    /// peer does not trust that hub (see `Options::trusted_hubs`).
+    HubNotTrusted,
     /// `SSH_OPEN_ADMINISTRATIVELY_PROHIBITED` from a non-Streamkit peer.
     Prohibited,
     /// `SSH_OPEN_CONNECT_FAILED`.
@@ -59,6 +66,9 @@ impl OpenRefusal {
             OpenRefusal::ShuttingDown => BASE + 7,
             OpenRefusal::ChildrenRefused => BASE + 8,
             OpenRefusal::OverBudget => BASE + 9,
+            OpenRefusal::NotReachable => BASE + 10,
+            OpenRefusal::RelayLimit => BASE + 11,
+            OpenRefusal::HubNotTrusted => BASE + 12,
             OpenRefusal::Other(code) => code,
         }
     }
@@ -79,6 +89,9 @@ impl OpenRefusal {
             c if c == BASE + 7 => OpenRefusal::ShuttingDown,
             c if c == BASE + 8 => OpenRefusal::ChildrenRefused,
             c if c == BASE + 9 => OpenRefusal::OverBudget,
+            c if c == BASE + 10 => OpenRefusal::NotReachable,
+            c if c == BASE + 11 => OpenRefusal::RelayLimit,
+            c if c == BASE + 12 => OpenRefusal::HubNotTrusted,
             c => OpenRefusal::Other(c),
         }
     }
@@ -95,6 +108,9 @@ impl OpenRefusal {
             OpenRefusal::ShuttingDown => "peer is shutting down",
             OpenRefusal::ChildrenRefused => "parent does not accept channels",
             OpenRefusal::OverBudget => "the connection's memory budget is spent",
+            OpenRefusal::NotReachable => "no peer of that name is reachable through this hub",
+            OpenRefusal::RelayLimit => "the hub's limit on relayed channels is reached",
+            OpenRefusal::HubNotTrusted => "this peer does not take the hub's word for names",
             OpenRefusal::Prohibited => "administratively prohibited",
             OpenRefusal::ConnectFailed => "connect failed",
             OpenRefusal::UnknownChannelType => "unknown channel type (not a streamkit peer?)",

@@ -10,6 +10,7 @@ mod adversaries;
 mod bad_clients;
 mod churn;
 mod conformance;
+mod hub;
 mod inproc;
 mod localtunnel;
 mod peers;

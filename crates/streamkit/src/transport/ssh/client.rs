@@ -15,13 +15,13 @@ use crate::connection::driver::lock;
 use crate::endpoint::Endpoint;
 use crate::error::ConnectError;
 use crate::keys::PublicKey;
-use crate::transport::{self, Host, SshStream};
+use crate::transport::{self, Host, Relayed, SshStream};
 use crate::trust::RemoteIdentity;
 use crate::trust::{Refusal, Trust};
 use crate::wire::ident;
 use crate::wire::reason::OpenRefusal;
 
-fn config(host: &dyn Host) -> Arc<russh::client::Config> {
+fn config(host: &dyn Host, relayed: Option<&Relayed>) -> Arc<russh::client::Config> {
     let opts = host.options();
     Arc::new(russh::client::Config {
         client_id: SshId::Standard(ident::client_ident().into()),
@@ -31,7 +31,7 @@ fn config(host: &dyn Host) -> Arc<russh::client::Config> {
         keepalive_interval: super::server::keepalive(&opts).0,
         keepalive_max: super::server::keepalive(&opts).1,
         nodelay: true,
-        preferred: preferred(),
+        preferred: relayed.map_or_else(preferred, Relayed::preferred),
         ..Default::default()
     })
 }
@@ -82,18 +82,20 @@ pub(crate) async fn dial(host: &Arc<dyn Host>, ep: &Endpoint) -> Result<Arc<Conn
             endpoint: ep.to_string(),
             source,
         })?;
-    handshake(host, socket, ep.to_string(), ep.known_host_names()).await
+    handshake(host, socket, ep.to_string(), ep.known_host_names(), None).await
 }
 
 /// Runs the SSH client side over `socket`: key exchange, the server's key checked
 /// against `host_names` (the names `known_hosts` may list it under) and its
 /// announced name, authentication; returns the registered connection. `endpoint`
-/// names the other end in messages.
+/// names the other end in messages. `relayed`: the socket is a relay channel, and
+/// the server must announce the name the hub was asked for.
 pub(crate) async fn handshake(
     host: &Arc<dyn Host>,
     socket: transport::Socket,
     endpoint: String,
     host_names: Vec<String>,
+    relayed: Option<Relayed>,
 ) -> Result<Arc<Conn>, ConnectError> {
     let opts = host.options();
     let _handshaking = transport::Counted::new(host.handshakes());
@@ -107,8 +109,14 @@ pub(crate) async fn handshake(
         early: Mutex::new(Vec::new()),
         ended: Mutex::new(None),
     });
+    let trust = match &relayed {
+        Some(r) => r.trust(host.trust()),
+        None => host.trust(),
+    };
+    let config = config(&**host, relayed.as_ref());
     let handler = ClientHandler {
-        trust: host.trust(),
+        trust,
+        expected: relayed.map(|r| r.name),
         endpoint: endpoint.clone(),
         host_names,
         hs: hs.clone(),
@@ -117,7 +125,7 @@ pub(crate) async fn handshake(
         disconnect: None,
     };
     let handshake = async {
-        let handle = russh::client::connect_stream(config(&**host), stream, handler).await;
+        let handle = russh::client::connect_stream(config, stream, handler).await;
         let mut handle = match handle {
             Ok(h) => h,
             Err(e) => {
@@ -199,7 +207,7 @@ pub(crate) async fn handshake(
         Some(key) => RemoteIdentity::key(key.fingerprint()),
         None => RemoteIdentity::key(String::new()), // kex_done refuses a server without one
     };
-    let conn = transport::new_conn(&**host, name, endpoint.clone(), true, remote_id, None);
+    let conn = transport::new_conn(&**host, name, endpoint.clone(), true, remote_id, None, None);
     let _ = shared.conn.set(conn.clone());
     conn.start(shared.link.clone());
     // The session may have ended meanwhile: nobody else would notice.
@@ -224,6 +232,8 @@ pub(crate) async fn handshake(
 
 pub(crate) struct ClientHandler {
     trust: Trust,
+    /// Through a hub: the name the server must announce.
+    expected: Option<String>,
     /// The other end, for messages.
     endpoint: String,
     /// Names `known_hosts` may list the server under (its endpoint).
@@ -312,6 +322,12 @@ impl russh::client::Handler for ClientHandler {
         };
         if name.is_empty() {
             return Err(self.refuse(ConnectError::NotStreamkit { endpoint, software }));
+        }
+        if let Some(expected) = self.expected.as_ref().filter(|e| **e != name) {
+            return Err(self.refuse(ConnectError::Handshake {
+                endpoint,
+                why: format!("the hub reached a peer that announces {name:?}, not {expected:?}"),
+            }));
         }
         let Some(key) = lock(&self.hs).host_key.clone() else {
             return Err(self.refuse(ConnectError::Handshake {

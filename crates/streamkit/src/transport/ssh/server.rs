@@ -15,7 +15,7 @@ use crate::connection::state::Decision;
 use crate::connection::{COMPAT_INITIAL_WINDOW, Conn, Incoming};
 use crate::error::LostReason;
 use crate::keys::PublicKey;
-use crate::transport::{Counted, Host, Socket, SshStream};
+use crate::transport::{Counted, Host, Relayed, Socket, SshStream};
 use crate::trust::RemoteIdentity;
 use crate::trust::Trust;
 use crate::wire::ident;
@@ -28,7 +28,7 @@ const EXIT_NOT_FOUND: u32 = 127;
 const EXIT_REFUSED: u32 = 126;
 
 /// The russh server configuration for a peer's current options.
-pub(crate) fn config(host: &dyn Host) -> Arc<russh::server::Config> {
+pub(crate) fn config(host: &dyn Host, relayed: Option<&Relayed>) -> Arc<russh::server::Config> {
     let opts = host.options();
     let trust = host.trust();
     let mut methods = vec![MethodKind::PublicKey];
@@ -53,7 +53,7 @@ pub(crate) fn config(host: &dyn Host) -> Arc<russh::server::Config> {
         keepalive_max: keepalive(&opts).1,
         nodelay: true,
         event_buffer_size: 64,
-        preferred: preferred(),
+        preferred: relayed.map_or_else(preferred, Relayed::preferred),
         ..Default::default()
     })
 }
@@ -77,13 +77,15 @@ pub(crate) fn keepalive(opts: &crate::config::Options) -> (Option<Duration>, usi
 }
 
 /// Runs one accepted socket until its connection ends. `ready`, if given, hears
-/// how the handshake ended.
+/// how the handshake ended. `relayed`: the socket is a relay channel, and the
+/// client must authenticate as the name the hub vouched for.
 pub(crate) async fn serve(
     host: Arc<dyn Host>,
     socket: Socket,
     remote_addr: String,
     ip: Option<IpAddr>,
     ready: Option<Ready>,
+    relayed: Option<Relayed>,
 ) {
     let ready = Arc::new(std::sync::Mutex::new(ready));
     let opts = host.options();
@@ -142,9 +144,16 @@ pub(crate) async fn serve(
         conn: OnceLock::new(),
         link: SshLink::new(out, kill.clone()),
     });
+    let trust = match &relayed {
+        Some(r) => r.trust(host.trust()),
+        None => host.trust(),
+    };
+    let config = config(&*host, relayed.as_ref());
     let handler = ServerHandler {
         host: Arc::downgrade(&host),
-        trust: host.trust(),
+        trust,
+        allowed: relayed.as_ref().and_then(|r| r.allowed.clone()),
+        vouched: relayed.map(|r| r.name),
         remote_addr: remote_addr.clone(),
         remote_ip: ip,
         shared: shared.clone(),
@@ -167,7 +176,6 @@ pub(crate) async fn serve(
             }
         })
     };
-    let config = config(&*host);
     drop(host);
     let result = match russh::server::run_stream(config, stream, handler).await {
         Ok(session) => session.await,
@@ -204,6 +212,10 @@ pub(crate) struct ServerHandler {
     /// Weak: a connection does not keep its peer alive (dropping the peer closes it).
     host: std::sync::Weak<dyn Host>,
     trust: Trust,
+    /// Through a hub: the name it vouched for, which the client must claim.
+    vouched: Option<String>,
+    /// Through a hub: the services its policy lets the client open.
+    allowed: Option<Arc<crate::wire::relay::Allowed>>,
     remote_addr: String,
     /// The remote's IP address (TCP), whose connections share a memory budget.
     remote_ip: Option<IpAddr>,
@@ -227,8 +239,28 @@ impl ServerHandler {
         }
     }
 
-    fn check_key(&self, user: &str, key: &ssh_key::PublicKey) -> bool {
+    /// Whether `user` may be claimed here: through a hub, only the name it vouched for.
+    fn claimable(&mut self, user: &str) -> bool {
         if ident::validate_peer_name(user).is_err() {
+            return false;
+        }
+        match &self.vouched {
+            Some(name) if name != user => {
+                tracing::info!(
+                    remote = %self.remote_addr, user,
+                    "refused a relayed client: the hub vouched for {name:?}"
+                );
+                self.refusal = Some(format!(
+                    "the hub says this is {name:?}, but the client claims {user:?}"
+                ));
+                false
+            }
+            _ => true,
+        }
+    }
+
+    fn check_key(&mut self, user: &str, key: &ssh_key::PublicKey) -> bool {
+        if !self.claimable(user) {
             return false;
         }
         self.trust
@@ -371,7 +403,7 @@ impl russh::server::Handler for ServerHandler {
     }
 
     async fn auth_password(&mut self, user: &str, password: &str) -> Result<Auth, Self::Error> {
-        if ident::validate_peer_name(user).is_ok() && self.trust.check_token(password) {
+        if self.claimable(user) && self.trust.check_token(password) {
             if self.trust.is_bound(user) {
                 tracing::info!(
                     remote = %self.remote_addr, user,
@@ -430,6 +462,7 @@ impl russh::server::Handler for ServerHandler {
             false,
             remote_id,
             self.remote_ip,
+            self.allowed.clone(),
         );
         let _ = self.shared.conn.set(conn.clone());
         self.handshaking = None;
@@ -535,8 +568,13 @@ impl russh::server::Handler for ServerHandler {
             reply.reject(failure(OpenRefusal::BadRequest)).await;
             return Ok(());
         }
-        // The authoriser is the application's code: it runs before the connection's lock.
-        let slot = match host.admit(&conn.info, host_to_connect, &Headers::new()) {
+        // On a hub, a peer's name is routed to that peer (`ssh -J`); otherwise the
+        // host names a service. The authoriser is the application's code: it runs
+        // before the connection's lock.
+        let decided = host
+            .forward(&conn.info, host_to_connect)
+            .unwrap_or_else(|| host.admit(&conn.info, host_to_connect, &Headers::new()));
+        let slot = match decided {
             Ok(slot) => slot,
             Err(r) => {
                 reply.reject(failure(r)).await;

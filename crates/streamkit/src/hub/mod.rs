@@ -1,0 +1,526 @@
+//! A hub: a peer that routes channels between the peers connected to it, so that
+//! peers behind NAT reach each other by name.
+//!
+//! Peers connect to a hub as to any peer. The hub tells each peer that dialled it
+//! which names are reachable through it (presence), and keeps that true as peers
+//! come and go. `peer.open("carol", ...)` on a peer whose only connection is to
+//! the hub asks the hub for a *relay* to carol: the hub opens a relay channel to
+//! carol, joins the two channels byte for byte, and the two ends run an SSH
+//! session of their own inside: alice as the client, carol as the server, each
+//! checking the other's key against its own trust as on a direct connection, and
+//! the name the hub vouched for must agree. The hub sees ciphertext only. Every
+//! channel of that session is an ordinary channel: headers, frames, error frames,
+//! trailers, half-close, reset, nesting, RPC, flow control.
+//!
+//! Peers that know only the hub's key name it in
+//! [`Options::trusted_hubs`](crate::Options::trusted_hubs): they take the hub's
+//! word for who is at the other end, and the session inside is not encrypted.
+//!
+//! A standard SSH client reaches a peer's services through the hub with
+//! OpenSSH's ProxyJump: `ssh -J alice@hub:port carol SERVICE` (the jump's
+//! `direct-tcpip` to `carol` is routed to carol, which answers the SSH session
+//! inside as it answers standard clients).
+//!
+//! The hub never holds more than its budgets: each relay is two channels, each
+//! flow-controlled, joined by a task that forwards a chunk only once the other
+//! side has room for it, so backpressure runs end to end.
+
+mod policy;
+
+pub use policy::{Policy, PolicyError};
+
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
+
+use tokio::io::AsyncWriteExt as _;
+use tokio::sync::watch;
+
+use crate::channel::Headers;
+use crate::config::PeerConfig;
+use crate::connection::driver::lock;
+use crate::connection::handle::{Channel, ReadHalf, WriteHalf};
+use crate::connection::{Conn, ConnInfo};
+use crate::error::ConfigError;
+use crate::peer::events::Event;
+use crate::peer::relay::{Internal, Router};
+use crate::peer::{Peer, PeerInner};
+use crate::wire::reason::OpenRefusal;
+use crate::wire::relay::{
+    self, FROM, MODE, PRESENCE_SERVICE, PresenceUpdate, RELAY_SERVICE, RelayMode, TO,
+};
+
+/// What a hub allows: the policy and the limits. Each limit, when reached,
+/// refuses the relay with a clear reason (the caller's `open` fails with it) and
+/// an [`Event::RelayRefused`] on the hub.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct HubConfig {
+    /// Who may reach whom, and which services. Default: every peer the hub trusts
+    /// may reach every other.
+    pub policy: Policy,
+    /// Relays one peer may have open at once, as the caller. Default 1,024.
+    pub max_relays_per_peer: usize,
+    /// Bytes (both ways) after which a relay is reset. Default `None`: no cap.
+    pub max_relay_bytes: Option<u64>,
+    /// Time after which a relay is reset. Default `None`: no cap.
+    pub max_relay_time: Option<Duration>,
+    /// Bytes per second a peer may send through all its relays (either end).
+    /// Default `None`: no cap.
+    pub max_bandwidth_per_peer: Option<u64>,
+    /// Presence updates to one peer are sent at most this often; changes in
+    /// between are coalesced (a peer that joined and left is never announced).
+    /// Default 100 ms.
+    pub presence_interval: Duration,
+}
+
+impl Default for HubConfig {
+    fn default() -> HubConfig {
+        HubConfig {
+            policy: Policy::allow_all(),
+            max_relays_per_peer: 1024,
+            max_relay_bytes: None,
+            max_relay_time: None,
+            max_bandwidth_per_peer: None,
+            presence_interval: Duration::from_millis(100),
+        }
+    }
+}
+
+/// What a hub is doing: see [`Hub::stats`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct HubStats {
+    /// Relays open now.
+    pub relays: usize,
+    /// Relays made since the hub started.
+    pub relayed: u64,
+    /// Relays refused (policy, limits, target gone) since the hub started.
+    pub refused: u64,
+    /// Bytes forwarded through relays, both ways.
+    pub bytes: u64,
+}
+
+/// A hub: see the [module docs](self).
+#[derive(Clone)]
+pub struct Hub {
+    peer: Peer,
+    state: Arc<HubState>,
+}
+
+impl std::fmt::Debug for Hub {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Hub")
+            .field("peer", &self.peer)
+            .field("stats", &self.stats())
+            .finish()
+    }
+}
+
+impl Hub {
+    /// Makes a peer with the hub's routing. Must be called inside a tokio runtime
+    /// (it starts the task that keeps presence up to date). Bind it with
+    /// [`peer().bind`](Peer::bind); it also serves its own services (`config`'s
+    /// options) like any peer.
+    pub fn new(config: PeerConfig, hub: HubConfig) -> Result<Hub, ConfigError> {
+        let peer = Peer::new(config)?;
+        let (presence, _) = watch::channel(Arc::new(BTreeSet::new()));
+        let state = Arc::new(HubState {
+            peer: Arc::downgrade(peer.inner()),
+            config: hub,
+            relays: Mutex::new(HashMap::new()),
+            buckets: Mutex::new(HashMap::new()),
+            presence,
+            pushing: Mutex::new(HashSet::new()),
+            open: AtomicUsize::new(0),
+            relayed: AtomicU64::new(0),
+            refused: AtomicU64::new(0),
+            bytes: AtomicU64::new(0),
+        });
+        let router: Arc<dyn Router> = state.clone();
+        let _ = peer.inner().router.set(router);
+        tokio::spawn(track_presence(state.clone(), peer.events()));
+        Ok(Hub { peer, state })
+    }
+
+    /// The hub's peer: bind it, read its events, shut it down.
+    pub fn peer(&self) -> &Peer {
+        &self.peer
+    }
+
+    /// What the hub is doing now.
+    pub fn stats(&self) -> HubStats {
+        HubStats {
+            relays: self.state.open.load(Ordering::SeqCst),
+            relayed: self.state.relayed.load(Ordering::SeqCst),
+            refused: self.state.refused.load(Ordering::SeqCst),
+            bytes: self.state.bytes.load(Ordering::SeqCst),
+        }
+    }
+}
+
+struct HubState {
+    peer: Weak<PeerInner>,
+    config: HubConfig,
+    /// Relays open per calling peer.
+    relays: Mutex<HashMap<String, usize>>,
+    /// Bandwidth per peer, when capped.
+    buckets: Mutex<HashMap<String, Bucket>>,
+    /// The names connected to the hub.
+    presence: watch::Sender<Arc<BTreeSet<String>>>,
+    /// Connections (ids) that have a presence channel, or are getting one.
+    pushing: Mutex<HashSet<u64>>,
+    open: AtomicUsize,
+    relayed: AtomicU64,
+    refused: AtomicU64,
+    bytes: AtomicU64,
+}
+
+/// A token bucket: bytes a peer may send now, refilled at the cap per second up
+/// to one second's worth.
+struct Bucket {
+    tokens: f64,
+    at: tokio::time::Instant,
+}
+
+impl HubState {
+    /// The live connection of peer `name`, if connected.
+    fn conn_of(&self, name: &str) -> Option<Arc<Conn>> {
+        match self.peer.upgrade()?.find_route(name)? {
+            crate::peer::relay::Target::Direct(c) => Some(c),
+            crate::peer::relay::Target::Hub(_) => None,
+        }
+    }
+
+    fn refuse(&self, from: &str, to: &str, why: OpenRefusal) -> OpenRefusal {
+        self.refused.fetch_add(1, Ordering::SeqCst);
+        tracing::info!(from, to, "relay refused: {}", why.description());
+        if let Some(p) = self.peer.upgrade() {
+            p.events.emit(|| Event::RelayRefused {
+                from: from.to_owned(),
+                to: to.to_owned(),
+                reason: why.description().to_owned(),
+            });
+        }
+        why
+    }
+
+    /// The checks made before a relay is admitted, and again when it is routed.
+    fn check(&self, from: &str, to: &str) -> Result<(), OpenRefusal> {
+        if to == from || self.conn_of(to).is_none() {
+            return Err(OpenRefusal::NotReachable);
+        }
+        if !self.config.policy.reaches(from, to) {
+            return Err(OpenRefusal::Denied);
+        }
+        let open = lock(&self.relays).get(from).copied().unwrap_or(0);
+        if open >= self.config.max_relays_per_peer {
+            return Err(OpenRefusal::RelayLimit);
+        }
+        Ok(())
+    }
+
+    /// Counts a relay of `from`'s (released when the guard drops); `None` over the limit.
+    fn count(self: &Arc<Self>, from: &str) -> Option<Counted> {
+        let mut relays = lock(&self.relays);
+        let n = relays.entry(from.to_owned()).or_insert(0);
+        if *n >= self.config.max_relays_per_peer {
+            return None;
+        }
+        *n += 1;
+        self.open.fetch_add(1, Ordering::SeqCst);
+        Some(Counted {
+            state: self.clone(),
+            from: from.to_owned(),
+        })
+    }
+
+    /// Waits until `peer` may send `n` more bytes.
+    async fn pace(&self, peer: &str, n: usize) {
+        let Some(rate) = self.config.max_bandwidth_per_peer else {
+            return;
+        };
+        let rate = rate.max(1) as f64;
+        let wait = {
+            let mut buckets = lock(&self.buckets);
+            let now = tokio::time::Instant::now();
+            let b = buckets.entry(peer.to_owned()).or_insert(Bucket {
+                tokens: rate,
+                at: now,
+            });
+            let refill = now.duration_since(b.at).as_secs_f64() * rate;
+            b.tokens = (b.tokens + refill).min(rate);
+            b.at = now;
+            b.tokens -= n as f64;
+            (b.tokens < 0.0).then(|| Duration::from_secs_f64(-b.tokens / rate))
+        };
+        if let Some(wait) = wait {
+            tokio::time::sleep(wait).await;
+        }
+    }
+}
+
+/// One relay of a calling peer's, counted while it lives.
+struct Counted {
+    state: Arc<HubState>,
+    from: String,
+}
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        let mut relays = lock(&self.state.relays);
+        if let Some(n) = relays.get_mut(&self.from) {
+            *n -= 1;
+            if *n == 0 {
+                relays.remove(&self.from);
+            }
+        }
+        self.state.open.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+impl Router for HubState {
+    fn admit(&self, from: &ConnInfo, target: &str, _mode: RelayMode) -> Result<(), OpenRefusal> {
+        self.check(&from.remote_name, target)
+            .map_err(|r| self.refuse(&from.remote_name, target, r))
+    }
+
+    fn forward(&self, from: &ConnInfo, target: &str) -> Option<Result<(), OpenRefusal>> {
+        self.conn_of(target)?;
+        Some(
+            self.check(&from.remote_name, target)
+                .map_err(|r| self.refuse(&from.remote_name, target, r)),
+        )
+    }
+
+    fn route(self: Arc<Self>, ch: Channel, counted: Internal) {
+        tokio::spawn(async move {
+            relay(&self, ch).await;
+            drop(counted);
+        });
+    }
+}
+
+/// Most bytes forwarded in one step of a relay.
+const CHUNK: usize = 64 * 1024;
+
+/// Routes one admitted channel: opens the relay to its target, answers the
+/// caller, and joins the two channels until both ends are done.
+async fn relay(state: &Arc<HubState>, mut from_ch: Channel) {
+    let meta = from_ch.meta().clone();
+    let from = meta.remote_peer().to_owned();
+    // A native relay names its target and mode; a standard client's forward
+    // (ProxyJump) names the target as its host and is end to end.
+    let native = meta.service() == RELAY_SERVICE;
+    let (to, mode) = if native {
+        let mode = meta.headers().get(MODE).and_then(RelayMode::parse);
+        match (meta.headers().get(TO), mode) {
+            (Some(to), Some(mode)) => (to.to_owned(), mode),
+            _ => return from_ch.reset(),
+        }
+    } else {
+        (meta.service().to_owned(), RelayMode::EndToEnd)
+    };
+    let refused = |why: String, mut ch: Channel| async move {
+        if native {
+            // The caller reads why in the first frame.
+            let _ = ch.write_frame(&relay::answer(Some(&why))).await;
+            let _ = ch.close().await;
+        } else {
+            ch.reset();
+        }
+    };
+    let counted = match state
+        .check(&from, &to)
+        .ok()
+        .and_then(|()| state.count(&from))
+    {
+        Some(c) => c,
+        None => {
+            let why = state
+                .check(&from, &to)
+                .err()
+                .unwrap_or(OpenRefusal::RelayLimit);
+            let why = state.refuse(&from, &to, why);
+            return refused(why.description().to_owned(), from_ch).await;
+        }
+    };
+    let Some(target) = state.conn_of(&to) else {
+        let why = state.refuse(&from, &to, OpenRefusal::NotReachable);
+        return refused(why.description().to_owned(), from_ch).await;
+    };
+    let mut headers = Headers::new();
+    headers.insert(FROM, &from);
+    headers.insert(MODE, mode.as_str());
+    for h in state.config.policy.allowed(&from, &to).to_headers() {
+        headers.push(h);
+    }
+    let to_ch = match target.open(RELAY_SERVICE, headers, None).await {
+        Ok(ch) => ch,
+        Err(kind) => {
+            state.refused.fetch_add(1, Ordering::SeqCst);
+            if let Some(p) = state.peer.upgrade() {
+                p.events.emit(|| Event::RelayRefused {
+                    from: from.clone(),
+                    to: to.clone(),
+                    reason: kind.to_string(),
+                });
+            }
+            return refused(format!("{to}: {kind}"), from_ch).await;
+        }
+    };
+    if native && from_ch.write_frame(&relay::answer(None)).await.is_err() {
+        return;
+    }
+    state.relayed.fetch_add(1, Ordering::SeqCst);
+    if let Some(p) = state.peer.upgrade() {
+        p.events.emit(|| Event::Relayed {
+            from: from.clone(),
+            to: to.clone(),
+        });
+    }
+    // The second channel is the hub's own too.
+    let _also = state
+        .peer
+        .upgrade()
+        .map(|p| crate::peer::relay::Internal::new(&p, 1));
+    splice(state, from_ch, &from, to_ch, &to).await;
+    drop(counted);
+}
+
+/// Joins two channels both ways, half-close included, within the hub's caps; a
+/// reset or failure on either side resets the other.
+async fn splice(state: &Arc<HubState>, a: Channel, a_name: &str, b: Channel, b_name: &str) {
+    let (ar, aw) = a.split();
+    let (br, bw) = b.split();
+    let carried = AtomicU64::new(0);
+    let both = async {
+        tokio::join!(
+            pump(state, ar, bw, a_name, &carried),
+            pump(state, br, aw, b_name, &carried)
+        )
+    };
+    match state.config.max_relay_time {
+        Some(cap) => {
+            if tokio::time::timeout(cap, both).await.is_err() {
+                tracing::info!(a_name, b_name, "relay reset: time cap ({cap:?}) reached");
+            }
+            // Dropping the pumps mid-way drops their halves: the channels are
+            // reset if they had not ended.
+        }
+        None => {
+            both.await;
+        }
+    }
+}
+
+/// Forwards what `r` reads to `w` (sent by peer `sender`) until the end of
+/// stream, which it forwards as a half-close.
+async fn pump(
+    state: &HubState,
+    mut r: ReadHalf,
+    mut w: WriteHalf,
+    sender: &str,
+    carried: &AtomicU64,
+) {
+    loop {
+        let chunk = match r.read_chunk(CHUNK).await {
+            Ok(c) if c.is_empty() => {
+                let _ = w.close_write().await;
+                return;
+            }
+            Ok(c) => c,
+            Err(_) => return w.reset(),
+        };
+        let total = carried.fetch_add(chunk.len() as u64, Ordering::Relaxed) + chunk.len() as u64;
+        if state.config.max_relay_bytes.is_some_and(|cap| total > cap) {
+            tracing::info!(sender, "relay reset: byte cap reached");
+            return w.reset();
+        }
+        state.pace(sender, chunk.len()).await;
+        if w.write_all(&chunk).await.is_err() {
+            return;
+        }
+        state.bytes.fetch_add(chunk.len() as u64, Ordering::Relaxed);
+    }
+}
+
+/// Keeps the presence set equal to the connected names, and gives every
+/// connection that dialled the hub a presence channel.
+async fn track_presence(state: Arc<HubState>, mut events: crate::peer::events::Events) {
+    loop {
+        let Some(peer) = state.peer.upgrade() else {
+            return;
+        };
+        let conns = peer.live_connections();
+        drop(peer);
+        let names: BTreeSet<String> = conns.iter().map(|c| c.info.remote_name.clone()).collect();
+        state.presence.send_if_modified(|now| {
+            if **now == names {
+                return false;
+            }
+            *now = Arc::new(names);
+            true
+        });
+        let live: HashSet<u64> = conns.iter().map(|c| c.info.id).collect();
+        let new: Vec<Arc<Conn>> = {
+            let mut pushing = lock(&state.pushing);
+            pushing.retain(|id| live.contains(id));
+            conns
+                .into_iter()
+                .filter(|c| !c.info.dialed && pushing.insert(c.info.id))
+                .collect()
+        };
+        for conn in new {
+            tokio::spawn(push_presence(state.clone(), conn));
+        }
+        // Connections come and go with events; a subscriber that fell behind
+        // recomputes all the same.
+        loop {
+            match events.next().await {
+                None => return,
+                Some(Event::Connected { .. } | Event::Disconnected { .. } | Event::Missed(_)) => {
+                    break;
+                }
+                Some(_) => {}
+            }
+        }
+    }
+}
+
+/// Sends one connection the names reachable through the hub (those the policy
+/// lets it reach), then every change, coalesced over the presence interval.
+async fn push_presence(state: Arc<HubState>, conn: Arc<Conn>) {
+    let me = conn.info.remote_name.clone();
+    // Peers that do not take presence (standard clients, peers that were
+    // dialled by another) refuse it; that is all.
+    let Ok(mut ch) = conn.open(PRESENCE_SERVICE, Headers::new(), None).await else {
+        return;
+    };
+    let mut rx = state.presence.subscribe();
+    let mut sent: Arc<BTreeSet<String>> = Arc::new(BTreeSet::new());
+    loop {
+        let now = rx.borrow_and_update().clone();
+        let updates: Vec<PresenceUpdate> = relay::presence_diff(&sent, &now)
+            .into_iter()
+            .filter(|u| {
+                let (PresenceUpdate::Joined(n) | PresenceUpdate::Left(n)) = u;
+                *n != me && state.config.policy.reaches(&me, n)
+            })
+            .collect();
+        sent = now;
+        if !updates.is_empty()
+            && ch
+                .write_frame(&relay::encode_presence(&updates))
+                .await
+                .is_err()
+        {
+            return;
+        }
+        tokio::time::sleep(state.config.presence_interval).await;
+        if rx.changed().await.is_err() {
+            return;
+        }
+    }
+}
