@@ -15,10 +15,16 @@ use tokio::io::{AsyncRead, AsyncWriteExt, ReadBuf};
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// The peer to connect to (tcp://HOST:PORT, unix:///PATH).
-    url: String,
+    /// The peer to connect to (tcp://HOST:PORT, unix:///PATH); with --via, the
+    /// name of the peer to reach through the hub.
+    #[arg(value_name = "URL|PEER")]
+    target: String,
     /// The service to open.
     service: String,
+    /// Reach PEER through the hub at this URL (end to end: PEER's key is checked
+    /// against --known-hosts by its name, unless --trust-hub).
+    #[arg(long, value_name = "URL")]
+    via: Option<String>,
     /// A header, usually K=V; repeatable.
     #[arg(short = 'H', long = "header", value_name = "K=V")]
     headers: Vec<String>,
@@ -28,7 +34,6 @@ pub struct Args {
 
 /// How a one-shot client identifies itself and checks the server (`open`, `call`).
 #[derive(clap::Args)]
-#[command(group(clap::ArgGroup::new("host-trust").args(["known_hosts", "host_key_fingerprint", "insecure_accept_any_host_key"])))]
 pub struct ClientArgs {
     /// Our identity key (default: a new key for this run).
     #[arg(long, value_name = "PATH")]
@@ -39,7 +44,22 @@ pub struct ClientArgs {
     /// Our peer name (default: $USER).
     #[arg(long)]
     name: Option<String>,
-    /// Trust the server's host key if this known_hosts file lists it.
+    #[command(flatten)]
+    hosts: HostTrustArgs,
+    /// Through a hub: take the hub's word for who the peer is (its key is not
+    /// checked, and the session inside the relay is not encrypted; the peer must
+    /// trust the hub's word too).
+    #[arg(long = "trust-hub")]
+    trust_hub: bool,
+}
+
+/// How a dialling side checks the host keys of what it reaches (`open`, `call`,
+/// `serve --connect`).
+#[derive(clap::Args)]
+#[command(group(clap::ArgGroup::new("host-trust").args(["known_hosts", "host_key_fingerprint", "insecure_accept_any_host_key"])))]
+pub struct HostTrustArgs {
+    /// Trust the server's host key if this known_hosts file lists it (by address,
+    /// or by peer name: a peer reached through a hub is looked up by its name).
     #[arg(long = "known-hosts", value_name = "PATH")]
     known_hosts: Option<PathBuf>,
     /// Trust the server's host key if it has this fingerprint.
@@ -50,21 +70,28 @@ pub struct ClientArgs {
     insecure_accept_any_host_key: bool,
 }
 
-impl ClientArgs {
-    /// A peer that serves nothing, connected to `url`; returns the server's name.
-    pub async fn connect(&self, url: &str) -> anyhow::Result<(Peer, String)> {
-        let trust = if let Some(path) = &self.known_hosts {
-            Trust::new().with_known_hosts_file(path)?
+impl HostTrustArgs {
+    /// `trust`, also trusting the host keys the flags name; an error if none was given.
+    pub fn add_to(&self, trust: Trust) -> anyhow::Result<Trust> {
+        Ok(if let Some(path) = &self.known_hosts {
+            trust.with_known_hosts_file(path)?
         } else if let Some(fp) = &self.host_key_fingerprint {
-            Trust::new().with_fingerprint(fp)?
+            trust.with_fingerprint(fp)?
         } else if self.insecure_accept_any_host_key {
-            Trust::new().danger_accept_any_host_key()
+            trust.danger_accept_any_host_key()
         } else {
             bail!(
                 "no way to check the server's host key: pass --known-hosts PATH, --host-key-fingerprint SHA256:... \
                  or --insecure-accept-any-host-key"
             );
-        };
+        })
+    }
+}
+
+impl ClientArgs {
+    /// A peer that serves nothing, connected to `url`; returns the server's name.
+    pub async fn connect(&self, url: &str) -> anyhow::Result<(Peer, String)> {
+        let trust = self.hosts.add_to(Trust::new())?;
         let identity = match &self.key {
             Some(path) => Identity::load(path)?,
             None => Identity::generate(),
@@ -84,6 +111,11 @@ impl ClientArgs {
         }
         let peer = Peer::new(config)?;
         let remote = peer.connect(url).await?;
+        if self.trust_hub {
+            let mut options = peer.options();
+            options.trusted_hubs = vec![remote.clone()];
+            peer.set_options(options)?;
+        }
         Ok((peer, remote))
     }
 }
@@ -168,7 +200,11 @@ fn print_error_frame(e: &[u8]) {
 }
 
 pub async fn run(args: Args) -> anyhow::Result<u8> {
-    let (peer, remote) = args.client.connect(&args.url).await?;
+    let (peer, remote) = match &args.via {
+        // The hub says who is reachable through it; `open` waits a moment for that.
+        Some(hub) => (args.client.connect(hub).await?.0, args.target.clone()),
+        None => args.client.connect(&args.target).await?,
+    };
     let ch = peer
         .open(&remote, &args.service, Headers::from(args.headers.clone()))
         .await?;

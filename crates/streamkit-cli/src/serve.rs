@@ -12,8 +12,24 @@ use crate::services;
 #[derive(clap::Args)]
 pub struct Args {
     /// Endpoint to listen on (tcp://HOST:PORT, unix:///PATH); repeatable.
-    #[arg(long = "bind", value_name = "URL", required = true)]
+    #[arg(
+        long = "bind",
+        value_name = "URL",
+        required_unless_present = "connects"
+    )]
     binds: Vec<String>,
+    /// Dial this peer or hub (tcp://HOST:PORT, unix:///PATH) and serve through the
+    /// connection too, re-dialling it whenever it is lost; repeatable. From behind
+    /// NAT, a hub makes the services reachable by this peer's name.
+    #[arg(long = "connect", value_name = "URL")]
+    connects: Vec<String>,
+    /// How to check the host keys of what --connect dials.
+    #[command(flatten)]
+    hosts: crate::open::HostTrustArgs,
+    /// A hub (by name) whose word is taken for who is calling through it: its
+    /// callers' keys are not checked here (hub-trusting mode); repeatable.
+    #[arg(long = "trusted-hub", value_name = "NAME")]
+    trusted_hubs: Vec<String>,
     /// Peer name announced to clients (default: the host name).
     #[arg(long)]
     name: Option<String>,
@@ -78,9 +94,13 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             id
         }
     };
+    if !args.connects.is_empty() {
+        trust = args.hosts.add_to(trust)?;
+    }
     let name = args.name.clone().unwrap_or_else(crate::hostname);
     let mut options = Options::default();
     options.services = Services::only(specs.keys().cloned());
+    options.trusted_hubs = args.trusted_hubs.clone();
     let peer = Peer::new(PeerConfig::new(name.clone(), identity, trust).with_options(options))?;
     for url in &args.binds {
         let bound = peer
@@ -93,6 +113,23 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         "streamkit: serving as {name:?}, host key {}",
         peer.public_key().fingerprint()
     );
+    // Each dialled endpoint is kept up in the background; a failure that retrying
+    // cannot fix (the remote's key, our credentials) ends the server.
+    let (failed_tx, mut failed) = tokio::sync::mpsc::channel::<anyhow::Error>(1);
+    for url in &args.connects {
+        let (peer, url, failed_tx) = (peer.clone(), url.clone(), failed_tx.clone());
+        tokio::spawn(async move {
+            match peer.connect(&url).await {
+                Ok(remote) => eprintln!("streamkit: connected to {remote:?} at {url}"),
+                Err(e) => {
+                    let _ = failed_tx
+                        .send(anyhow::Error::new(e).context(format!("cannot connect to {url}")))
+                        .await;
+                }
+            }
+        });
+    }
+    drop(failed_tx);
 
     let _rpc = if args.rpc_demo {
         let rpc = streamkit_rpc::Rpc::new(&peer)?;
@@ -123,14 +160,20 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         })
     };
 
-    wait_for_signal().await?;
+    let failure = tokio::select! {
+        r = wait_for_signal() => { r?; None }
+        Some(e) = failed.recv() => Some(e),
+    };
     eprintln!("streamkit: shutting down");
     let reset = peer.shutdown().await;
     if reset > 0 {
         eprintln!("streamkit: {reset} channel(s) did not finish in time and were reset");
     }
     acceptor.abort();
-    Ok(())
+    match failure {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
 }
 
 #[derive(serde::Serialize, serde::Deserialize)]
@@ -166,7 +209,7 @@ pub fn rpc_demo(rpc: &streamkit_rpc::Rpc) {
     );
 }
 
-async fn wait_for_signal() -> anyhow::Result<()> {
+pub async fn wait_for_signal() -> anyhow::Result<()> {
     use tokio::signal::unix::{SignalKind, signal};
     let mut term = signal(SignalKind::terminate()).context("cannot watch SIGTERM")?;
     let mut int = signal(SignalKind::interrupt()).context("cannot watch SIGINT")?;

@@ -6,5 +6,6 @@
 mod common;
 
 mod commands;
+mod hub;
 mod restart;
 mod ssh_clients;

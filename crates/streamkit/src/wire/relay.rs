@@ -209,7 +209,13 @@ mod tests {
 
     #[test]
     fn bad_presence_is_refused() {
-        for bad in [&b"carol\n"[..], b"+\n", b"*carol\n", b"+ca\x01rol\n", b"\xff"] {
+        for bad in [
+            &b"carol\n"[..],
+            b"+\n",
+            b"*carol\n",
+            b"+ca\x01rol\n",
+            b"\xff",
+        ] {
             assert!(decode_presence(bad).is_err(), "{bad:?}");
         }
     }

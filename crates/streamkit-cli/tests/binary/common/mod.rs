@@ -116,8 +116,18 @@ pub struct Server {
 
 impl Server {
     pub fn start(args: &[&str]) -> Server {
+        Server::start_command("serve", args, "streamkit: serving as")
+    }
+
+    /// A running `streamkit hub`.
+    pub fn hub(args: &[&str]) -> Server {
+        Server::start_command("hub", args, "streamkit: hub ")
+    }
+
+    /// Runs `streamkit COMMAND ARGS` until it prints a line starting with `ready`.
+    pub fn start_command(command: &str, args: &[&str], ready: &str) -> Server {
         let mut child = Command::new(BIN)
-            .arg("serve")
+            .arg(command)
             .args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -141,7 +151,7 @@ impl Server {
             if let Some(url) = line.strip_prefix("streamkit: listening on ") {
                 urls.push(url.to_owned());
             }
-            if line.starts_with("streamkit: serving as") {
+            if line.starts_with(ready) {
                 break;
             }
         }
@@ -154,6 +164,24 @@ impl Server {
 
     pub fn url(&self) -> &str {
         &self.urls[0]
+    }
+
+    /// The TCP port of the first endpoint.
+    pub fn port(&self) -> String {
+        self.url().rsplit(':').next().unwrap().to_owned()
+    }
+
+    /// Waits for a line of stderr starting with `prefix`; returns it.
+    pub fn wait_line(&self, prefix: &str) -> String {
+        loop {
+            let line = self
+                .lines
+                .recv_timeout(HANG)
+                .unwrap_or_else(|_| panic!("never printed {prefix:?}"));
+            if line.starts_with(prefix) {
+                return line;
+            }
+        }
     }
 
     pub fn signal(&self, sig: &str) {
