@@ -116,11 +116,38 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     // Each dialled endpoint is kept up in the background; a failure that retrying
     // cannot fix (the remote's key, our credentials) ends the server.
     let (failed_tx, mut failed) = tokio::sync::mpsc::channel::<anyhow::Error>(1);
+    let mut events = peer.events();
+    let dialled: std::collections::HashSet<String> = args
+        .connects
+        .iter()
+        .filter_map(|u| streamkit::Endpoint::parse(u).ok())
+        .map(|e| e.to_string())
+        .collect();
+    let watch = tokio::spawn(async move {
+        // What was dialled comes and goes: each change is one line.
+        while let Some(e) = events.next().await {
+            match e {
+                streamkit::Event::Connected {
+                    peer,
+                    endpoint,
+                    dialed: true,
+                } => eprintln!("streamkit: connected to {peer:?} at {endpoint}"),
+                streamkit::Event::Disconnected {
+                    peer,
+                    endpoint,
+                    reason,
+                } if dialled.contains(&endpoint) => {
+                    eprintln!("streamkit: lost {peer:?} at {endpoint} ({reason})");
+                }
+                _ => {}
+            }
+        }
+    });
     for url in &args.connects {
         let (peer, url, failed_tx) = (peer.clone(), url.clone(), failed_tx.clone());
         tokio::spawn(async move {
             match peer.connect(&url).await {
-                Ok(remote) => eprintln!("streamkit: connected to {remote:?} at {url}"),
+                Ok(_) => {}
                 Err(e) => {
                     let _ = failed_tx
                         .send(anyhow::Error::new(e).context(format!("cannot connect to {url}")))
@@ -170,6 +197,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         eprintln!("streamkit: {reset} channel(s) did not finish in time and were reset");
     }
     acceptor.abort();
+    watch.abort();
     match failure {
         Some(e) => Err(e),
         None => Ok(()),

@@ -7,5 +7,6 @@ mod common;
 
 mod commands;
 mod hub;
+mod nat;
 mod restart;
 mod ssh_clients;

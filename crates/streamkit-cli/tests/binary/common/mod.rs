@@ -126,9 +126,14 @@ impl Server {
 
     /// Runs `streamkit COMMAND ARGS` until it prints a line starting with `ready`.
     pub fn start_command(command: &str, args: &[&str], ready: &str) -> Server {
-        let mut child = Command::new(BIN)
-            .arg(command)
-            .args(args)
+        let mut c = Command::new(BIN);
+        c.arg(command).args(args);
+        Server::from_command(c, ready)
+    }
+
+    /// Runs `c` until it prints a line starting with `ready`.
+    pub fn from_command(mut c: Command, ready: &str) -> Server {
+        let mut child = c
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
