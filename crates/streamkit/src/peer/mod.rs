@@ -53,7 +53,10 @@ pub struct PeerStats {
     /// (`max_connections_per_address`, `max_handshakes`, `max_connections`), since
     /// the peer was made.
     pub refused: u64,
-    /// Channels open on all connections (not yet closed on this side).
+    /// Channels open on all connections (not yet closed on this side), but for
+    /// the peer's own: a hub's presence channel, the relays that carry sessions
+    /// through a hub (and, on a hub, the relays it routes: see
+    /// [`HubStats`](crate::hub::HubStats)).
     pub channels: usize,
     /// Bytes received and held for readers: data, error frames, frames being
     /// assembled.
@@ -273,7 +276,7 @@ impl PeerInner {
                 let changed = self.changed.notified();
                 tokio::pin!(changed);
                 changed.as_mut().enable();
-                if self.channel_count() <= self.internal_open.load(Ordering::SeqCst) {
+                if self.channel_count() == 0 {
                     return;
                 }
                 changed.await;
@@ -295,8 +298,10 @@ impl PeerInner {
         lock(&self.conns).values().cloned().collect()
     }
 
+    /// Channels open, but for the peer's own (relays, presence).
     fn channel_count(&self) -> usize {
-        lock(&self.conns).values().map(|c| c.channel_count()).sum()
+        let all: usize = lock(&self.conns).values().map(|c| c.channel_count()).sum();
+        all.saturating_sub(self.internal_open.load(Ordering::SeqCst))
     }
 
     fn stats(&self) -> PeerStats {
@@ -308,8 +313,8 @@ impl PeerInner {
             budgeted: self.budget.used(),
             ..PeerStats::default()
         };
+        stats.channels = self.channel_count();
         for c in &conns {
-            stats.channels += c.channel_count();
             let (rx, tx) = c.buffered();
             stats.buffered += rx;
             stats.send_buffered += tx;
@@ -750,7 +755,8 @@ impl Peer {
         })
     }
 
-    /// Channels open on all connections (not yet closed on this side).
+    /// Channels open on all connections (not yet closed on this side), but for
+    /// the peer's own (see [`PeerStats::channels`]).
     pub fn channel_count(&self) -> usize {
         self.inner.channel_count()
     }

@@ -216,6 +216,10 @@ impl PeerInner {
             Err(e) => return Err(relay_err(format!("the relay failed: {e}"))),
         }
         let (r, w) = ch.split();
+        let r = CountedRead {
+            inner: r,
+            _counted: Internal::new(self, 1),
+        };
         let host: Arc<dyn Host> = self.clone();
         crate::transport::ssh::client::handshake(
             &host,
@@ -258,6 +262,23 @@ impl Drop for Internal {
                 .fetch_sub(self.n, std::sync::atomic::Ordering::SeqCst);
             p.changed.notify_waiters();
         }
+    }
+}
+
+/// A relay's reading half, counted as the peer's own channel while the session
+/// over it lives.
+struct CountedRead {
+    inner: crate::connection::handle::ReadHalf,
+    _counted: Internal,
+}
+
+impl tokio::io::AsyncRead for CountedRead {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_read(cx, buf)
     }
 }
 

@@ -44,6 +44,7 @@ async fn proxied(alice_opts: Options, bob_opts: Options) -> (Pair, Proxy) {
             bob,
             url: proxy.url.clone(),
             scratch,
+            hub: None,
         },
         proxy,
     )

@@ -10,6 +10,7 @@ use std::future::Future;
 use std::time::Duration;
 
 use streamkit::{Channel, Identity, Options, Peer, PeerConfig, Trust};
+
 use tokio::io::AsyncWriteExt;
 
 /// Which transport the connection runs over.
@@ -21,12 +22,21 @@ pub enum Kind {
     Unix,
     /// In-process, without SSH.
     Inproc,
+    /// Through a hub over TCP: an end-to-end session inside a relay.
+    ViaHub,
+    /// Through a hub over TCP, taking the hub's word (no key checks inside).
+    ViaTrustedHub,
 }
 
 impl Kind {
     /// Whether connections of this kind run over a socket (and SSH).
     pub fn has_socket(self) -> bool {
         self != Kind::Inproc
+    }
+
+    /// Whether the pair reaches each other through a hub.
+    pub fn via_hub(self) -> bool {
+        matches!(self, Kind::ViaHub | Kind::ViaTrustedHub)
     }
 }
 
@@ -78,7 +88,7 @@ impl Scratch {
     /// A fresh endpoint of the given kind.
     pub fn endpoint(&self, kind: Kind, name: &str) -> String {
         match kind {
-            Kind::Tcp => "tcp://127.0.0.1:0".to_string(),
+            Kind::Tcp | Kind::ViaHub | Kind::ViaTrustedHub => "tcp://127.0.0.1:0".to_string(),
             Kind::Unix => format!(
                 "unix://{}",
                 self.dir.path().join(format!("{name}.sock")).display()
@@ -134,8 +144,11 @@ pub fn no_retry() -> Options {
 pub struct Pair {
     pub alice: Peer,
     pub bob: Peer,
+    /// Where alice connected (the hub, for the kinds through one).
     pub url: String,
     pub scratch: Scratch,
+    /// The hub between them, for the kinds through one.
+    pub hub: Option<streamkit::hub::Hub>,
 }
 
 pub async fn pair(kind: Kind) -> Pair {
@@ -143,6 +156,9 @@ pub async fn pair(kind: Kind) -> Pair {
 }
 
 pub async fn pair_with(kind: Kind, alice_opts: Options, bob_opts: Options) -> Pair {
+    if kind.via_hub() {
+        return pair_via_hub(kind, alice_opts, bob_opts).await;
+    }
     let (a, b) = (who("alice"), who("bob"));
     let alice = peer_with(&a, &[&b], alice_opts);
     let bob = peer_with(&b, &[&a], bob_opts);
@@ -159,6 +175,53 @@ pub async fn pair_with(kind: Kind, alice_opts: Options, bob_opts: Options) -> Pa
         bob,
         url,
         scratch,
+        hub: None,
+    }
+}
+
+/// alice and bob, each connected only to a hub, each seeing the other through it.
+async fn pair_via_hub(kind: Kind, mut alice_opts: Options, mut bob_opts: Options) -> Pair {
+    let (h, a, b) = (who("hub"), who("alice"), who("bob"));
+    let hub_trust = Trust::new()
+        .with_key(a.id.public_key())
+        .with_key(b.id.public_key());
+    let hub = streamkit::hub::Hub::new(
+        PeerConfig::new(h.name, h.id.clone(), hub_trust),
+        streamkit::hub::HubConfig::default(),
+    )
+    .expect("hub");
+    let url = hub
+        .peer()
+        .bind("tcp://127.0.0.1:0")
+        .await
+        .expect("bind")
+        .to_string();
+    let (alice, bob) = if kind == Kind::ViaTrustedHub {
+        alice_opts.trusted_hubs = vec!["hub".into()];
+        bob_opts.trusted_hubs = vec!["hub".into()];
+        (
+            peer_with(&a, &[&h], alice_opts),
+            peer_with(&b, &[&h], bob_opts),
+        )
+    } else {
+        (
+            peer_with(&a, &[&h, &b], alice_opts),
+            peer_with(&b, &[&h, &a], bob_opts),
+        )
+    };
+    within(alice.connect(&url)).await.expect("alice connects");
+    within(bob.connect(&url)).await.expect("bob connects");
+    let sees = |p: &Peer, name: &str| p.peers().iter().any(|n| n == name);
+    wait_while(&[&alice, &bob], || {
+        !sees(&alice, "bob") || !sees(&bob, "alice")
+    })
+    .await;
+    Pair {
+        alice,
+        bob,
+        url,
+        scratch: Scratch::new(),
+        hub: Some(hub),
     }
 }
 
@@ -237,6 +300,26 @@ macro_rules! over_all {
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn inproc() {
                     $body(Kind::Inproc).await
+                }
+            }
+        )*
+    };
+}
+
+/// The same scenarios between two peers that reach each other through a hub,
+/// end to end and taking the hub's word.
+macro_rules! over_hub {
+    ($($name:ident => $body:path;)*) => {
+        $(
+            mod $name {
+                use super::*;
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn via_hub() {
+                    $body(Kind::ViaHub).await
+                }
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn via_trusted_hub() {
+                    $body(Kind::ViaTrustedHub).await
                 }
             }
         )*
