@@ -433,6 +433,81 @@ async fn an_unknown_codec_is_refused_clearly() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn round_robin_across_servers_behind_a_hub_with_callbacks() {
+    // The client and both servers are connected only to the hub: calls reach
+    // the servers by name through it, end to end.
+    let net = Net::new(&["hub", "client", "s1", "s2"]);
+    let hub = streamkit::hub::Hub::new(
+        PeerConfig::new("hub", net.ids[0].1.clone(), {
+            let mut t = Trust::new();
+            for (_, id) in &net.ids {
+                t = t.with_key(id.public_key());
+            }
+            t
+        })
+        .with_options({
+            // The hub routes and serves nothing of its own.
+            let mut o = Options::default();
+            o.services = streamkit::Services::none();
+            o
+        }),
+        streamkit::hub::HubConfig::default(),
+    )
+    .unwrap();
+    let at = hub
+        .peer()
+        .bind("tcp://127.0.0.1:0")
+        .await
+        .unwrap()
+        .to_string();
+    let mut servers = Vec::new();
+    for name in ["s1", "s2"] {
+        let p = net.peer(name);
+        within(p.connect(&at)).await.unwrap();
+        let rpc = Rpc::new(&p).unwrap();
+        rpc.unary("who", |ctx: Context, (): ()| {
+            let me = ctx.rpc().peer().name().to_owned();
+            async move { Ok(me) }
+        });
+        // A callback from the caller, called back through the same session.
+        rpc.unary(
+            "shout",
+            |ctx: Context, cb: Callback<String, String>| async move {
+                let loud: String = cb.call(&ctx, &"hello".to_owned()).await?;
+                Ok(loud)
+            },
+        );
+        servers.push(rpc);
+    }
+    let client = net.peer("client");
+    within(client.connect(&at)).await.unwrap();
+    let sees = |n: &str| client.peers().iter().any(|p| p == n);
+    within(async {
+        while !(sees("s1") && sees("s2")) {
+            let mut events = client.events();
+            let _ = tokio::time::timeout(Duration::from_millis(50), events.next()).await;
+        }
+    })
+    .await;
+    let rpc = Rpc::new(&client).unwrap();
+    let mut seen = std::collections::BTreeMap::new();
+    for _ in 0..10 {
+        let who: String = within(rpc.call("who", &())).await.unwrap();
+        *seen.entry(who).or_insert(0) += 1;
+    }
+    assert_eq!(
+        seen.into_iter().collect::<Vec<_>>(),
+        [("s1".into(), 5), ("s2".into(), 5)]
+    );
+    let cb = rpc.callback(|_ctx: Context, s: String| async move { Ok(s.to_uppercase()) });
+    let loud: String = within(rpc.caller().peer("s2").call("shout", &cb))
+        .await
+        .unwrap();
+    assert_eq!(loud, "HELLO");
+    assert!(hub.stats().relayed >= 2);
+}
+
+#[tokio::test]
 async fn round_robin_across_three_servers() {
     let net = Net::new(&["client", "s1", "s2", "s3"]);
     let client = net.peer("client");
