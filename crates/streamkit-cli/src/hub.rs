@@ -40,6 +40,13 @@ pub struct Args {
     /// Bytes per second a peer may send through its relays. Default: no cap.
     #[arg(long = "max-bandwidth-per-peer", value_name = "BYTES")]
     max_bandwidth_per_peer: Option<u64>,
+    /// Connections one IP address may hold (peers behind one NAT share its address).
+    #[arg(
+        long = "max-connections-per-address",
+        value_name = "N",
+        default_value_t = 256
+    )]
+    max_connections_per_address: usize,
     /// Print nothing but errors.
     #[arg(short, long)]
     quiet: bool,
@@ -85,6 +92,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let mut options = Options::default();
     // The hub routes; it serves nothing of its own.
     options.services = Services::none();
+    options.max_connections_per_address = args.max_connections_per_address;
     let hub = Hub::new(
         PeerConfig::new(name.clone(), identity, trust).with_options(options),
         config,

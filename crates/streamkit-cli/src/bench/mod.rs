@@ -5,6 +5,7 @@
 //! baselines alike, so they share the same cores and the same noise.
 
 mod baseline;
+mod hub;
 mod rpc;
 
 use std::fmt::Write as _;
@@ -28,7 +29,7 @@ pub struct Args {
     #[arg(long, value_name = "FILE")]
     json: Option<std::path::PathBuf>,
     /// Measure only these groups (comma-separated): memory, latency, rpc, bulk,
-    /// frames, opens. All of them by default.
+    /// frames, opens, hub. All of them by default.
     #[arg(long, value_name = "GROUPS", value_delimiter = ',')]
     only: Vec<Group>,
 }
@@ -42,6 +43,7 @@ enum Group {
     Bulk,
     Frames,
     Opens,
+    Hub,
 }
 
 /// How much each row does.
@@ -734,6 +736,10 @@ async fn measure(
             baseline: "plain russh channel",
             theirs: Some(theirs),
         });
+    }
+    if want(Group::Hub) {
+        // ---- through a hub, and a hub's scale
+        rows.extend(hub::rows(s, runs, &tcp, dir).await?);
     }
     tcp.client.shutdown().await;
     tcp.server.shutdown().await;

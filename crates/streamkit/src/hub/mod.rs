@@ -303,7 +303,7 @@ impl Router for HubState {
 }
 
 /// Most bytes forwarded in one step of a relay.
-const CHUNK: usize = 64 * 1024;
+const CHUNK: usize = 256 * 1024;
 
 /// Routes one admitted channel: opens the relay to its target, answers the
 /// caller, and joins the two channels until both ends are done.

@@ -11,7 +11,14 @@ use std::collections::BTreeMap;
 
 use crate::wire::relay::Allowed;
 
-/// A hub's routing policy: see the [module docs](self).
+/// A hub's routing policy: who may reach whom, and which services.
+///
+/// ```text
+/// # first match wins; a file with rules denies what no rule allows
+/// alice -> carol:echo        # alice may open carol's echo
+/// deny mallory -> *          # mallory may reach nobody
+/// * -> printer:*             # everyone may open any service of printer
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Policy {
     rules: Vec<Rule>,
