@@ -179,10 +179,36 @@ struct HubState {
 
 /// A token bucket: bytes a peer may send now, refilled at the cap per second up
 /// to one second's worth.
+#[derive(Debug, Clone, Copy)]
 struct Bucket {
     tokens: f64,
     at: tokio::time::Instant,
 }
+
+impl Bucket {
+    fn full(rate: f64, now: tokio::time::Instant) -> Bucket {
+        Bucket {
+            tokens: rate,
+            at: now,
+        }
+    }
+
+    /// Takes `n` bytes at `now`; how long to wait before sending them.
+    fn take(&mut self, now: tokio::time::Instant, n: usize, rate: f64) -> Option<Duration> {
+        self.refill(now, rate);
+        self.tokens -= n as f64;
+        (self.tokens < 0.0).then(|| Duration::from_secs_f64(-self.tokens / rate))
+    }
+
+    fn refill(&mut self, now: tokio::time::Instant, rate: f64) {
+        let refill = now.saturating_duration_since(self.at).as_secs_f64() * rate;
+        self.tokens = (self.tokens + refill).min(rate);
+        self.at = now;
+    }
+}
+
+/// Buckets kept before full ones (peers idle for a second) are dropped.
+const MAX_IDLE_BUCKETS: usize = 1024;
 
 impl HubState {
     /// The live connection of peer `name`, if connected.
@@ -245,15 +271,17 @@ impl HubState {
         let wait = {
             let mut buckets = lock(&self.buckets);
             let now = tokio::time::Instant::now();
-            let b = buckets.entry(peer.to_owned()).or_insert(Bucket {
-                tokens: rate,
-                at: now,
-            });
-            let refill = now.duration_since(b.at).as_secs_f64() * rate;
-            b.tokens = (b.tokens + refill).min(rate);
-            b.at = now;
-            b.tokens -= n as f64;
-            (b.tokens < 0.0).then(|| Duration::from_secs_f64(-b.tokens / rate))
+            if buckets.len() > MAX_IDLE_BUCKETS {
+                // A full bucket is the same as none: peers come and go.
+                buckets.retain(|_, b| {
+                    b.refill(now, rate);
+                    b.tokens < rate
+                });
+            }
+            buckets
+                .entry(peer.to_owned())
+                .or_insert_with(|| Bucket::full(rate, now))
+                .take(now, n, rate)
         };
         if let Some(wait) = wait {
             tokio::time::sleep(wait).await;
@@ -390,30 +418,79 @@ async fn relay(state: &Arc<HubState>, mut from_ch: Channel) {
 }
 
 /// Joins two channels both ways, half-close included, within the hub's caps; a
-/// reset or failure on either side resets the other.
+/// reset or failure on either side resets the other. A relay cut for a cap gets
+/// the reason as an error frame on both channels before the reset.
 async fn splice(state: &Arc<HubState>, a: Channel, a_name: &str, b: Channel, b_name: &str) {
     let (ar, aw) = a.split();
     let (br, bw) = b.split();
+    let cut = Cut::default();
     let carried = AtomicU64::new(0);
     let both = async {
         tokio::join!(
-            pump(state, ar, bw, a_name, &carried),
-            pump(state, br, aw, b_name, &carried)
+            pump(state, ar, bw, a_name, &carried, &cut),
+            pump(state, br, aw, b_name, &carried, &cut)
         )
     };
-    match state.config.max_relay_time {
-        Some(cap) => {
-            if tokio::time::timeout(cap, both).await.is_err() {
-                tracing::info!(a_name, b_name, "relay reset: time cap ({cap:?}) reached");
+    let timer = async {
+        match state.config.max_relay_time {
+            Some(cap) => {
+                tokio::time::sleep(cap).await;
+                cut.cut(format!(
+                    "the hub's time cap on a relay ({cap:?}) is reached"
+                ));
+                std::future::pending::<()>().await;
             }
-            // Dropping the pumps mid-way drops their halves: the channels are
-            // reset if they had not ended.
+            None => std::future::pending().await,
         }
-        None => {
-            both.await;
+    };
+    tokio::select! {
+        _ = both => {}
+        () = timer => {}
+    }
+    if let Some(why) = cut.reason() {
+        tracing::info!(a_name, b_name, "relay cut: {why}");
+        if let Some(p) = state.peer.upgrade() {
+            p.events.emit(|| Event::RelayCut {
+                from: a_name.to_owned(),
+                to: b_name.to_owned(),
+                reason: why,
+            });
         }
     }
 }
+
+/// Why a relay was cut short, shared by its two pumps.
+#[derive(Default)]
+struct Cut {
+    reason: Mutex<Option<String>>,
+    notify: tokio::sync::Notify,
+}
+
+impl Cut {
+    fn cut(&self, why: String) {
+        lock(&self.reason).get_or_insert(why);
+        self.notify.notify_waiters();
+    }
+
+    fn reason(&self) -> Option<String> {
+        lock(&self.reason).clone()
+    }
+
+    async fn wait(&self) -> String {
+        loop {
+            let notified = self.notify.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if let Some(why) = self.reason() {
+                return why;
+            }
+            notified.await;
+        }
+    }
+}
+
+/// How long a cut relay's reason may take to leave before the reset.
+const CUT_NOTICE: Duration = Duration::from_secs(1);
 
 /// Forwards what `r` reads to `w` (sent by peer `sender`) until the end of
 /// stream, which it forwards as a half-close.
@@ -423,26 +500,46 @@ async fn pump(
     mut w: WriteHalf,
     sender: &str,
     carried: &AtomicU64,
+    cut: &Cut,
 ) {
-    loop {
-        let chunk = match r.read_chunk(CHUNK).await {
-            Ok(c) if c.is_empty() => {
-                let _ = w.close_write().await;
-                return;
-            }
-            Ok(c) => c,
-            Err(_) => return w.reset(),
+    let why = loop {
+        let chunk = tokio::select! {
+            read = r.read_chunk(CHUNK) => match read {
+                Ok(c) if c.is_empty() => {
+                    let _ = w.close_write().await;
+                    return;
+                }
+                Ok(c) => c,
+                Err(_) => return w.reset(),
+            },
+            why = cut.wait() => break why,
         };
         let total = carried.fetch_add(chunk.len() as u64, Ordering::Relaxed) + chunk.len() as u64;
-        if state.config.max_relay_bytes.is_some_and(|cap| total > cap) {
-            tracing::info!(sender, "relay reset: byte cap reached");
-            return w.reset();
+        if let Some(cap) = state.config.max_relay_bytes.filter(|cap| total > *cap) {
+            cut.cut(format!(
+                "the hub's byte cap on a relay ({cap} bytes) is reached"
+            ));
+            continue;
         }
-        state.pace(sender, chunk.len()).await;
-        if w.write_all(&chunk).await.is_err() {
-            return;
+        let sent = async {
+            state.pace(sender, chunk.len()).await;
+            w.write_all(&chunk).await
+        };
+        tokio::select! {
+            sent = sent => if sent.is_err() { return },
+            why = cut.wait() => break why,
         }
         state.bytes.fetch_add(chunk.len() as u64, Ordering::Relaxed);
+    };
+    // Both ends hear why (an error frame, then the end of the stream, which
+    // the error frame is sure to precede); a remote that does not take them in
+    // time is reset.
+    let notice = async {
+        w.write_error(why.as_bytes()).await?;
+        w.close_write().await
+    };
+    if !matches!(tokio::time::timeout(CUT_NOTICE, notice).await, Ok(Ok(()))) {
+        w.reset();
     }
 }
 
@@ -522,5 +619,26 @@ async fn push_presence(state: Arc<HubState>, conn: Arc<Conn>) {
         if rx.changed().await.is_err() {
             return;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_bucket_lets_a_second_through_then_paces_at_the_rate() {
+        let t0 = tokio::time::Instant::now();
+        let rate = 1000.0;
+        let mut b = Bucket::full(rate, t0);
+        assert_eq!(b.take(t0, 1000, rate), None, "a second's worth at once");
+        assert_eq!(b.take(t0, 500, rate), Some(Duration::from_millis(500)));
+        // Half a second later, the debt is paid.
+        let t1 = t0 + Duration::from_millis(500);
+        assert_eq!(b.take(t1, 0, rate), None);
+        // An idle bucket fills up to one second's worth, no more.
+        let t2 = t1 + Duration::from_secs(10);
+        assert_eq!(b.take(t2, 1000, rate), None);
+        assert!(b.take(t2, 1, rate).is_some());
     }
 }

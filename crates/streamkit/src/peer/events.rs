@@ -100,6 +100,16 @@ pub enum Event {
         /// Why, as the caller was told.
         reason: String,
     },
+    /// A hub cut a relay short for one of its caps (bytes, time); both ends were
+    /// told why (see [`HubConfig`](crate::hub::HubConfig)).
+    RelayCut {
+        /// The calling peer.
+        from: String,
+        /// The peer reached.
+        to: String,
+        /// Which cap.
+        reason: String,
+    },
     /// This subscriber fell behind and missed this many events.
     Missed(u64),
 }

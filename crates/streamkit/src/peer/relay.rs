@@ -215,15 +215,11 @@ impl PeerInner {
             Ok(None) => return Err(relay_err("the hub closed the relay".into())),
             Err(e) => return Err(relay_err(format!("the relay failed: {e}"))),
         }
-        let (r, w) = ch.split();
-        let r = CountedRead {
-            inner: r,
-            _counted: Internal::new(self, 1),
-        };
+        let socket = relay_socket(ch, Internal::new(self, 1));
         let host: Arc<dyn Host> = self.clone();
         crate::transport::ssh::client::handshake(
             &host,
-            Socket::Io(Box::new(r), Box::new(w)),
+            socket,
             relay_label(&hub_name),
             vec![name.to_owned()],
             Some(Relayed {
@@ -265,21 +261,51 @@ impl Drop for Internal {
     }
 }
 
-/// A relay's reading half, counted as the peer's own channel while the session
-/// over it lives.
-struct CountedRead {
+/// A relay's reading half as the session over it reads it: counted as the
+/// peer's own channel while it lives, and when the hub ends the relay (a cap),
+/// the end of the stream or the reset becomes an error in the hub's words, which
+/// it sent as an error frame first.
+struct RelayRead {
     inner: crate::connection::handle::ReadHalf,
     _counted: Internal,
 }
 
-impl tokio::io::AsyncRead for CountedRead {
+impl tokio::io::AsyncRead for RelayRead {
     fn poll_read(
         mut self: std::pin::Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
         buf: &mut tokio::io::ReadBuf<'_>,
     ) -> std::task::Poll<std::io::Result<()>> {
-        std::pin::Pin::new(&mut self.inner).poll_read(cx, buf)
+        use std::task::Poll;
+        let before = buf.filled().len();
+        let read = std::pin::Pin::new(&mut self.inner).poll_read(cx, buf);
+        let ended = match &read {
+            Poll::Ready(Ok(())) => buf.filled().len() == before && buf.remaining() > 0,
+            Poll::Ready(Err(_)) => true,
+            Poll::Pending => false,
+        };
+        if ended && let Poll::Ready(Ok(Some(why))) = self.inner.poll_read_error(cx) {
+            let kind = match &read {
+                Poll::Ready(Err(e)) => e.kind(),
+                _ => std::io::ErrorKind::ConnectionAborted,
+            };
+            return Poll::Ready(Err(std::io::Error::new(
+                kind,
+                format!("the hub ended the relay: {}", String::from_utf8_lossy(&why)),
+            )));
+        }
+        read
     }
+}
+
+/// A relay channel as a socket for an SSH session.
+fn relay_socket(ch: Channel, counted: Internal) -> Socket {
+    let (r, w) = ch.split();
+    let r = RelayRead {
+        inner: r,
+        _counted: counted,
+    };
+    Socket::Io(Box::new(r), Box::new(w))
 }
 
 /// Whether a connection is a session through a hub.
@@ -341,7 +367,7 @@ impl PeerInner {
 
 /// The called end: runs the SSH server over a relay channel; the client must
 /// authenticate as the name the hub vouched for.
-async fn serve_relayed(peer: Arc<PeerInner>, ch: Channel, _counted: Internal) {
+async fn serve_relayed(peer: Arc<PeerInner>, ch: Channel, counted: Internal) {
     let headers = ch.meta().headers();
     let (Some(from), Some(mode)) = (
         headers.get(FROM).map(str::to_owned),
@@ -351,10 +377,10 @@ async fn serve_relayed(peer: Arc<PeerInner>, ch: Channel, _counted: Internal) {
     };
     let allowed = Allowed::from_headers(headers.get_all(ALLOW), headers.get_all(DENY));
     let label = relay_label(ch.meta().remote_peer());
-    let (r, w) = ch.split();
+    let socket = relay_socket(ch, counted);
     crate::transport::ssh::server::serve(
         peer as Arc<dyn Host>,
-        Socket::Io(Box::new(r), Box::new(w)),
+        socket,
         label,
         None,
         None,

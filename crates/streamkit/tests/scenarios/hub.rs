@@ -351,3 +351,99 @@ async fn the_hub_refuses_past_its_relay_limit_and_says_so() {
     assert_eq!(got, b"still served");
     assert_eq!(hub.stats().relays, 2);
 }
+
+/// Two peers behind a hub with `config`, alice reaching carol's echo; the relay's
+/// first channel, and the hub's events from before it.
+async fn behind(config: HubConfig) -> (Hub, Peer, Peer, streamkit::Events) {
+    let (h, a, c) = (who("hub"), who("alice"), who("carol"));
+    let (hub, url) = hub(&h, &[&a, &c], config).await;
+    let alice = peer(&a, &[&h, &c]);
+    let carol = peer(&c, &[&h, &a]);
+    within(alice.connect(&url)).await.unwrap();
+    within(carol.connect(&url)).await.unwrap();
+    reachable(&alice, "carol", "hub").await;
+    serve_echo(&carol);
+    let events = hub.peer().events();
+    (hub, alice, carol, events)
+}
+
+/// Waits for the hub's `RelayCut` event; its reason.
+async fn cut_reason(events: &mut streamkit::Events) -> String {
+    within(async {
+        loop {
+            if let Some(Event::RelayCut { from, to, reason }) = events.next().await {
+                assert_eq!((from.as_str(), to.as_str()), ("alice", "carol"));
+                return reason;
+            }
+        }
+    })
+    .await
+}
+
+#[tokio::test]
+async fn a_relay_over_its_byte_cap_is_cut_and_both_ends_hear_why() {
+    let mut config = HubConfig::default();
+    config.max_relay_bytes = Some(1 << 20);
+    let (hub, alice, carol, mut events) = behind(config).await;
+    let mut carol_events = carol.events();
+    let ch = within(alice.open("carol", "echo", Headers::new()))
+        .await
+        .unwrap();
+    // Far more than the cap, both ways: the relay is cut part way.
+    let data = pattern(8 << 20, 1);
+    let (mut r, mut w) = ch.split();
+    let writer = tokio::spawn(async move { w.write_all(&data).await });
+    let mut back = Vec::new();
+    let err = within(r.read_to_end(&mut back)).await.unwrap_err();
+    assert!(back.len() < 8 << 20);
+    let reason = cut_reason(&mut events).await;
+    assert!(reason.contains("byte cap"), "{reason}");
+    // Both sessions' ends heard the hub's words.
+    assert!(err.to_string().contains("byte cap"), "{err}");
+    let carol_heard = within(async {
+        loop {
+            if let Some(Event::Disconnected { peer, reason, .. }) = carol_events.next().await
+                && peer == "alice"
+            {
+                return reason;
+            }
+        }
+    })
+    .await;
+    assert!(carol_heard.contains("byte cap"), "{carol_heard}");
+    let _ = writer.await;
+    wait_while(&[&alice], || {
+        alice
+            .routes()
+            .iter()
+            .any(|r| r.peer == "carol" && r.via.is_none())
+    })
+    .await;
+    assert_eq!(hub.stats().relays, 0);
+    // The cap is per relay: a new one works.
+    let mut again = within(alice.open("carol", "echo", Headers::new()))
+        .await
+        .unwrap();
+    again.write_all(b"fresh").await.unwrap();
+    again.close_write().await.unwrap();
+    let mut got = Vec::new();
+    within(again.read_to_end(&mut got)).await.unwrap();
+    assert_eq!(got, b"fresh");
+}
+
+#[tokio::test]
+async fn a_relay_past_its_time_cap_is_cut() {
+    let mut config = HubConfig::default();
+    config.max_relay_time = Some(Duration::from_millis(300));
+    let (_hub, alice, _carol, mut events) = behind(config).await;
+    let mut ch = within(alice.open("carol", "echo", Headers::new()))
+        .await
+        .unwrap();
+    ch.write_all(b"ping").await.unwrap();
+    let mut four = [0u8; 4];
+    within(ch.read_exact(&mut four)).await.unwrap();
+    // Idle from here: the cap ends it all the same.
+    let reason = cut_reason(&mut events).await;
+    assert!(reason.contains("time cap"), "{reason}");
+    within(ch.read_frame()).await.unwrap_err();
+}
