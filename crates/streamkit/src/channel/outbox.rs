@@ -10,8 +10,14 @@ use super::{Step, Wake};
 use crate::error::ChannelError;
 use crate::wire::frame;
 
-/// Room a new chunk gets for the small writes that follow it.
+/// Room a new chunk gets for the small writes that follow it, when others wait
+/// before it (a burst).
 const COALESCE: usize = 64 * 1024;
+
+/// Room a new chunk gets when nothing else waits: most writes to an idle channel
+/// are one message, and a peer with many quiet channels (a hub's presence) should
+/// not hold a burst's buffer for each.
+const FIRST: usize = 4 * 1024;
 
 #[derive(Debug)]
 enum Queued {
@@ -89,8 +95,14 @@ impl Outbox {
                 if b.capacity() - b.len() >= len
         );
         if !fits {
-            // Small writes share a chunk, so they leave in large packets.
-            let b = BytesMut::with_capacity(len.max(COALESCE.min(self.capacity)));
+            // Small writes share a chunk, so they leave in large packets; a burst
+            // (writes coming faster than they leave) gets a large one.
+            let room = if self.queue.is_empty() {
+                FIRST
+            } else {
+                COALESCE
+            };
+            let b = BytesMut::with_capacity(len.max(room.min(self.capacity)));
             self.queue.push_back(if error_stream {
                 Queued::Error(b)
             } else {

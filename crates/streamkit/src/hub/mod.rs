@@ -26,6 +26,7 @@
 //! side has room for it, so backpressure runs end to end.
 
 mod policy;
+mod presence;
 
 pub use policy::{Policy, PolicyError};
 
@@ -47,9 +48,7 @@ use crate::peer::events::Event;
 use crate::peer::relay::{Internal, Router};
 use crate::peer::{Peer, PeerInner};
 use crate::wire::reason::OpenRefusal;
-use crate::wire::relay::{
-    self, FROM, MODE, PRESENCE_SERVICE, PresenceUpdate, RELAY_SERVICE, RelayMode, TO,
-};
+use crate::wire::relay::{self, FROM, MODE, PRESENCE_SERVICE, RELAY_SERVICE, RelayMode, TO};
 
 /// What a hub allows: the policy and the limits. Each limit, when reached,
 /// refuses the relay with a clear reason (the caller's `open` fails with it) and
@@ -125,13 +124,14 @@ impl Hub {
     /// options) like any peer.
     pub fn new(config: PeerConfig, hub: HubConfig) -> Result<Hub, ConfigError> {
         let peer = Peer::new(config)?;
-        let (presence, _) = watch::channel(Arc::new(BTreeSet::new()));
+        let (presence_changed, _) = watch::channel(0);
         let state = Arc::new(HubState {
             peer: Arc::downgrade(peer.inner()),
             config: hub,
             relays: Mutex::new(HashMap::new()),
             buckets: Mutex::new(HashMap::new()),
-            presence,
+            presence: Mutex::new(presence::Presence::default()),
+            presence_changed,
             pushing: Mutex::new(HashSet::new()),
             open: AtomicUsize::new(0),
             relayed: AtomicU64::new(0),
@@ -167,8 +167,10 @@ struct HubState {
     relays: Mutex<HashMap<String, usize>>,
     /// Bandwidth per peer, when capped.
     buckets: Mutex<HashMap<String, Bucket>>,
-    /// The names connected to the hub.
-    presence: watch::Sender<Arc<BTreeSet<String>>>,
+    /// The names connected to the hub, and the latest changes.
+    presence: Mutex<presence::Presence>,
+    /// The version of the latest change, for the peers' senders to wait on.
+    presence_changed: watch::Sender<u64>,
     /// Connections (ids) that have a presence channel, or are getting one.
     pushing: Mutex<HashSet<u64>>,
     open: AtomicUsize,
@@ -553,13 +555,13 @@ async fn track_presence(state: Arc<HubState>, mut events: crate::peer::events::E
         let conns = peer.live_connections();
         drop(peer);
         let names: BTreeSet<String> = conns.iter().map(|c| c.info.remote_name.clone()).collect();
-        state.presence.send_if_modified(|now| {
-            if **now == names {
-                return false;
-            }
-            *now = Arc::new(names);
-            true
-        });
+        let changed = {
+            let mut presence = lock(&state.presence);
+            presence.set(names).then(|| presence.version())
+        };
+        if let Some(version) = changed {
+            state.presence_changed.send_replace(version);
+        }
         let live: HashSet<u64> = conns.iter().map(|c| c.info.id).collect();
         let new: Vec<Arc<Conn>> = {
             let mut pushing = lock(&state.pushing);
@@ -587,31 +589,27 @@ async fn track_presence(state: Arc<HubState>, mut events: crate::peer::events::E
 }
 
 /// Sends one connection the names reachable through the hub (those the policy
-/// lets it reach), then every change, coalesced over the presence interval.
+/// lets it reach), then every change, coalesced over the presence interval. It
+/// keeps only the version it has sent: the hub holds one set and one log for all.
 async fn push_presence(state: Arc<HubState>, conn: Arc<Conn>) {
     let me = conn.info.remote_name.clone();
     // Peers that do not take presence (standard clients, peers that were
     // dialled by another) refuse it; that is all.
-    let Ok(mut ch) = conn.open(PRESENCE_SERVICE, Headers::new(), None).await else {
+    // Boxed: the open's future is large, and this task lives as long as the peer.
+    let opened = Box::pin(conn.open(PRESENCE_SERVICE, Headers::new(), None)).await;
+    let Ok(mut ch) = opened else {
         return;
     };
-    let mut rx = state.presence.subscribe();
-    let mut sent: Arc<BTreeSet<String>> = Arc::new(BTreeSet::new());
+    let shown = |n: &str| n != me && state.config.policy.reaches(&me, n);
+    let mut rx = state.presence_changed.subscribe();
+    let mut seen = 0u64;
     loop {
-        let now = rx.borrow_and_update().clone();
-        let updates: Vec<PresenceUpdate> = relay::presence_diff(&sent, &now)
-            .into_iter()
-            .filter(|u| {
-                let (PresenceUpdate::Joined(n) | PresenceUpdate::Left(n)) = u;
-                *n != me && state.config.policy.reaches(&me, n)
-            })
-            .collect();
-        sent = now;
-        if !updates.is_empty()
-            && ch
-                .write_frame(&relay::encode_presence(&updates))
-                .await
-                .is_err()
+        // Marked seen before the log is read: a change after it wakes us again.
+        rx.borrow_and_update();
+        let (frame, now) = lock(&state.presence).frame_since(seen, shown);
+        seen = now;
+        if let Some(frame) = frame
+            && ch.write_frame(&frame).await.is_err()
         {
             return;
         }

@@ -71,11 +71,31 @@ impl Presence {
     }
 
     /// Applies a hub's updates; returns the events they make.
-    fn apply(&mut self, hub_id: u64, hub: &str, updates: Vec<PresenceUpdate>) -> Vec<Event> {
+    fn apply(&mut self, hub_id: u64, hub: &str, mut updates: Vec<PresenceUpdate>) -> Vec<Event> {
+        if updates.first() == Some(&PresenceUpdate::Reset) {
+            // Everything reachable: what is not listed has left.
+            let listed: HashSet<&str> = updates
+                .iter()
+                .filter_map(|u| match u {
+                    PresenceUpdate::Joined(n) => Some(n.as_str()),
+                    _ => None,
+                })
+                .collect();
+            let gone: Vec<PresenceUpdate> = self
+                .by_hub
+                .get(&hub_id)
+                .into_iter()
+                .flatten()
+                .filter(|n| !listed.contains(n.as_str()))
+                .map(|n| PresenceUpdate::Left(n.clone()))
+                .collect();
+            updates.splice(0..1, gone);
+        }
         let mut events = Vec::new();
         let names = self.by_hub.entry(hub_id).or_default();
         for u in updates {
             match u {
+                PresenceUpdate::Reset => {}
                 PresenceUpdate::Joined(name) => {
                     if names.len() >= MAX_PRESENCE_NAMES || !names.insert(name.clone()) {
                         continue;

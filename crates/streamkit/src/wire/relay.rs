@@ -127,6 +127,9 @@ pub const MAX_PRESENCE_NAMES: usize = 65_536;
 /// One change to the set of names reachable through a hub.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PresenceUpdate {
+    /// The names that follow in this frame are everything reachable: forget the
+    /// others (a line `=`, first in its frame).
+    Reset,
     /// The name is reachable.
     Joined(String),
     /// The name is no longer reachable.
@@ -147,11 +150,14 @@ pub enum PresenceError {
     TooMany,
 }
 
-/// Encodes updates as one frame: a line per name, `+NAME` or `-NAME`.
+/// Encodes updates as one frame: a line per name, `+NAME` or `-NAME` (the hub
+/// encodes in place, see `hub::presence`; this is the reference).
+#[cfg(test)]
 pub fn encode_presence(updates: &[PresenceUpdate]) -> Vec<u8> {
     let mut out = Vec::new();
     for u in updates {
         let (sign, name) = match u {
+            PresenceUpdate::Reset => ('=', &String::new()),
             PresenceUpdate::Joined(n) => ('+', n),
             PresenceUpdate::Left(n) => ('-', n),
         };
@@ -171,6 +177,10 @@ pub fn decode_presence(frame: &[u8]) -> Result<Vec<PresenceUpdate>, PresenceErro
             return Err(PresenceError::TooMany);
         }
         let bad = || PresenceError::BadLine(line.chars().take(80).collect());
+        if line == "=" && out.is_empty() {
+            out.push(PresenceUpdate::Reset);
+            continue;
+        }
         let (sign, name) = line.split_at_checked(1).ok_or_else(bad)?;
         validate_peer_name(name).map_err(|_| bad())?;
         out.push(match sign {
@@ -182,23 +192,21 @@ pub fn decode_presence(frame: &[u8]) -> Result<Vec<PresenceUpdate>, PresenceErro
     Ok(out)
 }
 
-/// The updates that turn `before` into `after`.
-pub fn presence_diff(before: &BTreeSet<String>, after: &BTreeSet<String>) -> Vec<PresenceUpdate> {
-    let left = before
-        .difference(after)
-        .map(|n| PresenceUpdate::Left(n.clone()));
-    let joined = after
-        .difference(before)
-        .map(|n| PresenceUpdate::Joined(n.clone()));
-    left.chain(joined).collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn presence_round_trips() {
+        let snapshot = vec![
+            PresenceUpdate::Reset,
+            PresenceUpdate::Joined("carol".into()),
+        ];
+        assert_eq!(
+            decode_presence(&encode_presence(&snapshot)).unwrap(),
+            snapshot
+        );
+        assert!(decode_presence(b"+a\n=\n").is_err(), "a reset comes first");
         let ups = vec![
             PresenceUpdate::Joined("carol".into()),
             PresenceUpdate::Left("bob".into()),
@@ -218,19 +226,6 @@ mod tests {
         ] {
             assert!(decode_presence(bad).is_err(), "{bad:?}");
         }
-    }
-
-    #[test]
-    fn diff_lists_what_changed() {
-        let a: BTreeSet<String> = ["a", "b"].iter().map(|s| s.to_string()).collect();
-        let b: BTreeSet<String> = ["b", "c"].iter().map(|s| s.to_string()).collect();
-        assert_eq!(
-            presence_diff(&a, &b),
-            vec![
-                PresenceUpdate::Left("a".into()),
-                PresenceUpdate::Joined("c".into())
-            ]
-        );
     }
 
     #[test]
