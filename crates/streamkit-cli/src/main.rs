@@ -13,6 +13,7 @@ mod no_bench;
 use no_bench as bench;
 mod call;
 mod demo;
+mod forward;
 mod hub;
 mod keygen;
 mod open;
@@ -50,6 +51,8 @@ enum Command {
     Serve(serve::Args),
     /// Open a channel to a service: stdin to the channel, the channel to stdout.
     Open(open::Args),
+    /// Forward local connections (tcp, unix, udp) to a service, as `ssh -L`.
+    Forward(forward::Args),
     /// Route channels between the peers connected here, by name (peers behind NAT).
     Hub(hub::Args),
     /// Call an RPC method: prints each result as a JSON line.
@@ -96,6 +99,7 @@ fn main() -> ExitCode {
             Command::Serve(args) => serve::run(args).await.map(|()| 0),
             Command::Open(args) => open::run(args).await,
             Command::Hub(args) => hub::run(args).await.map(|()| 0),
+            Command::Forward(args) => forward::run(args).await.map(|()| 0),
             Command::Call(args) => call::run(args).await,
             Command::Demo(args) => demo::run(args).await.map(|()| 0),
             Command::Bench(args) => bench::run(args).await.map(|()| 0),

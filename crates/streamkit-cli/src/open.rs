@@ -91,6 +91,12 @@ impl HostTrustArgs {
 impl ClientArgs {
     /// A peer that serves nothing, connected to `url`; returns the server's name.
     pub async fn connect(&self, url: &str) -> anyhow::Result<(Peer, String)> {
+        self.connect_with(url, false).await
+    }
+
+    /// [`connect`](Self::connect); with `keep`, the connection is re-dialled
+    /// whenever it is lost (and the first dial retried until it succeeds).
+    pub async fn connect_with(&self, url: &str, keep: bool) -> anyhow::Result<(Peer, String)> {
         let trust = self.hosts.add_to(Trust::new())?;
         let identity = match &self.key {
             Some(path) => Identity::load(path)?,
@@ -104,7 +110,9 @@ impl ClientArgs {
         let mut options = Options::default();
         options.services = Services::none();
         // A command fails at once rather than waiting for a server that is down.
-        options.reconnect = streamkit::Reconnect::never();
+        if !keep {
+            options.reconnect = streamkit::Reconnect::never();
+        }
         let mut config = PeerConfig::new(name, identity, trust).with_options(options);
         if let Some(token) = self.token.resolve()? {
             config = config.with_token(token);

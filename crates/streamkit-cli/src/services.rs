@@ -18,6 +18,8 @@ pub enum Spec {
     Exec(String),
     /// Joins the channel to a new TCP connection.
     Tcp(String),
+    /// Sends each frame as a datagram to HOST:PORT, and each reply back as a frame.
+    Udp(String),
 }
 
 impl FromStr for Spec {
@@ -41,8 +43,18 @@ impl FromStr for Spec {
                 bail!("tcp: needs HOST:PORT, got {addr:?}");
             }
             Ok(Spec::Tcp(addr.to_owned()))
+        } else if let Some(addr) = s.strip_prefix("udp:") {
+            let (host, port) = addr
+                .rsplit_once(':')
+                .ok_or_else(|| anyhow!("udp: needs HOST:PORT"))?;
+            if host.is_empty() || port.parse::<u16>().is_err() {
+                bail!("udp: needs HOST:PORT, got {addr:?}");
+            }
+            Ok(Spec::Udp(addr.to_owned()))
         } else {
-            bail!("unknown service spec {s:?}: use echo, sink, exec:COMMAND or tcp:HOST:PORT")
+            bail!(
+                "unknown service spec {s:?}: use echo, sink, exec:COMMAND, tcp:HOST:PORT or udp:HOST:PORT"
+            )
         }
     }
 }
@@ -69,6 +81,7 @@ pub async fn serve(spec: Spec, ch: Channel) {
         Spec::Sink => sink(ch).await,
         Spec::Exec(cmd) => exec(&cmd, ch).await,
         Spec::Tcp(addr) => tcp(&addr, ch).await,
+        Spec::Udp(addr) => udp(&addr, ch).await,
     };
     if let Err(e) = res {
         tracing::info!(
@@ -250,6 +263,45 @@ async fn tcp(addr: &str, mut ch: Channel) -> anyhow::Result<()> {
     };
     let _ = stream.set_nodelay(true);
     ch.join(stream).await?;
+    Ok(())
+}
+
+/// Each frame as a datagram to `addr` from a socket of this channel's own, each
+/// datagram back as a frame, until the channel ends.
+async fn udp(addr: &str, ch: Channel) -> anyhow::Result<()> {
+    let socket = tokio::net::UdpSocket::bind(if addr.starts_with('[') {
+        "[::]:0"
+    } else {
+        "0.0.0.0:0"
+    })
+    .await?;
+    socket
+        .connect(addr)
+        .await
+        .with_context(|| format!("udp {addr}"))?;
+    let (mut r, mut w) = ch.split();
+    let to = async {
+        while let Some(frame) = r.read_frame().await? {
+            // A datagram the network drops is lost, as UDP is.
+            let _ = socket.send(&frame).await;
+        }
+        Ok::<_, anyhow::Error>(())
+    };
+    let back = async {
+        let mut buf = vec![0u8; 65_536];
+        loop {
+            let Ok(n) = socket.recv(&mut buf).await else {
+                continue; // ICMP unreachable and the like: the next datagram may pass
+            };
+            w.write_frame(&buf[..n]).await?;
+        }
+        #[allow(unreachable_code)]
+        Ok::<_, anyhow::Error>(())
+    };
+    tokio::select! {
+        r = to => r?,
+        r = back => r?,
+    }
     Ok(())
 }
 

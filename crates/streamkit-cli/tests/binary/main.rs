@@ -10,3 +10,4 @@ mod hub;
 mod nat;
 mod restart;
 mod ssh_clients;
+mod tunnels;

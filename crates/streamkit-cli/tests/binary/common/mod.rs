@@ -112,6 +112,8 @@ pub struct Server {
     pub child: Option<Child>,
     pub urls: Vec<String>,
     pub lines: mpsc::Receiver<String>,
+    /// The line that said it was ready.
+    pub ready_line: String,
 }
 
 impl Server {
@@ -149,7 +151,7 @@ impl Server {
             }
         });
         let mut urls = Vec::new();
-        loop {
+        let ready_line = loop {
             let line = lines
                 .recv_timeout(HANG)
                 .expect("serve never said it was serving");
@@ -157,13 +159,14 @@ impl Server {
                 urls.push(url.to_owned());
             }
             if line.starts_with(ready) {
-                break;
+                break line;
             }
-        }
+        };
         Server {
             child: Some(child),
             urls,
             lines,
+            ready_line,
         }
     }
 

@@ -1,0 +1,259 @@
+//! Tunnels from the shell: `streamkit forward` (the shape of `ssh -L`) with real
+//! HTTP through it (a small HTTP server here, curl as the visitor), many visitors
+//! at once, Unix sockets, and UDP.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream, UdpSocket};
+use std::process::Command;
+
+use crate::common::*;
+
+/// A small HTTP/1.1 server on loopback: `GET /data` answers 1 MiB of a known
+/// pattern, `POST /echo` answers its body back. One request per connection.
+fn http_server() -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    std::thread::spawn(move || {
+        for conn in listener.incoming().map_while(Result::ok) {
+            std::thread::spawn(move || {
+                let _ = answer(conn);
+            });
+        }
+    });
+    addr
+}
+
+fn answer(conn: TcpStream) -> std::io::Result<()> {
+    let mut r = BufReader::new(conn.try_clone()?);
+    let mut line = String::new();
+    r.read_line(&mut line)?;
+    let mut length = 0usize;
+    loop {
+        let mut h = String::new();
+        r.read_line(&mut h)?;
+        if h == "\r\n" || h.is_empty() {
+            break;
+        }
+        if let Some(v) = h.to_ascii_lowercase().strip_prefix("content-length:") {
+            length = v.trim().parse().unwrap_or(0);
+        }
+    }
+    let body = if line.starts_with("POST /echo") {
+        let mut body = vec![0u8; length];
+        r.read_exact(&mut body)?;
+        body
+    } else {
+        pattern(1 << 20)
+    };
+    let mut w = conn;
+    write!(
+        w,
+        "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    )?;
+    w.write_all(&body)?;
+    w.flush()
+}
+
+/// A `streamkit serve` with the web server as a service, and its known_hosts.
+fn server(k: &Keys, web: &str) -> (Server, String) {
+    server_at(k, web, "tcp://127.0.0.1:0")
+}
+
+fn server_at(k: &Keys, web: &str, bind: &str) -> (Server, String) {
+    let spec = format!("web=tcp:{web}");
+    let srv = Server::start(&[
+        "--bind",
+        bind,
+        "--name",
+        "srv",
+        "--key",
+        &k.p("server"),
+        "--authorized-keys",
+        &k.p("authorized_keys"),
+        "--service",
+        &spec,
+    ]);
+    let kh = k.path("known_hosts");
+    std::fs::write(
+        &kh,
+        format!(
+            "[127.0.0.1]:{} {}",
+            srv.port(),
+            std::fs::read_to_string(k.path("server.pub")).unwrap()
+        ),
+    )
+    .unwrap();
+    (srv, kh.display().to_string())
+}
+
+/// `streamkit forward` running until dropped; the addresses it listens on.
+fn forward(
+    k: &Keys,
+    kh: &str,
+    url: &str,
+    service: &str,
+    listens: &[&str],
+) -> (Server, Vec<String>) {
+    let mut c = Command::new(BIN);
+    c.arg("forward");
+    for l in listens {
+        c.args(["--listen", l]);
+    }
+    c.args([url, service, "--key", &k.p("client"), "--known-hosts", kh]);
+    let fwd = Server::from_command(c, "streamkit: forwarding");
+    // One line per address: the first was the ready line.
+    let mut at = Vec::new();
+    for i in 0..listens.len() {
+        let line = if i == 0 {
+            fwd.ready_line.clone()
+        } else {
+            fwd.wait_line("streamkit: forwarding")
+        };
+        let addr = line
+            .strip_prefix("streamkit: forwarding ")
+            .unwrap()
+            .split(" to ")
+            .next()
+            .unwrap()
+            .to_owned();
+        at.push(addr);
+    }
+    (fwd, at)
+}
+
+fn curl(args: &[&str]) -> std::process::Output {
+    require_tool("curl", "curl");
+    let out = Command::new("curl")
+        .args(["-sS", "--max-time", "60"])
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "curl {args:?}: {}", stderr(&out));
+    out
+}
+
+#[test]
+fn http_through_forward_get_a_32_mib_post_and_200_visitors_at_once() {
+    let k = Keys::new();
+    let web = http_server();
+    let (srv, kh) = server(&k, &web);
+    let sock = k.path("web.sock");
+    let unix = format!("unix://{}", sock.display());
+    let (fwd, at) = forward(&k, &kh, srv.url(), "web", &["tcp://127.0.0.1:0", &unix]);
+    let tcp = at[0].trim_start_matches("tcp://").to_owned();
+
+    // GET, byte for byte.
+    let out = curl(&[&format!("http://{tcp}/data")]);
+    assert!(out.stdout == pattern(1 << 20), "{} bytes", out.stdout.len());
+    // A 32 MiB POST comes back byte for byte.
+    let body = pattern(32 << 20);
+    let file = k.path("body");
+    std::fs::write(&file, &body).unwrap();
+    let out = curl(&[
+        "--data-binary",
+        &format!("@{}", file.display()),
+        "-H",
+        "Expect:",
+        &format!("http://{tcp}/echo"),
+    ]);
+    assert!(out.stdout == body, "{} bytes back", out.stdout.len());
+    // The same through the Unix socket.
+    let out = curl(&[
+        "--unix-socket",
+        sock.to_str().unwrap(),
+        "http://tunnel/data",
+    ]);
+    assert!(out.stdout == pattern(1 << 20));
+
+    // 200 visitors at once, each its own connection (so its own channel).
+    let want = pattern(1 << 20);
+    let visitors: Vec<_> = (0..200)
+        .map(|_| {
+            let tcp = tcp.clone();
+            std::thread::spawn(move || {
+                let mut s = TcpStream::connect(&tcp).unwrap();
+                s.write_all(b"GET /data HTTP/1.1\r\nHost: x\r\n\r\n")
+                    .unwrap();
+                let mut all = Vec::new();
+                s.read_to_end(&mut all).unwrap();
+                let split = all.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+                all.split_off(split)
+            })
+        })
+        .collect();
+    for v in visitors {
+        assert!(v.join().unwrap() == want);
+    }
+
+    // The server restarts. A visitor during the outage is refused (its
+    // connection closed once the connection has not come back within the open
+    // wait), not left hanging; once the server is back, the tunnel works again.
+    let url = srv.url().to_owned();
+    drop(srv);
+    fwd.wait_line("streamkit: lost \"srv\"");
+    let refused = Command::new("curl")
+        .args(["-sS", "--max-time", "60", &format!("http://{tcp}/data")])
+        .output()
+        .unwrap();
+    assert!(!refused.status.success(), "served during the outage?");
+    let (_srv, _) = server_at(&k, &web, &url);
+    fwd.wait_line("streamkit: connected to \"srv\"");
+    let out = curl(&[&format!("http://{tcp}/data")]);
+    assert!(out.stdout == pattern(1 << 20));
+}
+
+#[test]
+fn udp_through_forward_each_source_its_own_channel() {
+    let k = Keys::new();
+    // A UDP echo server.
+    let echo = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let echo_at = echo.local_addr().unwrap().to_string();
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 65_536];
+        while let Ok((n, from)) = echo.recv_from(&mut buf) {
+            let _ = echo.send_to(&buf[..n], from);
+        }
+    });
+    let spec = format!("dns=udp:{echo_at}");
+    let srv = Server::start(&[
+        "--bind",
+        "tcp://127.0.0.1:0",
+        "--key",
+        &k.p("server"),
+        "--authorized-keys",
+        &k.p("authorized_keys"),
+        "--service",
+        &spec,
+    ]);
+    let kh = k.path("known_hosts");
+    std::fs::write(
+        &kh,
+        format!(
+            "[127.0.0.1]:{} {}",
+            srv.port(),
+            std::fs::read_to_string(k.path("server.pub")).unwrap()
+        ),
+    )
+    .unwrap();
+    let (_fwd, at) = forward(
+        &k,
+        kh.to_str().unwrap(),
+        srv.url(),
+        "dns",
+        &["udp://127.0.0.1:0"],
+    );
+    let udp = at[0].trim_start_matches("udp://").to_owned();
+    // Two sources, several datagrams each, each answered to its own source.
+    for who in [b'a', b'b'] {
+        let s = UdpSocket::bind("127.0.0.1:0").unwrap();
+        s.set_read_timeout(Some(HANG)).unwrap();
+        for i in 0..5u8 {
+            let msg = [who, i, 0xff, 0x00, who];
+            s.send_to(&msg, &udp).unwrap();
+            let mut buf = [0u8; 64];
+            let (n, _) = s.recv_from(&mut buf).unwrap();
+            assert_eq!(&buf[..n], &msg);
+        }
+    }
+}
