@@ -13,6 +13,7 @@ mod no_bench;
 use no_bench as bench;
 mod call;
 mod demo;
+mod expose;
 mod forward;
 mod hub;
 mod keygen;
@@ -53,6 +54,8 @@ enum Command {
     Open(open::Args),
     /// Forward local connections (tcp, unix, udp) to a service, as `ssh -L`.
     Forward(forward::Args),
+    /// Publish a local service on a port of the server, as `ssh -R`.
+    Expose(expose::Args),
     /// Route channels between the peers connected here, by name (peers behind NAT).
     Hub(hub::Args),
     /// Call an RPC method: prints each result as a JSON line.
@@ -100,6 +103,7 @@ fn main() -> ExitCode {
             Command::Open(args) => open::run(args).await,
             Command::Hub(args) => hub::run(args).await.map(|()| 0),
             Command::Forward(args) => forward::run(args).await.map(|()| 0),
+            Command::Expose(args) => expose::run(args).await.map(|()| 0),
             Command::Call(args) => call::run(args).await,
             Command::Demo(args) => demo::run(args).await.map(|()| 0),
             Command::Bench(args) => bench::run(args).await.map(|()| 0),
@@ -137,4 +141,15 @@ pub fn hostname() -> String {
         .ok()
         .filter(|s| !s.is_empty())
         .unwrap_or_else(|| "streamkit".to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    /// Every subcommand's arguments are consistent (names unique, groups valid):
+    /// clap checks it only when a command is first parsed.
+    #[test]
+    fn the_command_line_is_well_formed() {
+        use clap::CommandFactory as _;
+        super::Cli::command().debug_assert();
+    }
 }

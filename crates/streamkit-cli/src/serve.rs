@@ -26,6 +26,13 @@ pub struct Args {
     /// How to check the host keys of what --connect dials.
     #[command(flatten)]
     hosts: crate::open::HostTrustArgs,
+    /// Let PEER (a name, or *) publish PORTS (a port, or a range like 8000-8999)
+    /// with `streamkit expose`; repeatable. Nothing is allowed by default.
+    #[arg(long = "allow-expose", value_name = "PEER:PORTS")]
+    allow_expose: Vec<crate::expose::Rule>,
+    /// The address exposed ports listen on.
+    #[arg(long = "expose-bind", value_name = "IP", default_value = "0.0.0.0")]
+    expose_bind: String,
     /// A hub (by name) whose word is taken for who is calling through it: its
     /// callers' keys are not checked here (hub-trusting mode); repeatable.
     #[arg(long = "trusted-hub", value_name = "NAME")]
@@ -78,7 +85,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             bail!("--service {name:?} given twice");
         }
     }
-    if specs.is_empty() && !args.rpc_demo {
+    if specs.is_empty() && !args.rpc_demo && args.allow_expose.is_empty() {
         bail!(
             "no services: pass --service NAME=SPEC (echo, sink, exec:COMMAND, tcp:HOST:PORT) or --rpc-demo"
         );
@@ -158,6 +165,9 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     }
     drop(failed_tx);
 
+    if !args.allow_expose.is_empty() {
+        crate::expose::serve(&peer, args.allow_expose.clone(), args.expose_bind.clone())?;
+    }
     let _rpc = if args.rpc_demo {
         let rpc = streamkit_rpc::Rpc::new(&peer)?;
         rpc_demo(&rpc);

@@ -257,3 +257,125 @@ fn udp_through_forward_each_source_its_own_channel() {
         }
     }
 }
+
+/// A port free now on loopback (for a server told which ports it may publish).
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A server that lets "laptop" publish `port` on loopback.
+fn expose_server(k: &Keys, bind: &str, port: u16) -> Server {
+    let rule = format!("laptop:{port}");
+    Server::start(&[
+        "--bind",
+        bind,
+        "--name",
+        "srv",
+        "--key",
+        &k.p("server"),
+        "--authorized-keys",
+        &k.p("authorized_keys"),
+        "--allow-expose",
+        &rule,
+        "--expose-bind",
+        "127.0.0.1",
+    ])
+}
+
+#[test]
+fn http_through_expose_and_the_exposure_comes_back_after_a_restart() {
+    let k = Keys::new();
+    let web = http_server();
+    let port = free_port();
+    let srv = expose_server(&k, "tcp://127.0.0.1:0", port);
+    let url = srv.url().to_owned();
+    let kh = k.path("known_hosts");
+    std::fs::write(
+        &kh,
+        format!(
+            "[127.0.0.1]:{} {}",
+            srv.port(),
+            std::fs::read_to_string(k.path("server.pub")).unwrap()
+        ),
+    )
+    .unwrap();
+    let to = format!("tcp://{web}");
+    let mut c = Command::new(BIN);
+    c.args([
+        "expose",
+        &url,
+        "web",
+        "--to",
+        &to,
+        "--name",
+        "laptop",
+        "--key",
+        &k.p("client"),
+        "--known-hosts",
+        kh.to_str().unwrap(),
+    ]);
+    let exp = Server::from_command(c, "streamkit: web is live at");
+    assert_eq!(
+        exp.ready_line,
+        format!("streamkit: web is live at tcp://127.0.0.1:{port}")
+    );
+    let public = format!("http://127.0.0.1:{port}");
+    let out = curl(&[&format!("{public}/data")]);
+    assert!(out.stdout == pattern(1 << 20));
+    let body = pattern(32 << 20);
+    let file = k.path("body");
+    std::fs::write(&file, &body).unwrap();
+    let out = curl(&[
+        "--data-binary",
+        &format!("@{}", file.display()),
+        "-H",
+        "Expect:",
+        &format!("{public}/echo"),
+    ]);
+    assert!(out.stdout == body, "{} bytes back", out.stdout.len());
+    exp.wait_line("streamkit: visitor 127.0.0.1:");
+
+    // A port the rules do not allow is refused, with the reason.
+    let out = run(
+        &[
+            "expose",
+            &url,
+            "other",
+            "--to",
+            &to,
+            "--port",
+            "1",
+            "--name",
+            "laptop",
+            "--key",
+            &k.p("client"),
+            "--known-hosts",
+            kh.to_str().unwrap(),
+        ],
+        b"",
+    );
+    assert_eq!(out.status.code(), Some(255));
+    assert!(
+        stderr(&out).contains("port 1 is not allowed for laptop"),
+        "{}",
+        stderr(&out)
+    );
+
+    // The server restarts: during the outage the public port is closed (visitors
+    // are refused at once); then the exposure comes back by itself.
+    drop(srv);
+    exp.wait_line("streamkit: web is down");
+    let refused = Command::new("curl")
+        .args(["-sS", "--max-time", "60", &format!("{public}/data")])
+        .output()
+        .unwrap();
+    assert!(!refused.status.success());
+    let _srv = expose_server(&k, &url, port);
+    exp.wait_line("streamkit: web is live at");
+    let out = curl(&[&format!("{public}/data")]);
+    assert!(out.stdout == pattern(1 << 20));
+}
