@@ -7,6 +7,7 @@
 mod baseline;
 mod hub;
 mod rpc;
+mod tunnels;
 
 use std::fmt::Write as _;
 use std::time::{Duration, Instant};
@@ -29,7 +30,7 @@ pub struct Args {
     #[arg(long, value_name = "FILE")]
     json: Option<std::path::PathBuf>,
     /// Measure only these groups (comma-separated): memory, latency, rpc, bulk,
-    /// frames, opens, hub. All of them by default.
+    /// frames, opens, hub, tunnels. All of them by default.
     #[arg(long, value_name = "GROUPS", value_delimiter = ',')]
     only: Vec<Group>,
 }
@@ -44,6 +45,7 @@ enum Group {
     Frames,
     Opens,
     Hub,
+    Tunnels,
 }
 
 /// How much each row does.
@@ -740,6 +742,10 @@ async fn measure(
     if want(Group::Hub) {
         // ---- through a hub, and a hub's scale
         rows.extend(hub::rows(s, runs, &tcp, dir).await?);
+    }
+    if want(Group::Tunnels) {
+        // ---- HTTP through forward and expose (processes of our own)
+        rows.extend(tunnels::rows(s, runs, &tcp, dir).await?);
     }
     tcp.client.shutdown().await;
     tcp.server.shutdown().await;

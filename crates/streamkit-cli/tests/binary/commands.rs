@@ -453,7 +453,9 @@ fn bench_quick_measures_every_group() {
     let rows: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
     let rows = rows["rows"].as_array().unwrap();
-    for group in ["memory", "echo", "rpc", "bulk", "frames", "opens", "hub"] {
+    for group in [
+        "memory", "echo", "rpc", "bulk", "frames", "opens", "hub", "tunnel",
+    ] {
         assert!(
             rows.iter()
                 .any(|r| r["name"].as_str().unwrap().starts_with(group)),
