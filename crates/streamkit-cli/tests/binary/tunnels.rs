@@ -379,3 +379,81 @@ fn http_through_expose_and_the_exposure_comes_back_after_a_restart() {
     let out = curl(&[&format!("{public}/data")]);
     assert!(out.stdout == pattern(1 << 20));
 }
+
+/// `forward --via` reaches a service of a peer behind a hub, end to end.
+#[test]
+fn forward_through_a_hub_to_a_peer_behind_it() {
+    let k = Keys::new();
+    let web = http_server();
+    for name in ["hub", "carol"] {
+        let out = run(&["keygen", "-f", k.p(name).as_str()], b"");
+        assert!(out.status.success(), "{}", stderr(&out));
+    }
+    let public = |n: &str| std::fs::read_to_string(k.path(&format!("{n}.pub"))).unwrap();
+    std::fs::write(k.path("hub_peers"), public("client") + &public("carol")).unwrap();
+    let hub = Server::hub(&[
+        "--bind",
+        "tcp://127.0.0.1:0",
+        "--name",
+        "hub",
+        "--key",
+        &k.p("hub"),
+        "--authorized-keys",
+        &k.p("hub_peers"),
+    ]);
+    let kh = k.path("kh");
+    std::fs::write(
+        &kh,
+        format!(
+            "[127.0.0.1]:{} {}carol {}",
+            hub.port(),
+            public("hub"),
+            public("carol")
+        ),
+    )
+    .unwrap();
+    let kh = kh.display().to_string();
+    let spec = format!("web=tcp:{web}");
+    let carol = Server::start(&[
+        "--connect",
+        hub.url(),
+        "--known-hosts",
+        &kh,
+        "--name",
+        "carol",
+        "--key",
+        &k.p("carol"),
+        "--authorized-keys",
+        &k.p("authorized_keys"),
+        "--service",
+        &spec,
+    ]);
+    carol.wait_line("streamkit: connected to \"hub\"");
+    let mut c = Command::new(BIN);
+    c.args([
+        "forward",
+        "--listen",
+        "tcp://127.0.0.1:0",
+        "--via",
+        hub.url(),
+        "carol",
+        "web",
+        "--key",
+        &k.p("client"),
+        "--name",
+        "alice",
+        "--known-hosts",
+        &kh,
+    ]);
+    let fwd = Server::from_command(c, "streamkit: forwarding");
+    let at = fwd
+        .ready_line
+        .strip_prefix("streamkit: forwarding tcp://")
+        .unwrap()
+        .split(' ')
+        .next()
+        .unwrap()
+        .to_owned();
+    let out = curl(&[&format!("http://{at}/data")]);
+    assert!(out.stdout == pattern(1 << 20));
+}
