@@ -303,6 +303,7 @@ async fn exposure(
     let accept = async {
         loop {
             let Ok((visitor, from)) = listener.accept().await else {
+                crate::forward::accept_failed().await;
                 continue;
             };
             let _ = visitor.set_nodelay(true);

@@ -131,6 +131,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
                 tasks.spawn(async move {
                     loop {
                         let Ok((s, from)) = listener.accept().await else {
+                            accept_failed().await;
                             continue;
                         };
                         let _ = s.set_nodelay(true);
@@ -139,7 +140,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
                 });
             }
             Listen::Unix(path) => {
-                let _ = std::fs::remove_file(&path);
+                clear_stale_socket(&path)?;
                 let listener = tokio::net::UnixListener::bind(&path)
                     .with_context(|| format!("cannot listen on unix://{}", path.display()))?;
                 eprintln!(
@@ -152,6 +153,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
                     let mut n = 0u64;
                     loop {
                         let Ok((s, _)) = listener.accept().await else {
+                            accept_failed().await;
                             continue;
                         };
                         n += 1;
@@ -178,6 +180,32 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     peer.shutdown().await;
     Ok(())
 }
+
+/// After a failed accept (out of descriptors and the like): a pause rather than
+/// a spin.
+pub async fn accept_failed() {
+    tokio::time::sleep(Duration::from_millis(50)).await;
+}
+
+/// Removes a socket file left by a dead process; anything else at `path` (a
+/// file, a live listener) is an error, never deleted.
+fn clear_stale_socket(path: &std::path::Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::FileTypeExt as _;
+    let Ok(meta) = std::fs::symlink_metadata(path) else {
+        return Ok(());
+    };
+    if !meta.file_type().is_socket() {
+        bail!("{} exists and is not a socket", path.display());
+    }
+    if std::os::unix::net::UnixStream::connect(path).is_ok() {
+        bail!("{} is in use by a live listener", path.display());
+    }
+    std::fs::remove_file(path).with_context(|| format!("removing {}", path.display()))
+}
+
+/// Most UDP sources with a channel at once; datagrams from others are dropped
+/// (and said so) until one goes idle.
+const MAX_UDP_FLOWS: usize = 1024;
 
 /// One local connection: a channel, joined both ways until both ends are done.
 async fn forward_stream<S>(t: Target, s: S, from: String)
@@ -229,6 +257,10 @@ async fn forward_udp(t: Target, socket: Arc<UdpSocket>, idle: Duration) {
                 continue;
             }
         };
+        if !flows.contains_key(&from) && flows.len() >= MAX_UDP_FLOWS {
+            tracing::warn!(%from, "udp: {MAX_UDP_FLOWS} sources already have a channel; datagram dropped");
+            continue;
+        }
         if let std::collections::hash_map::Entry::Vacant(slot) = flows.entry(from) {
             let ch = match t.open(&from.to_string()).await {
                 Ok(ch) => ch,

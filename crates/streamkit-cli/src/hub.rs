@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use anyhow::{Context as _, bail};
 use streamkit::hub::{Hub, HubConfig, Policy};
-use streamkit::{Event, Identity, Options, PeerConfig, Services, Trust};
+use streamkit::{Event, Options, PeerConfig, Services};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -53,15 +53,8 @@ pub struct Args {
 }
 
 pub async fn run(args: Args) -> anyhow::Result<()> {
-    let mut trust = Trust::new();
-    if let Some(path) = &args.authorized_keys {
-        trust = trust.with_authorized_keys_file(path)?;
-    }
-    let token = args.token.resolve()?;
-    if let Some(token) = &token {
-        trust = trust.with_token(token.clone());
-    }
-    if args.authorized_keys.is_none() && token.is_none() {
+    let (trust, given) = crate::serve::client_trust(args.authorized_keys.as_deref(), &args.token)?;
+    if !given {
         bail!(
             "refusing to route for anyone: pass --authorized-keys PATH or --token-file PATH \
              (or STREAMKIT_TOKEN) to say which peers may connect"
@@ -77,17 +70,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     config.max_relay_bytes = args.max_relay_bytes;
     config.max_relay_time = args.max_relay_seconds.map(Duration::from_secs);
     config.max_bandwidth_per_peer = args.max_bandwidth_per_peer;
-    let identity = match &args.key {
-        Some(path) => Identity::load(path)?,
-        None => {
-            let id = Identity::generate();
-            eprintln!(
-                "streamkit: no --key given, using a new host key for this run: {}",
-                id.public_key().fingerprint()
-            );
-            id
-        }
-    };
+    let identity = crate::serve::host_identity(args.key.as_deref())?;
     let name = args.name.clone().unwrap_or_else(crate::hostname);
     let mut options = Options::default();
     // The hub routes; it serves nothing of its own.

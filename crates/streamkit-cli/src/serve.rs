@@ -61,18 +61,44 @@ pub struct Args {
     insecure_open: bool,
 }
 
-pub async fn run(args: Args) -> anyhow::Result<()> {
+/// Whom a bound peer (`serve`, `hub`) lets in: the keys of `authorized_keys`
+/// and the token; also whether either was given.
+pub fn client_trust(
+    authorized_keys: Option<&std::path::Path>,
+    token: &crate::token::TokenArgs,
+) -> anyhow::Result<(Trust, bool)> {
     let mut trust = Trust::new();
-    if let Some(path) = &args.authorized_keys {
+    if let Some(path) = authorized_keys {
         trust = trust.with_authorized_keys_file(path)?;
     }
-    let token = args.token.resolve()?;
-    if let Some(token) = &token {
-        trust = trust.with_token(token.clone());
+    let token = token.resolve()?;
+    let given = authorized_keys.is_some() || token.is_some();
+    if let Some(token) = token {
+        trust = trust.with_token(token);
     }
+    Ok((trust, given))
+}
+
+/// The host key at `path`, or a new one for this run (said on stderr).
+pub fn host_identity(path: Option<&std::path::Path>) -> anyhow::Result<Identity> {
+    Ok(match path {
+        Some(path) => Identity::load(path)?,
+        None => {
+            let id = Identity::generate();
+            eprintln!(
+                "streamkit: no --key given, using a new host key for this run: {}",
+                id.public_key().fingerprint()
+            );
+            id
+        }
+    })
+}
+
+pub async fn run(args: Args) -> anyhow::Result<()> {
+    let (mut trust, given) = client_trust(args.authorized_keys.as_deref(), &args.token)?;
     if args.insecure_open {
         trust = trust.danger_accept_any_client();
-    } else if args.authorized_keys.is_none() && token.is_none() {
+    } else if !given {
         bail!(
             "refusing to serve without client authentication: pass --authorized-keys PATH, \
              --token-file PATH (or STREAMKIT_TOKEN) or --token TOKEN (or --insecure-open to accept anyone)"
@@ -87,20 +113,11 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     }
     if specs.is_empty() && !args.rpc_demo && args.allow_expose.is_empty() {
         bail!(
-            "no services: pass --service NAME=SPEC (echo, sink, exec:COMMAND, tcp:HOST:PORT) or --rpc-demo"
+            "no services: pass --service NAME=SPEC (echo, sink, exec:COMMAND, tcp:HOST:PORT, \
+             udp:HOST:PORT), --rpc-demo or --allow-expose PEER:PORTS"
         );
     }
-    let identity = match &args.key {
-        Some(path) => Identity::load(path)?,
-        None => {
-            let id = Identity::generate();
-            eprintln!(
-                "streamkit: no --key given, using a new host key for this run: {}",
-                id.public_key().fingerprint()
-            );
-            id
-        }
-    };
+    let identity = host_identity(args.key.as_deref())?;
     if !args.connects.is_empty() {
         trust = args.hosts.add_to(trust)?;
     }

@@ -2,7 +2,7 @@
 //! `serve --connect`, reached by name with `open --via` and with OpenSSH's
 //! ProxyJump.
 
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 use crate::common::*;
 
@@ -202,25 +202,7 @@ fn openssh_proxyjump_through_the_hub_reaches_a_service_behind_it() {
         .arg(&config)
         .args(["-J", &format!("alice@127.0.0.1:{}", hub.port())])
         .args(["-l", "alice", "carol", "echo"]);
-    let out = pipe(ssh, &data);
+    let out = run_command(ssh, &data);
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(out.stdout == data, "{} bytes back", out.stdout.len());
-}
-
-fn pipe(mut c: Command, stdin: &[u8]) -> std::process::Output {
-    use std::io::Write as _;
-    let mut child = c
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut input = child.stdin.take().unwrap();
-    let data = stdin.to_vec();
-    let writer = std::thread::spawn(move || {
-        let _ = input.write_all(&data);
-    });
-    let out = wait_with_timeout(child);
-    writer.join().unwrap();
-    out
 }

@@ -10,7 +10,7 @@
 //!  ns b 10.88.0.2 ─ 10.88.0.1 [nat2] 10.77.2.2 ─ 10.77.2.1 ┘
 //! ```
 
-use std::process::{Child, Command, Output, Stdio};
+use std::process::Command;
 
 use crate::common::*;
 
@@ -111,25 +111,6 @@ fn sh(cmd: &str) {
     );
 }
 
-/// Runs a command to completion, with `stdin`.
-fn output(mut c: Command, stdin: &[u8]) -> Output {
-    use std::io::Write as _;
-    let mut child: Child = c
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut input = child.stdin.take().unwrap();
-    let data = stdin.to_vec();
-    let writer = std::thread::spawn(move || {
-        let _ = input.write_all(&data);
-    });
-    let out = wait_with_timeout(child);
-    writer.join().unwrap();
-    out
-}
-
 #[test]
 fn peers_behind_two_nats_reach_each_other_through_a_hub() {
     let bed = Bed::new();
@@ -213,7 +194,7 @@ fn peers_behind_two_nats_reach_each_other_through_a_hub() {
             "--known-hosts",
             &kh,
         ];
-        output(bed.streamkit(ns, &args), input)
+        run_command(bed.streamkit(ns, &args), input)
     };
     let data = pattern(2 << 20);
     let out = call("a", "10.77.1.1", "alice", "bob", "echo", &data);
@@ -225,7 +206,7 @@ fn peers_behind_two_nats_reach_each_other_through_a_hub() {
     assert_eq!(stderr(&out), "warned\n");
 
     // The public side cannot dial either of them...
-    let direct = output(
+    let direct = run_command(
         bed.streamkit(
             "pub",
             &[
@@ -245,7 +226,7 @@ fn peers_behind_two_nats_reach_each_other_through_a_hub() {
     );
     // ...yet reaches alice over her own connection to the hub.
     let key = k.p("bob");
-    let out = output(
+    let out = run_command(
         bed.streamkit(
             "pub",
             &[
@@ -283,7 +264,7 @@ fn peers_behind_two_nats_reach_each_other_through_a_hub() {
     ssh.args(["netns", "exec", &bed.ns("pub"), "ssh", "-F"])
         .arg(&config)
         .args(["-J", "alice@127.0.0.1:7400", "-l", "alice", "bob", "echo"]);
-    let out = output(ssh, b"through the jump");
+    let out = run_command(ssh, b"through the jump");
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(out.stdout, b"through the jump");
 

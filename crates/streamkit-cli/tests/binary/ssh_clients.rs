@@ -4,7 +4,7 @@
 
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::Command;
 
 use crate::common::*;
 
@@ -73,23 +73,6 @@ fn ssh_interactive(k: &Keys, port: &str) -> Command {
     c
 }
 
-fn run_cmd(mut c: Command, stdin: &[u8]) -> Output {
-    let mut child = c
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut input = child.stdin.take().unwrap();
-    let data = stdin.to_vec();
-    let writer = std::thread::spawn(move || {
-        let _ = input.write_all(&data);
-    });
-    let out = wait_with_timeout(child);
-    writer.join().unwrap();
-    out
-}
-
 #[test]
 fn openssh_exec_streams_bytes_exit_status_env_and_stderr() {
     let k = Keys::new();
@@ -99,7 +82,7 @@ fn openssh_exec_streams_bytes_exit_status_env_and_stderr() {
     let data = pattern(1 << 20);
     let mut c = ssh(&k, &p);
     c.args(["alice@127.0.0.1", "echo"]);
-    let out = run_cmd(c, &data);
+    let out = run_command(c, &data);
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(
         out.stdout == data,
@@ -118,14 +101,14 @@ fn openssh_exec_streams_bytes_exit_status_env_and_stderr() {
         "one",
         "two",
     ]);
-    let out = run_cmd(c, b"");
+    let out = run_command(c, b"");
     assert_eq!(String::from_utf8_lossy(&out.stdout), "alice C one two\n");
     assert_eq!(stderr(&out), "to stderr\n");
     assert_eq!(out.status.code(), Some(7));
     // A service that does not exist is reported like a missing command.
     let mut c = ssh(&k, &p);
     c.args(["alice@127.0.0.1", "nope"]);
-    let out = run_cmd(c, b"");
+    let out = run_command(c, b"");
     assert_eq!(out.status.code(), Some(127));
     assert!(
         stderr(&out).contains("nope: service not found"),
@@ -141,13 +124,13 @@ fn openssh_subsystem_and_direct_tcpip() {
     let p = port(&srv);
     let mut c = ssh(&k, &p);
     c.args(["-s", "alice@127.0.0.1", "echo"]);
-    let out = run_cmd(c, b"via subsystem");
+    let out = run_command(c, b"via subsystem");
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(out.stdout, b"via subsystem");
     // -W: stdio forwarded to the service the host names (the port is ignored).
     let mut c = ssh(&k, &p);
     c.args(["-W", "echo:1", "alice@127.0.0.1"]);
-    let out = run_cmd(c, b"via -W");
+    let out = run_command(c, b"via -W");
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(out.stdout, b"via -W");
     // -L: a local port forwarded to the service. `-f` returns once the forward is up.
@@ -163,7 +146,7 @@ fn openssh_subsystem_and_direct_tcpip() {
         .arg("-L")
         .arg(format!("{local}:echo:1"))
         .arg("alice@127.0.0.1");
-    let out = run_cmd(c, b"");
+    let out = run_command(c, b"");
     assert!(out.status.success(), "{}", stderr(&out));
     let mut s = std::net::TcpStream::connect(("127.0.0.1", local)).unwrap();
     s.write_all(b"via -L").unwrap();
@@ -175,7 +158,7 @@ fn openssh_subsystem_and_direct_tcpip() {
     stop.arg("-S")
         .arg(&ctl)
         .args(["-O", "exit", "alice@127.0.0.1"]);
-    run_cmd(stop, b"");
+    run_command(stop, b"");
 }
 
 /// An askpass program that answers with `answer`.
@@ -204,7 +187,7 @@ fn openssh_token_login() {
         .args(["-o", "NumberOfPasswordPrompts=1", "dave@127.0.0.1", "echo"])
         .env("SSH_ASKPASS", askpass(k.dir.path(), answer))
         .env("SSH_ASKPASS_REQUIRE", "force");
-        let out = run_cmd(c, b"with a token");
+        let out = run_command(c, b"with a token");
         if ok {
             assert!(out.status.success(), "{}", stderr(&out));
             assert_eq!(out.stdout, b"with a token");
@@ -227,7 +210,7 @@ fn openssh_requests_we_do_not_serve_are_refused() {
     // No command: the shell request is refused.
     let mut c = ssh(&k, &p);
     c.args(["alice@127.0.0.1"]);
-    let out = run_cmd(c, b"");
+    let out = run_command(c, b"");
     assert_eq!(out.status.code(), Some(255));
     assert!(
         stderr(&out).contains("shell request failed"),
@@ -237,7 +220,7 @@ fn openssh_requests_we_do_not_serve_are_refused() {
     // A forced terminal: the pty request is refused.
     let mut c = ssh(&k, &p);
     c.args(["-tt", "alice@127.0.0.1", "echo"]);
-    let out = run_cmd(c, b"");
+    let out = run_command(c, b"");
     assert!(
         stderr(&out).contains("PTY allocation request failed"),
         "{}",
@@ -253,7 +236,7 @@ fn openssh_requests_we_do_not_serve_are_refused() {
         "echo",
     ])
     .env("DISPLAY", ":0");
-    let out = run_cmd(c, b"still works");
+    let out = run_command(c, b"still works");
     let err = stderr(&out);
     assert!(err.contains("X11 forwarding request failed"), "{err}");
     assert!(err.contains("remote port forwarding failed"), "{err}");
@@ -293,7 +276,7 @@ fn paramiko_client() {
         .arg(k.path("client"))
         .arg(k.path("server.pub"))
         .arg("s3cret");
-    let out = run_cmd(c, b"");
+    let out = run_command(c, b"");
     let log = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),
@@ -342,7 +325,7 @@ fn library_peer_serves_openssh_and_its_authorizer_applies() {
     });
     let mut c = ssh(&k, &p);
     c.args(["alice@127.0.0.1", "hello"]);
-    let out = run_cmd(c, b"12345");
+    let out = run_command(c, b"12345");
     assert_eq!(
         String::from_utf8_lossy(&out.stdout),
         "hello from alice (5 bytes)\n"
@@ -351,7 +334,7 @@ fn library_peer_serves_openssh_and_its_authorizer_applies() {
     assert_eq!(out.status.code(), Some(3));
     let mut c = ssh(&k, &p);
     c.args(["alice@127.0.0.1", "secret"]);
-    let out = run_cmd(c, b"");
+    let out = run_command(c, b"");
     assert_eq!(out.status.code(), Some(126));
     assert!(
         stderr(&out).contains("access to the service denied"),

@@ -221,24 +221,31 @@ impl HubState {
         }
     }
 
-    fn refuse(&self, from: &str, to: &str, why: OpenRefusal) -> OpenRefusal {
+    /// Counts a refused relay and reports it (log, event).
+    fn refused(&self, from: &str, to: &str, reason: &str) {
         self.refused.fetch_add(1, Ordering::SeqCst);
-        tracing::info!(from, to, "relay refused: {}", why.description());
+        tracing::info!(from, to, "relay refused: {reason}");
         if let Some(p) = self.peer.upgrade() {
             p.events.emit(|| Event::RelayRefused {
                 from: from.to_owned(),
                 to: to.to_owned(),
-                reason: why.description().to_owned(),
+                reason: reason.to_owned(),
             });
         }
+    }
+
+    fn refuse(&self, from: &str, to: &str, why: OpenRefusal) -> OpenRefusal {
+        self.refused(from, to, why.description());
         why
     }
 
-    /// The checks made before a relay is admitted, and again when it is routed.
-    fn check(&self, from: &str, to: &str) -> Result<(), OpenRefusal> {
-        if to == from || self.conn_of(to).is_none() {
-            return Err(OpenRefusal::NotReachable);
-        }
+    /// The checks made before a relay is admitted, and again when it is routed;
+    /// the target's connection if it passes.
+    fn check(&self, from: &str, to: &str) -> Result<Arc<Conn>, OpenRefusal> {
+        let target = self
+            .conn_of(to)
+            .filter(|_| to != from)
+            .ok_or(OpenRefusal::NotReachable)?;
         if !self.config.policy.reaches(from, to) {
             return Err(OpenRefusal::Denied);
         }
@@ -246,7 +253,7 @@ impl HubState {
         if open >= self.config.max_relays_per_peer {
             return Err(OpenRefusal::RelayLimit);
         }
-        Ok(())
+        Ok(target)
     }
 
     /// Counts a relay of `from`'s (released when the guard drops); `None` over the limit.
@@ -311,17 +318,15 @@ impl Drop for Counted {
 }
 
 impl Router for HubState {
-    fn admit(&self, from: &ConnInfo, target: &str, _mode: RelayMode) -> Result<(), OpenRefusal> {
+    fn admit(&self, from: &ConnInfo, target: &str) -> Result<(), OpenRefusal> {
         self.check(&from.remote_name, target)
+            .map(drop)
             .map_err(|r| self.refuse(&from.remote_name, target, r))
     }
 
     fn forward(&self, from: &ConnInfo, target: &str) -> Option<Result<(), OpenRefusal>> {
         self.conn_of(target)?;
-        Some(
-            self.check(&from.remote_name, target)
-                .map_err(|r| self.refuse(&from.remote_name, target, r)),
-        )
+        Some(self.admit(from, target))
     }
 
     fn route(self: Arc<Self>, ch: Channel, counted: Internal) {
@@ -361,24 +366,17 @@ async fn relay(state: &Arc<HubState>, mut from_ch: Channel) {
             ch.reset();
         }
     };
-    let counted = match state
-        .check(&from, &to)
-        .ok()
-        .and_then(|()| state.count(&from))
-    {
-        Some(c) => c,
-        None => {
-            let why = state
-                .check(&from, &to)
-                .err()
-                .unwrap_or(OpenRefusal::RelayLimit);
+    // Checked again: the target may have gone, or other relays taken the places.
+    let checked = state.check(&from, &to).and_then(|target| {
+        let counted = state.count(&from).ok_or(OpenRefusal::RelayLimit)?;
+        Ok((target, counted))
+    });
+    let (target, counted) = match checked {
+        Ok(v) => v,
+        Err(why) => {
             let why = state.refuse(&from, &to, why);
             return refused(why.description().to_owned(), from_ch).await;
         }
-    };
-    let Some(target) = state.conn_of(&to) else {
-        let why = state.refuse(&from, &to, OpenRefusal::NotReachable);
-        return refused(why.description().to_owned(), from_ch).await;
     };
     let mut headers = Headers::new();
     headers.insert(FROM, &from);
@@ -389,14 +387,7 @@ async fn relay(state: &Arc<HubState>, mut from_ch: Channel) {
     let to_ch = match target.open(RELAY_SERVICE, headers, None).await {
         Ok(ch) => ch,
         Err(kind) => {
-            state.refused.fetch_add(1, Ordering::SeqCst);
-            if let Some(p) = state.peer.upgrade() {
-                p.events.emit(|| Event::RelayRefused {
-                    from: from.clone(),
-                    to: to.clone(),
-                    reason: kind.to_string(),
-                });
-            }
+            state.refused(&from, &to, &kind.to_string());
             return refused(format!("{to}: {kind}"), from_ch).await;
         }
     };

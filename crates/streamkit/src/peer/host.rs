@@ -191,11 +191,11 @@ impl PeerInner {
             }
         } else if let Some(router) = self.router.get() {
             let to = headers.get(TO).ok_or(OpenRefusal::BadRequest)?;
-            let mode = headers
+            headers
                 .get(MODE)
                 .and_then(RelayMode::parse)
                 .ok_or(OpenRefusal::BadRequest)?;
-            router.admit(conn, to, mode)?;
+            router.admit(conn, to)?;
         } else {
             self.admit_relayed(conn, headers)?;
         }

@@ -22,7 +22,7 @@ use crate::wire::relay::{
 /// A hub's routing, as its peer sees it (implemented by `crate::hub`).
 pub(crate) trait Router: Send + Sync + 'static {
     /// Decides at once whether a relay from `from` to `target` will be routed.
-    fn admit(&self, from: &ConnInfo, target: &str, mode: RelayMode) -> Result<(), OpenRefusal>;
+    fn admit(&self, from: &ConnInfo, target: &str) -> Result<(), OpenRefusal>;
     /// A standard client's `direct-tcpip` to `target`: `None` if `target` is not a
     /// peer this hub routes to (the open is then a service of the hub's own),
     /// else whether it will be routed.
@@ -206,20 +206,35 @@ impl PeerInner {
         name: &str,
         hub: Arc<Conn>,
     ) -> Result<Arc<Conn>, OpenErrorKind> {
-        let hub_name = hub.info.remote_name.clone();
-        let relay_err = |why: String| OpenErrorKind::Relay {
-            hub: hub_name.clone(),
-            why,
-        };
         // One session per name at a time: a second open waits for the first.
         let gate = lock(&self.relaying)
             .entry(name.to_owned())
             .or_default()
             .clone();
-        let _held = gate.lock().await;
-        if let Some(Target::Direct(c)) = self.find_route(name) {
-            return Ok(c);
-        }
+        let made = {
+            let _held = gate.lock().await;
+            match self.find_route(name) {
+                Some(Target::Direct(c)) => Ok(c),
+                _ => self.relay_session(name, hub).await,
+            }
+        };
+        // The last one out forgets the name's gate.
+        drop(gate);
+        lock(&self.relaying).retain(|_, g| Arc::strong_count(g) > 1);
+        made
+    }
+
+    /// A relay channel to `name` through `hub`, and the SSH session inside it.
+    async fn relay_session(
+        self: &Arc<Self>,
+        name: &str,
+        hub: Arc<Conn>,
+    ) -> Result<Arc<Conn>, OpenErrorKind> {
+        let hub_name = hub.info.remote_name.clone();
+        let relay_err = |why: String| OpenErrorKind::Relay {
+            hub: hub_name.clone(),
+            why,
+        };
         let mode = if self.options().trusted_hubs.contains(&hub_name) {
             RelayMode::TrustHub
         } else {
@@ -411,4 +426,36 @@ async fn serve_relayed(peer: Arc<PeerInner>, ch: Channel, counted: Internal) {
         }),
     )
     .await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_hub_announces_at_most_the_cap_and_a_reset_forgets_the_rest() {
+        let mut p = Presence::default();
+        let many: Vec<PresenceUpdate> = (0..MAX_PRESENCE_NAMES + 10)
+            .map(|i| PresenceUpdate::Joined(format!("n{i}")))
+            .collect();
+        let events = p.apply(1, "hub", many);
+        assert_eq!(
+            events.len(),
+            MAX_PRESENCE_NAMES,
+            "names past the cap are not kept"
+        );
+        assert_eq!(p.all().len(), MAX_PRESENCE_NAMES);
+        // A full list replaces what the hub said before.
+        let events = p.apply(
+            1,
+            "hub",
+            vec![PresenceUpdate::Reset, PresenceUpdate::Joined("n0".into())],
+        );
+        assert_eq!(events.len(), MAX_PRESENCE_NAMES - 1, "all but n0 left");
+        assert_eq!(p.via("n0"), Some(1));
+        assert_eq!(p.via("n1"), None);
+        // The hub gone, nothing is reachable through it.
+        assert_eq!(p.forget(1, "hub").len(), 1);
+        assert!(p.all().is_empty());
+    }
 }

@@ -7,7 +7,9 @@ use crate::common::*;
 use streamkit::{ChannelError, Headers, OpenErrorKind, OpenRefusal, ResetCode};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-over_all! {
+// Every scenario also runs through a hub, end to end and taking the hub's word
+// (`through_hub::`): two peers whose only connection is to the hub.
+over_all_and_hubs! {
     names_are_known_on_both_sides => names_are_known_on_both_sides;
     direction_does_not_matter => direction_does_not_matter;
     headers_survive_any_content => headers_survive_any_content;
@@ -38,45 +40,6 @@ over_all! {
     join_splices_a_socket_both_ways => join_splices_a_socket_both_ways;
     a_joined_socket_that_resets_resets_the_channel => a_joined_socket_that_resets_resets_the_channel;
     frames_as_stream_and_sink => frames_as_stream_and_sink;
-}
-
-// The same through a hub, end to end and taking the hub's word: each test
-// runs between two peers whose only connection is to the hub.
-mod through_hub {
-    use super::*;
-
-    over_hub! {
-        names_are_known_on_both_sides => names_are_known_on_both_sides;
-        direction_does_not_matter => direction_does_not_matter;
-        headers_survive_any_content => headers_survive_any_content;
-        trailers_travel_both_ways => trailers_travel_both_ways;
-        half_close_keeps_the_other_direction => half_close_keeps_the_other_direction;
-        reset_is_an_error_not_eof => reset_is_an_error_not_eof;
-        errors_before_the_end_are_never_missed => errors_before_the_end_are_never_missed;
-        unknown_service_keeps_the_connection => unknown_service_keeps_the_connection;
-        a_listened_service_has_its_own_queue => a_listened_service_has_its_own_queue;
-        oversize_frame_fails_only_that_channel => oversize_frame_fails_only_that_channel;
-        writing_to_a_closed_channel_is_an_error => writing_to_a_closed_channel_is_an_error;
-        a_stalled_channel_does_not_stall_the_others => a_stalled_channel_does_not_stall_the_others;
-        a_thousand_channels_at_once => a_thousand_channels_at_once;
-        vanished_peer_fails_reads_and_leaves_peers => vanished_peer_fails_reads_and_leaves_peers;
-        close_without_reading_completes => close_without_reading_completes;
-        a_close_to_a_dropped_reader_is_not_success => a_close_to_a_dropped_reader_is_not_success;
-        an_open_reset_at_once_fails_instead_of_hanging => an_open_reset_at_once_fails_instead_of_hanging;
-        error_frames_larger_than_the_window => error_frames_larger_than_the_window;
-        // Channels of channels
-        children_nest_both_ways_to_any_depth => children_nest_both_ways_to_any_depth;
-        closing_a_parent_closes_its_children => closing_a_parent_closes_its_children;
-        a_child_of_a_closed_parent_fails_clearly => a_child_of_a_closed_parent_fails_clearly;
-        children_closed_before_accept_leave_the_queue => children_closed_before_accept_leave_the_queue;
-        a_deep_chain_of_unaccepted_children_closes => a_deep_chain_of_unaccepted_children_closes;
-        a_child_finished_before_accept_keeps_its_data => a_child_finished_before_accept_keeps_its_data;
-        waiting_children_are_limited_per_connection => waiting_children_are_limited_per_connection;
-        // Join, and frames as Stream/Sink
-        join_splices_a_socket_both_ways => join_splices_a_socket_both_ways;
-        a_joined_socket_that_resets_resets_the_channel => a_joined_socket_that_resets_resets_the_channel;
-        frames_as_stream_and_sink => frames_as_stream_and_sink;
-    }
 }
 
 /// The peers a peer sees, but for the hub it reaches them through.

@@ -58,10 +58,17 @@ pub fn run(args: &[&str], stdin: &[u8]) -> Output {
 
 /// [`run`] with environment variables set (and no `STREAMKIT_TOKEN` from ours).
 pub fn run_with_env(args: &[&str], stdin: &[u8], env: &[(&str, &str)]) -> Output {
-    let mut child = Command::new(BIN)
-        .args(args)
+    let mut c = Command::new(BIN);
+    c.args(args)
         .env_remove("STREAMKIT_TOKEN")
-        .envs(env.iter().copied())
+        .envs(env.iter().copied());
+    run_command(c, stdin)
+}
+
+/// Runs any command to completion with `stdin`, its output captured (a hang
+/// fails the test).
+pub fn run_command(mut c: Command, stdin: &[u8]) -> Output {
+    let mut child = c
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

@@ -326,6 +326,18 @@ macro_rules! over_hub {
     };
 }
 
+/// [`over_all!`], and the same scenarios through a hub in a module of their own
+/// (`through_hub`), from one list.
+macro_rules! over_all_and_hubs {
+    ($($name:ident => $body:path;)*) => {
+        over_all! { $($name => $body;)* }
+        mod through_hub {
+            use super::*;
+            over_hub! { $($name => $body;)* }
+        }
+    };
+}
+
 /// A raw SSH client (russh, with none of our channel logic) that trusts any server.
 pub struct RawClient;
 
