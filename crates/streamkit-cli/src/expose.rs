@@ -234,24 +234,103 @@ impl std::str::FromStr for Rule {
     }
 }
 
-/// The serving side: takes `$expose` requests under `rules`, listening on
-/// `bind` (an IP address) for each allowed one.
-pub fn serve(peer: &Peer, rules: Vec<Rule>, bind: String) -> anyhow::Result<()> {
+/// The serving side's rules and where exposed ports listen: shared by
+/// `streamkit expose` requests and standard clients' `ssh -R`.
+#[derive(Debug)]
+pub struct Exposures {
+    rules: Vec<Rule>,
+    /// The IP address exposed ports listen on.
+    bind: String,
+}
+
+impl Exposures {
+    pub fn new(rules: Vec<Rule>, bind: String) -> Arc<Exposures> {
+        Arc::new(Exposures { rules, bind })
+    }
+
+    /// Listens for `who`, on `asked` if given, else on the first free port the
+    /// rules allow it; or why not.
+    fn listen(&self, who: &str, asked: Option<u16>) -> Result<tokio::net::TcpListener, String> {
+        let allowed: Vec<&Rule> = self
+            .rules
+            .iter()
+            .filter(|r| r.peer.as_deref().is_none_or(|p| p == who))
+            .collect();
+        let candidates: Vec<u16> = match asked {
+            Some(p) if allowed.iter().any(|r| r.ports.contains(&p)) => vec![p],
+            Some(p) => return Err(format!("port {p} is not allowed for {who}")),
+            None if allowed.is_empty() => {
+                return Err(format!("{who} may not expose anything here"));
+            }
+            None => allowed.iter().flat_map(|r| r.ports.clone()).collect(),
+        };
+        for p in candidates {
+            let bound = std::net::TcpListener::bind((self.bind.as_str(), p))
+                .and_then(|l| l.set_nonblocking(true).map(|()| l))
+                .and_then(tokio::net::TcpListener::from_std);
+            if let Ok(l) = bound {
+                return Ok(l);
+            }
+        }
+        Err("no allowed port is free".into())
+    }
+}
+
+/// The serving side: takes `$expose` requests under `exposures`' rules, listening
+/// for each allowed one.
+pub fn serve(peer: &Peer, exposures: Arc<Exposures>) -> anyhow::Result<()> {
     let requests = peer.listen(EXPOSE_SERVICE)?;
-    let (peer, rules) = (peer.clone(), Arc::new(rules));
+    let peer = peer.clone();
     tokio::spawn(async move {
         while let Ok((meta, ch)) = requests.accept().await {
-            let (peer, rules, bind) = (peer.clone(), rules.clone(), bind.clone());
+            let (peer, exposures) = (peer.clone(), exposures.clone());
             tokio::spawn(async move {
                 let who = meta.remote_peer().to_owned();
                 let name = meta.headers().get("name").unwrap_or("").to_owned();
-                if let Err(e) = exposure(&peer, &rules, &bind, &meta, ch).await {
+                if let Err(e) = exposure(&peer, &exposures, &meta, ch).await {
                     eprintln!("streamkit: refused to expose {name:?} for {who}: {e:#}");
                 }
             });
         }
     });
     Ok(())
+}
+
+/// Standard clients' `ssh -R` under the same rules: the port asked for (or, for
+/// port 0, the first free one allowed), on `--expose-bind` whatever address the
+/// client named.
+impl streamkit::forward::RemoteForward for Exposures {
+    fn listen(&self, request: streamkit::forward::ForwardRequest) -> Result<u16, String> {
+        let who = request.peer.clone();
+        let asked = (request.port != 0).then_some(request.port);
+        let listener = Exposures::listen(self, &who, asked).inspect_err(|why| {
+            eprintln!(
+                "streamkit: refused ssh -R {} for {who}: {why}",
+                request.port
+            );
+        })?;
+        let at = listener.local_addr().map_err(|e| e.to_string())?;
+        eprintln!(
+            "streamkit: exposing ssh -R {} for {who} at tcp://{at}",
+            request.port
+        );
+        let forwarder = request.forwarder;
+        tokio::spawn(async move {
+            let open = |from| {
+                let forwarder = forwarder.clone();
+                async move { forwarder.open(from).await }
+            };
+            tokio::select! {
+                () = visitors(listener, at, open) => {}
+                () = forwarder.closed() => {}
+            }
+            eprintln!(
+                "streamkit: ssh -R {} for {who} at tcp://{at} is down",
+                request.port
+            );
+        });
+        Ok(at.port())
+    }
 }
 
 /// Tells the requester why not, in an error frame, and ends the request.
@@ -264,8 +343,7 @@ async fn refuse(mut ch: Channel, why: String) -> anyhow::Result<()> {
 /// One exposure: a listener while the request's channel lives.
 async fn exposure(
     peer: &Peer,
-    rules: &[Rule],
-    bind: &str,
+    exposures: &Exposures,
     meta: &streamkit::ChannelMeta,
     mut ch: Channel,
 ) -> anyhow::Result<()> {
@@ -275,62 +353,55 @@ async fn exposure(
         .headers()
         .get("port")
         .and_then(|p| p.parse::<u16>().ok());
-    let allowed: Vec<&Rule> = rules
-        .iter()
-        .filter(|r| r.peer.as_deref().is_none_or(|p| p == who))
-        .collect();
-    let candidates: Vec<u16> = match asked {
-        Some(p) if allowed.iter().any(|r| r.ports.contains(&p)) => vec![p],
-        Some(p) => return refuse(ch, format!("port {p} is not allowed for {who}")).await,
-        None if allowed.is_empty() => {
-            return refuse(ch, format!("{who} may not expose anything here")).await;
-        }
-        None => allowed.iter().flat_map(|r| r.ports.clone()).collect(),
-    };
-    let mut listener = None;
-    for p in candidates {
-        if let Ok(l) = tokio::net::TcpListener::bind((bind, p)).await {
-            listener = Some(l);
-            break;
-        }
-    }
-    let Some(listener) = listener else {
-        return refuse(ch, "no allowed port is free".into()).await;
+    let listener = match exposures.listen(&who, asked) {
+        Ok(l) => l,
+        Err(why) => return refuse(ch, why).await,
     };
     let at = listener.local_addr()?;
     ch.write_frame(format!("tcp://{at}").as_bytes()).await?;
     eprintln!("streamkit: exposing {name:?} for {who} at tcp://{at}");
-    let accept = async {
-        loop {
-            let Ok((visitor, from)) = listener.accept().await else {
-                crate::forward::accept_failed().await;
-                continue;
-            };
-            let _ = visitor.set_nodelay(true);
-            let (peer, who, name) = (peer.clone(), who.clone(), name.clone());
-            tokio::spawn(async move {
-                let mut headers = Headers::new();
-                headers.insert("name", &name);
-                headers.insert("visitor", &from.to_string());
-                headers.insert("public", &at.to_string());
-                match peer.open(&who, VISIT_SERVICE, headers).await {
-                    Ok(ch) => {
-                        let _ = ch.join(visitor).await;
-                    }
-                    // The visitor's connection closes: a refusal, not a hang.
-                    Err(e) => tracing::info!("visitor {from} for {name:?}: {e}"),
-                }
-            });
-        }
+    let open = |from: SocketAddr| {
+        let mut headers = Headers::new();
+        headers.insert("name", &name);
+        headers.insert("visitor", &from.to_string());
+        headers.insert("public", &at.to_string());
+        let (peer, who) = (peer.clone(), who.clone());
+        async move { peer.open(&who, VISIT_SERVICE, headers).await }
     };
     // The exposure lasts as long as the request's channel.
     let held = async { while let Ok(Some(_)) = ch.read_frame().await {} };
     tokio::select! {
-        () = accept => {}
+        () = visitors(listener, at, open) => {}
         () = held => {}
     }
     eprintln!("streamkit: {name:?} for {who} at tcp://{at} is down");
     Ok(())
+}
+
+/// Accepts visitors on `listener` (listening at `at`), each joined to a channel
+/// that `open` opens to the exposing client. Runs until dropped.
+async fn visitors<F, Fut>(listener: tokio::net::TcpListener, at: SocketAddr, open: F)
+where
+    F: Fn(SocketAddr) -> Fut,
+    Fut: std::future::Future<Output = Result<Channel, streamkit::OpenError>> + Send + 'static,
+{
+    loop {
+        let Ok((visitor, from)) = listener.accept().await else {
+            crate::forward::accept_failed().await;
+            continue;
+        };
+        let _ = visitor.set_nodelay(true);
+        let opening = open(from);
+        tokio::spawn(async move {
+            match opening.await {
+                Ok(ch) => {
+                    let _ = ch.join(visitor).await;
+                }
+                // The visitor's connection closes: a refusal, not a hang.
+                Err(e) => tracing::info!("visitor {from} at {at}: {e}"),
+            }
+        });
+    }
 }
 
 #[cfg(test)]

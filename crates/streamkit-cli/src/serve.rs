@@ -27,7 +27,8 @@ pub struct Args {
     #[command(flatten)]
     hosts: crate::open::HostTrustArgs,
     /// Let PEER (a name, or *) publish PORTS (a port, or a range like 8000-8999)
-    /// with `streamkit expose`; repeatable. Nothing is allowed by default.
+    /// with `streamkit expose` or a standard `ssh -R`; repeatable. Nothing is
+    /// allowed by default.
     #[arg(long = "allow-expose", value_name = "PEER:PORTS")]
     allow_expose: Vec<crate::expose::Rule>,
     /// The address exposed ports listen on.
@@ -125,7 +126,15 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let mut options = Options::default();
     options.services = Services::only(specs.keys().cloned());
     options.trusted_hubs = args.trusted_hubs.clone();
-    let peer = Peer::new(PeerConfig::new(name.clone(), identity, trust).with_options(options))?;
+    let mut config = PeerConfig::new(name.clone(), identity, trust).with_options(options);
+    let exposures = (!args.allow_expose.is_empty()).then(|| {
+        crate::expose::Exposures::new(args.allow_expose.clone(), args.expose_bind.clone())
+    });
+    if let Some(e) = &exposures {
+        // Standard clients' `ssh -R`, under the same rules as `streamkit expose`.
+        config.remote_forward = Some(e.clone());
+    }
+    let peer = Peer::new(config)?;
     for url in &args.binds {
         let bound = peer
             .bind(url)
@@ -182,8 +191,8 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     }
     drop(failed_tx);
 
-    if !args.allow_expose.is_empty() {
-        crate::expose::serve(&peer, args.allow_expose.clone(), args.expose_bind.clone())?;
+    if let Some(e) = exposures {
+        crate::expose::serve(&peer, e)?;
     }
     let _rpc = if args.rpc_demo {
         let rpc = streamkit_rpc::Rpc::new(&peer)?;

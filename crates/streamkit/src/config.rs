@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use crate::Headers;
 use crate::error::ConfigError;
+use crate::forward::RemoteForward;
 use crate::keys::Identity;
 use crate::trust::Trust;
 use crate::wire::INITIAL_CREDIT;
@@ -26,6 +27,9 @@ pub struct PeerConfig {
     pub options: Options,
     /// Decides, per channel open, whether a remote peer may use a service.
     pub authorizer: Option<Arc<dyn Authorize>>,
+    /// Takes standard SSH clients' remote forwards (`ssh -R`); without it they
+    /// are refused.
+    pub remote_forward: Option<Arc<dyn RemoteForward>>,
 }
 
 impl fmt::Debug for PeerConfig {
@@ -37,6 +41,7 @@ impl fmt::Debug for PeerConfig {
             .field("token", &self.token.as_ref().map(|_| "***"))
             .field("options", &self.options)
             .field("authorizer", &self.authorizer.is_some())
+            .field("remote_forward", &self.remote_forward.is_some())
             .finish()
     }
 }
@@ -51,6 +56,7 @@ impl PeerConfig {
             token: None,
             options: Options::default(),
             authorizer: None,
+            remote_forward: None,
         }
     }
 
@@ -69,6 +75,12 @@ impl PeerConfig {
     /// Sets the per-service authorisation hook.
     pub fn with_authorizer(mut self, authorizer: impl Authorize) -> PeerConfig {
         self.authorizer = Some(Arc::new(authorizer));
+        self
+    }
+
+    /// Takes standard SSH clients' remote forwards (`ssh -R`) with `hook`.
+    pub fn with_remote_forward(mut self, hook: impl RemoteForward) -> PeerConfig {
+        self.remote_forward = Some(Arc::new(hook));
         self
     }
 }

@@ -55,6 +55,7 @@ mod config;
 mod connection;
 pub mod endpoint;
 pub mod error;
+pub mod forward;
 pub mod hub;
 mod keys;
 mod peer;

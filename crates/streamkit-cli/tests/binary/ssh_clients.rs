@@ -38,41 +38,6 @@ fn port(srv: &Server) -> String {
     srv.url().rsplit(':').next().unwrap().to_owned()
 }
 
-/// A known_hosts file naming the server, as `ssh` would record it.
-fn known_hosts(k: &Keys, port: &str) -> PathBuf {
-    let path = k.path("known_hosts");
-    let public = std::fs::read_to_string(k.path("server.pub")).unwrap();
-    std::fs::write(&path, format!("[127.0.0.1]:{port} {public}")).unwrap();
-    path
-}
-
-/// `ssh` with a clean configuration: only the options given here apply.
-fn ssh(k: &Keys, port: &str) -> Command {
-    let mut c = ssh_interactive(k, port);
-    // ssh keeps the first value given for an option: this one must come last.
-    c.args(["-o", "BatchMode=yes"]);
-    c
-}
-
-/// `ssh` that may prompt (through `SSH_ASKPASS`).
-fn ssh_interactive(k: &Keys, port: &str) -> Command {
-    let kh = known_hosts(k, port);
-    require_tool("ssh", "the OpenSSH client");
-    let mut c = Command::new("ssh");
-    c.args(["-F", "/dev/null", "-p", port, "-i"])
-        .arg(k.path("client"))
-        .args([
-            "-o",
-            "IdentitiesOnly=yes",
-            "-o",
-            "StrictHostKeyChecking=yes",
-        ])
-        .arg("-o")
-        .arg(format!("UserKnownHostsFile={}", kh.display()))
-        .args(["-o", "GlobalKnownHostsFile=/dev/null"]);
-    c
-}
-
 #[test]
 fn openssh_exec_streams_bytes_exit_status_env_and_stderr() {
     let k = Keys::new();

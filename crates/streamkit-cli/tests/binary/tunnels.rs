@@ -74,16 +74,7 @@ fn server_at(k: &Keys, web: &str, bind: &str) -> (Server, String) {
         "--service",
         &spec,
     ]);
-    let kh = k.path("known_hosts");
-    std::fs::write(
-        &kh,
-        format!(
-            "[127.0.0.1]:{} {}",
-            srv.port(),
-            std::fs::read_to_string(k.path("server.pub")).unwrap()
-        ),
-    )
-    .unwrap();
+    let kh = known_hosts(k, &srv.port());
     (srv, kh.display().to_string())
 }
 
@@ -293,16 +284,7 @@ fn http_through_expose_and_the_exposure_comes_back_after_a_restart() {
     let port = free_port();
     let srv = expose_server(&k, "tcp://127.0.0.1:0", port);
     let url = srv.url().to_owned();
-    let kh = k.path("known_hosts");
-    std::fs::write(
-        &kh,
-        format!(
-            "[127.0.0.1]:{} {}",
-            srv.port(),
-            std::fs::read_to_string(k.path("server.pub")).unwrap()
-        ),
-    )
-    .unwrap();
+    let kh = known_hosts(&k, &srv.port());
     let to = format!("tcp://{web}");
     let mut c = Command::new(BIN);
     c.args([
@@ -376,6 +358,93 @@ fn http_through_expose_and_the_exposure_comes_back_after_a_restart() {
     assert!(!refused.status.success());
     let _srv = expose_server(&k, &url, port);
     exp.wait_line("streamkit: web is live at");
+    let out = curl(&[&format!("{public}/data")]);
+    assert!(out.stdout == pattern(1 << 20));
+}
+
+/// No install on the client: OpenSSH's own `ssh -R` against `serve --allow-expose`,
+/// under the same rules as `streamkit expose`.
+#[test]
+fn openssh_remote_forward_exposes_a_port_under_the_rules() {
+    let k = Keys::new();
+    let web = http_server();
+    let port = free_port();
+    let srv = expose_server(&k, "tcp://127.0.0.1:0", port);
+    let sp = srv.port();
+    let remote = |listen: &str| {
+        let mut c = ssh(&k, &sp);
+        c.args(["-N", "-o", "ExitOnForwardFailure=yes", "-R"])
+            .arg(format!("{listen}:{web}"))
+            .arg("laptop@127.0.0.1");
+        c
+    };
+
+    // Port 0: the server picks the port the rules allow, and ssh is told it.
+    let exp = Server::from_command(remote("0"), "Allocated port");
+    assert!(
+        exp.ready_line
+            .starts_with(&format!("Allocated port {port} ")),
+        "{}",
+        exp.ready_line
+    );
+    srv.wait_line(&format!(
+        "streamkit: exposing ssh -R 0 for laptop at tcp://127.0.0.1:{port}"
+    ));
+    let public = format!("http://127.0.0.1:{port}");
+    let out = curl(&[&format!("{public}/data")]);
+    assert!(out.stdout == pattern(1 << 20));
+    let body = pattern(32 << 20);
+    let file = k.path("body");
+    std::fs::write(&file, &body).unwrap();
+    let out = curl(&[
+        "--data-binary",
+        &format!("@{}", file.display()),
+        "-H",
+        "Expect:",
+        &format!("{public}/echo"),
+    ]);
+    assert!(out.stdout == body, "{} bytes back", out.stdout.len());
+    // Visitors at once, each its own forwarded channel.
+    let visitors: Vec<_> = (0..20)
+        .map(|_| {
+            let url = format!("{public}/data");
+            std::thread::spawn(move || curl(&[&url]).stdout)
+        })
+        .collect();
+    for v in visitors {
+        assert!(v.join().unwrap() == pattern(1 << 20));
+    }
+
+    // The port is taken: a second forward of it is refused, and ssh says so.
+    let out = run_command(remote(&port.to_string()), b"");
+    assert_eq!(out.status.code(), Some(255));
+    assert!(
+        stderr(&out).contains("remote port forwarding failed"),
+        "{}",
+        stderr(&out)
+    );
+
+    // ssh goes: the port closes with it.
+    drop(exp);
+    srv.wait_line(&format!(
+        "streamkit: ssh -R 0 for laptop at tcp://127.0.0.1:{port} is down"
+    ));
+    assert!(std::net::TcpStream::connect(("127.0.0.1", port)).is_err());
+
+    // A port the rules do not allow is refused, with the reason in the server's log.
+    let out = run_command(remote("1"), b"");
+    assert_eq!(out.status.code(), Some(255));
+    assert!(
+        stderr(&out).contains("remote port forwarding failed"),
+        "{}",
+        stderr(&out)
+    );
+    srv.wait_line("streamkit: refused ssh -R 1 for laptop: port 1 is not allowed for laptop");
+
+    // The port asked for by number, once free again.
+    let mut c = remote(&port.to_string());
+    c.arg("-v");
+    let _exp = Server::from_command(c, "debug1: remote forward success");
     let out = curl(&[&format!("{public}/data")]);
     assert!(out.stdout == pattern(1 << 20));
 }

@@ -15,7 +15,8 @@ use tokio::sync::Notify;
 
 use super::handle::Channel;
 use super::state::{
-    ChannelKey, Command, ConnectionState, Decision, Incoming, Limits, Meta, OwnMap, Report, Wakeups,
+    ChannelKey, Command, ConnectionState, Decision, ForwardedTcpip, Incoming, Limits, Meta,
+    OpenWire, OwnMap, Report, Wakeups,
 };
 use crate::channel::{ChannelState, Headers, Step, Transmit, Wake};
 use crate::error::{ChannelError, LostReason, OpenErrorKind};
@@ -51,7 +52,7 @@ pub(crate) struct ConnInfo {
 /// The transport under a connection, as the driver uses it. Channels are named by
 /// their key; the transport keeps each channel's way to send under it.
 pub(crate) trait Link: Send + Sync + 'static {
-    /// Sends an open request for `key` carrying `path`, telling `conn` the SSH id
+    /// Sends the open request `request` for `key`, telling `conn` the SSH id
     /// when it is assigned, before the request goes out ([`Conn::open_sent`]), then
     /// how it ended ([`Conn::open_confirmed`] once it can send on it, or
     /// [`Conn::open_refused`]). It runs inside the opener's future, which drops it
@@ -60,7 +61,7 @@ pub(crate) trait Link: Send + Sync + 'static {
         self: Arc<Self>,
         conn: Arc<Conn>,
         key: ChannelKey,
-        path: String,
+        request: OpenWire,
     ) -> impl Future<Output = ()> + Send + 'static;
     /// Bytes of data `key` may send now (the remote's SSH window, at most a packet).
     fn room(&self, key: ChannelKey) -> impl Future<Output = usize> + Send;
@@ -144,7 +145,7 @@ pub(crate) enum Slot {
 /// Sends an open request through the transport: the future is the transport's
 /// side of one open (see [`Link::open`]), run by the opener's own future.
 type Opener = Box<
-    dyn Fn(Arc<Conn>, ChannelKey, String) -> std::pin::Pin<Box<dyn Future<Output = ()> + Send>>
+    dyn Fn(Arc<Conn>, ChannelKey, OpenWire) -> std::pin::Pin<Box<dyn Future<Output = ()> + Send>>
         + Send
         + Sync,
 >;
@@ -396,10 +397,31 @@ impl Conn {
         headers: Headers,
         parent: Option<ChannelKey>,
     ) -> Result<Channel, OpenErrorKind> {
+        self.open_with(|s, now| s.open(service, headers, parent, now))
+            .await
+    }
+
+    /// Opens a `forwarded-tcpip` channel to a standard client, for a visitor of a
+    /// remote forward it asked for (`ssh -R`), as [`open`](Self::open) does.
+    pub(crate) async fn open_forwarded(
+        self: &Arc<Self>,
+        forward: ForwardedTcpip,
+    ) -> Result<Channel, OpenErrorKind> {
+        self.open_with(|s, now| s.open_forwarded(forward, now))
+            .await
+    }
+
+    async fn open_with(
+        self: &Arc<Self>,
+        begin: impl FnOnce(
+            &mut ConnectionState,
+            std::time::Instant,
+        ) -> Result<ChannelKey, OpenErrorKind>,
+    ) -> Result<Channel, OpenErrorKind> {
         let now = tokio::time::Instant::now().into_std();
         let opener = lock(&self.opener).clone();
         let (key, request) = self.step(|s| {
-            let key = s.open(service, headers, parent, now)?;
+            let key = begin(s, now)?;
             if opener.is_some() {
                 Ok::<_, OpenErrorKind>((key, s.take_request(key)))
             } else {

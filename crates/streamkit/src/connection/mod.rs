@@ -31,4 +31,6 @@ mod timer;
 mod sim;
 
 pub(crate) use driver::{Conn, ConnInfo, Link, Observer, OpenFailed, SendFailed};
-pub(crate) use state::{COMPAT_INITIAL_WINDOW, ChannelKey, Incoming, Limits, Meta, PeerBudget};
+pub(crate) use state::{
+    COMPAT_INITIAL_WINDOW, ChannelKey, ForwardedTcpip, Incoming, Limits, Meta, OpenWire, PeerBudget,
+};

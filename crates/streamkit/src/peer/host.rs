@@ -32,6 +32,10 @@ impl Host for PeerInner {
         self.token.as_deref()
     }
 
+    fn remote_forward(&self) -> Option<Arc<dyn crate::forward::RemoteForward>> {
+        self.remote_forward.clone()
+    }
+
     fn options(&self) -> Arc<Options> {
         PeerInner::options(self)
     }

@@ -110,6 +110,8 @@ pub(crate) struct PeerInner {
     name: String,
     identity: Identity,
     token: Option<String>,
+    /// Takes standard clients' remote forwards (`ssh -R`).
+    remote_forward: Option<Arc<dyn crate::forward::RemoteForward>>,
     settings: RwLock<Settings>,
     listeners: Mutex<Vec<Bound>>,
     conns: Mutex<conns::Conns>,
@@ -352,6 +354,7 @@ impl Peer {
                 name: config.name,
                 identity: config.identity,
                 token: config.token,
+                remote_forward: config.remote_forward,
                 settings: RwLock::new(Settings {
                     trust: config.trust,
                     options: Arc::new(config.options),

@@ -22,7 +22,7 @@ use crate::channel::{Headers, Transmit};
 use crate::connection::accept::AcceptSlot;
 use crate::connection::driver::lock;
 use crate::connection::state::Decision;
-use crate::connection::{ChannelKey, Conn, Incoming, Link, OpenFailed, SendFailed};
+use crate::connection::{ChannelKey, Conn, Incoming, Link, OpenFailed, OpenWire, SendFailed};
 use crate::endpoint::Endpoint;
 use crate::error::{BindError, ConnectError};
 use crate::trust::Refusal;
@@ -236,8 +236,12 @@ impl InprocLink {
 }
 
 impl Link for InprocLink {
-    async fn open(self: Arc<Self>, conn: Arc<Conn>, key: ChannelKey, path: String) {
+    async fn open(self: Arc<Self>, conn: Arc<Conn>, key: ChannelKey, request: OpenWire) {
         {
+            // Only standard SSH clients are sent anything but native opens.
+            let OpenWire::Native(path) = request else {
+                return conn.open_refused(key, OpenFailed::Gone);
+            };
             let Some((other_link, other)) = self.other() else {
                 return conn.open_refused(key, OpenFailed::Gone);
             };

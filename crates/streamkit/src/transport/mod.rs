@@ -63,6 +63,8 @@ pub(crate) trait Host: Send + Sync + 'static {
     /// A standard client's `direct-tcpip` to `target`: `None` unless this peer is
     /// a hub and `target` a peer it routes to (then whether it will).
     fn forward(&self, conn: &ConnInfo, target: &str) -> Option<Result<AcceptSlot, OpenRefusal>>;
+    /// What takes standard clients' remote forwards (`ssh -R`), if anything.
+    fn remote_forward(&self) -> Option<Arc<dyn crate::forward::RemoteForward>>;
 }
 
 /// A session run inside a relay channel (through a hub): the name the hub vouched

@@ -1,7 +1,8 @@
-//! Nested opens as a foreign or hostile peer would send them: a raw SSH client
-//! (russh, with none of our channel logic) names parents that do not exist or
-//! that belong to another connection. Each is refused with "parent channel not
-//! found" and the connection stays up.
+//! The wire as a foreign or hostile client speaks it: a raw SSH client (russh,
+//! with none of our channel logic) names parents that do not exist or that belong
+//! to another connection (each is refused with "parent channel not found" and the
+//! connection stays up), announces other protocol versions, and asks for remote
+//! forwards as a standard client (`ssh -R`), up to and past their limit.
 
 use std::sync::Arc;
 
@@ -256,4 +257,163 @@ async fn a_session_without_exec_is_closed_after_the_handshake_timeout() {
     // The connection is still up: another session opens.
     let _next = within(h.channel_open_session()).await.unwrap();
     wait_while(&[&bob], || bob.stats().channels > 1).await;
+}
+
+/// A library peer's remote-forward hook: listens on a free loopback port per
+/// request and joins each visitor to a channel the forwarder opens; reports each
+/// forward's end.
+struct Listens {
+    ended: tokio::sync::mpsc::Sender<u16>,
+}
+
+impl streamkit::forward::RemoteForward for Listens {
+    fn listen(&self, request: streamkit::forward::ForwardRequest) -> Result<u16, String> {
+        assert!(request.peer.starts_with("carol"), "{}", request.peer);
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
+        listener.set_nonblocking(true).map_err(|e| e.to_string())?;
+        let listener = tokio::net::TcpListener::from_std(listener).map_err(|e| e.to_string())?;
+        let port = listener.local_addr().map_err(|e| e.to_string())?.port();
+        let (forwarder, ended) = (request.forwarder, self.ended.clone());
+        tokio::spawn(async move {
+            let serve = async {
+                while let Ok((visitor, from)) = listener.accept().await {
+                    let forwarder = forwarder.clone();
+                    tokio::spawn(async move {
+                        if let Ok(ch) = forwarder.open(from).await {
+                            let _ = ch.join(visitor).await;
+                        }
+                    });
+                }
+            };
+            tokio::select! {
+                () = serve => {}
+                () = forwarder.closed() => {}
+            }
+            drop(listener);
+            let _ = ended.send(port).await;
+        });
+        Ok(port)
+    }
+}
+
+/// A raw client that hands over the `forwarded-tcpip` channels the server opens.
+struct Visited(
+    tokio::sync::mpsc::Sender<(String, u32, String, russh::Channel<russh::client::Msg>)>,
+);
+
+impl russh::client::Handler for Visited {
+    type Error = russh::Error;
+
+    async fn check_server_key(
+        &mut self,
+        _key: &russh::keys::PublicKeyOrCertificate,
+    ) -> Result<bool, Self::Error> {
+        Ok(true)
+    }
+
+    async fn server_channel_open_forwarded_tcpip(
+        &mut self,
+        channel: russh::Channel<russh::client::Msg>,
+        connected_address: &str,
+        connected_port: u32,
+        originator_address: &str,
+        _originator_port: u32,
+        reply: russh::client::ChannelOpenHandle,
+        _session: &mut russh::client::Session,
+    ) -> Result<(), Self::Error> {
+        reply.accept().await;
+        let _ = self
+            .0
+            .send((
+                connected_address.to_owned(),
+                connected_port,
+                originator_address.to_owned(),
+                channel,
+            ))
+            .await;
+        Ok(())
+    }
+}
+
+/// A standard client's remote forward (`ssh -R`) through the library's hook: the
+/// port it is given, a visitor's bytes both ways with half-close, the end of the
+/// forward when it cancels; and the per-connection limit on forwards, which a
+/// greedy client hits while another client still forwards.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_standard_clients_remote_forward_and_its_limit() {
+    use streamkit::forward::MAX_REMOTE_FORWARDS_PER_CONNECTION as MAX;
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let b = who("bob");
+    let client = Identity::generate();
+    let (ended_tx, mut ended) = tokio::sync::mpsc::channel(64);
+    let bob = streamkit::Peer::new(
+        streamkit::PeerConfig::new(
+            "bob",
+            b.id.clone(),
+            Trust::new().with_key(client.public_key()),
+        )
+        .with_remote_forward(Listens { ended: ended_tx }),
+    )
+    .unwrap();
+    let url = bob.bind("tcp://127.0.0.1:0").await.unwrap();
+    let (visits_tx, mut visits) = tokio::sync::mpsc::channel(64);
+    let (h, ok) = raw_login(&url, OPENSSH, "carol", &client, Visited(visits_tx)).await;
+    assert!(ok);
+    let port = within(h.tcpip_forward("localhost", 0)).await.unwrap();
+    assert_ne!(port, 0);
+
+    // A visitor: its bytes reach the client, the client's come back, each end
+    // half-closes.
+    let mut visitor = within(tokio::net::TcpStream::connect(("127.0.0.1", port as u16)))
+        .await
+        .unwrap();
+    visitor.write_all(b"hello from a visitor").await.unwrap();
+    visitor.shutdown().await.unwrap();
+    let (address, connected, origin, mut ch) = within(visits.recv()).await.unwrap();
+    assert_eq!(
+        (address.as_str(), connected, origin.as_str()),
+        ("localhost", port, "127.0.0.1")
+    );
+    let mut got = Vec::new();
+    while let Some(msg) = within(ch.wait()).await {
+        match msg {
+            russh::ChannelMsg::Data { data } => got.extend_from_slice(&data),
+            russh::ChannelMsg::Eof => break,
+            _ => {}
+        }
+    }
+    assert_eq!(got, b"hello from a visitor");
+    within(ch.data(&b"hello back"[..])).await.unwrap();
+    within(ch.eof()).await.unwrap();
+    let mut back = Vec::new();
+    within(visitor.read_to_end(&mut back)).await.unwrap();
+    assert_eq!(back, b"hello back");
+
+    // Up to the limit per connection, then refused; the connection stays up.
+    for _ in 1..MAX {
+        within(h.tcpip_forward("localhost", 0)).await.unwrap();
+    }
+    assert!(within(h.tcpip_forward("localhost", 0)).await.is_err());
+    // Another client forwards all the same.
+    let (h2, ok) = raw_login(&url, OPENSSH, "carol2", &client, RawClient).await;
+    assert!(ok);
+    assert!(within(h2.tcpip_forward("localhost", 0)).await.is_ok());
+
+    // Cancelled: the hook hears the end and stops listening; the place is free.
+    within(h.cancel_tcpip_forward("localhost", port))
+        .await
+        .unwrap();
+    assert_eq!(within(ended.recv()).await, Some(port as u16));
+    assert!(
+        tokio::net::TcpStream::connect(("127.0.0.1", port as u16))
+            .await
+            .is_err()
+    );
+    within(h.tcpip_forward("localhost", 0)).await.unwrap();
+
+    // The client goes: every forward it held ends.
+    drop(h);
+    for _ in 0..MAX {
+        within(ended.recv()).await.unwrap();
+    }
 }

@@ -58,6 +58,10 @@ pub enum Msg {
         originator_address: String,
         originator_port: u32,
         channel_ref: ChannelRef,
+        /// streamkit patch: the window to offer (default: the configured one).
+        window: Option<u32>,
+        /// streamkit patch: told the channel's id as soon as it is assigned.
+        assigned: Option<crate::OnAssigned>,
     },
     ChannelOpenForwardedStreamLocal {
         server_socket_path: String,
@@ -362,6 +366,41 @@ impl Handle {
                 originator_address: originator_address.into(),
                 originator_port,
                 channel_ref,
+                window: None,
+                assigned: None,
+            })
+            .await
+            .map_err(|_| Error::SendError)?;
+        self.wait_channel_confirmation(receiver, window_size_ref)
+            .await
+    }
+
+    /// streamkit patch: [`Self::channel_open_forwarded_tcpip`] offering `window`
+    /// (a server that grants its window by hand opens with what it will hold), and
+    /// `assigned` is called, on the session's task, with the channel's id as soon
+    /// as the session assigns it, before the request goes out.
+    pub async fn channel_open_forwarded_tcpip_assigned<A: Into<String>, B: Into<String>>(
+        &self,
+        connected_address: A,
+        connected_port: u32,
+        originator_address: B,
+        originator_port: u32,
+        window: u32,
+        assigned: Option<crate::OnAssigned>,
+    ) -> Result<Channel<Msg>, Error> {
+        let (sender, receiver) = channel(self.channel_buffer_size);
+        let channel_ref = ChannelRef::new(sender);
+        let window_size_ref = channel_ref.window_size().clone();
+
+        self.sender
+            .send(Msg::ChannelOpenForwardedTcpIp {
+                connected_address: connected_address.into(),
+                connected_port,
+                originator_address: originator_address.into(),
+                originator_port,
+                channel_ref,
+                window: Some(window),
+                assigned,
             })
             .await
             .map_err(|_| Error::SendError)?;
@@ -596,14 +635,21 @@ impl Session {
                 originator_address,
                 originator_port,
                 channel_ref,
+                window,
+                assigned,
             } => {
-                let id = self.channel_open_forwarded_tcpip(
-                    &connected_address,
-                    connected_port,
-                    &originator_address,
-                    originator_port,
-                )?;
+                let window = window.unwrap_or(self.common.config.window_size);
+                let id = self.channel_open_generic_window(b"forwarded-tcpip", window, |write| {
+                    connected_address.encode(write)?;
+                    connected_port.encode(write)?;
+                    originator_address.encode(write)?;
+                    originator_port.encode(write)?;
+                    Ok(())
+                })?;
                 self.channels.insert(id, channel_ref);
+                if let Some(assigned) = assigned {
+                    (assigned.0)(id);
+                }
             }
             Msg::ChannelOpenForwardedStreamLocal {
                 server_socket_path,
@@ -1432,6 +1478,20 @@ impl Session {
     where
         F: FnOnce(&mut Vec<u8>) -> Result<(), Error>,
     {
+        let window = self.common.config.window_size;
+        self.channel_open_generic_window(kind, window, write_suffix)
+    }
+
+    /// streamkit patch: [`Self::channel_open_generic`] offering `window`.
+    fn channel_open_generic_window<F>(
+        &mut self,
+        kind: &[u8],
+        window: u32,
+        write_suffix: F,
+    ) -> Result<ChannelId, Error>
+    where
+        F: FnOnce(&mut Vec<u8>) -> Result<(), Error>,
+    {
         let result = if let Some(ref mut enc) = self.common.encrypted {
             if !matches!(
                 enc.state,
@@ -1440,10 +1500,8 @@ impl Session {
                 return Err(Error::Inconsistent);
             }
 
-            let sender_channel = enc.new_channel(
-                self.common.config.window_size,
-                self.common.config.maximum_packet_size,
-            );
+            let sender_channel =
+                enc.new_channel(window, self.common.config.maximum_packet_size);
             push_packet!(enc.write, {
                 enc.write.push(msg::CHANNEL_OPEN);
                 kind.encode(&mut enc.write)?;
@@ -1452,11 +1510,7 @@ impl Session {
                 sender_channel.encode(&mut enc.write)?;
 
                 // window.
-                self.common
-                    .config
-                    .as_ref()
-                    .window_size
-                    .encode(&mut enc.write)?;
+                window.encode(&mut enc.write)?;
 
                 // max packet size.
                 self.common

@@ -234,6 +234,41 @@ impl Drop for Server {
     }
 }
 
+/// A known_hosts file naming the server, as `ssh` would record it.
+pub fn known_hosts(k: &Keys, port: &str) -> PathBuf {
+    let path = k.path("known_hosts");
+    let public = std::fs::read_to_string(k.path("server.pub")).unwrap();
+    std::fs::write(&path, format!("[127.0.0.1]:{port} {public}")).unwrap();
+    path
+}
+
+/// `ssh` with a clean configuration: only the options given here apply.
+pub fn ssh(k: &Keys, port: &str) -> Command {
+    let mut c = ssh_interactive(k, port);
+    // ssh keeps the first value given for an option: this one must come last.
+    c.args(["-o", "BatchMode=yes"]);
+    c
+}
+
+/// `ssh` that may prompt (through `SSH_ASKPASS`).
+pub fn ssh_interactive(k: &Keys, port: &str) -> Command {
+    let kh = known_hosts(k, port);
+    require_tool("ssh", "the OpenSSH client");
+    let mut c = Command::new("ssh");
+    c.args(["-F", "/dev/null", "-p", port, "-i"])
+        .arg(k.path("client"))
+        .args([
+            "-o",
+            "IdentitiesOnly=yes",
+            "-o",
+            "StrictHostKeyChecking=yes",
+        ])
+        .arg("-o")
+        .arg(format!("UserKnownHostsFile={}", kh.display()))
+        .args(["-o", "GlobalKnownHostsFile=/dev/null"]);
+    c
+}
+
 pub fn pattern(len: usize) -> Vec<u8> {
     let mut x: u32 = 0x1234_5678;
     (0..len)

@@ -27,7 +27,9 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
-use super::state::{ChannelKey, Command, ConnectionState, Decision, Incoming, Limits, OpenOutcome};
+use super::state::{
+    ChannelKey, Command, ConnectionState, Decision, Incoming, Limits, OpenOutcome, OpenWire,
+};
 use crate::channel::{self, Transmit};
 use crate::error::ChannelError;
 use crate::wire::open::OpenRequest;
@@ -367,8 +369,13 @@ impl Sim {
                 }
                 match cmd {
                     Command::Open { key } => {
-                        if let Some(path) = self.state(s).take_request(key) {
-                            self.send_open(s, key, path);
+                        match self.state(s).take_request(key) {
+                            Some(OpenWire::Native(path)) => self.send_open(s, key, path),
+                            // The simulated peers are both native.
+                            Some(OpenWire::Forwarded(_)) => {
+                                unreachable!("no standard clients here")
+                            }
+                            None => {}
                         }
                     }
                     Command::Forget { key } => {

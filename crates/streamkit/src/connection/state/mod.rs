@@ -145,7 +145,7 @@ enum Phase {
     /// Our open request is on its way (`request`: not yet handed to the
     /// transport); `ssh` once the transport assigned it.
     Opening {
-        request: Option<String>,
+        request: Option<OpenWire>,
         ssh: Option<u32>,
         deadline: Instant,
     },
@@ -214,6 +214,26 @@ struct Entry {
     cost: u64,
     /// In the budget's queue of grants cut short.
     starved: bool,
+}
+
+/// What our open request says on the wire.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum OpenWire {
+    /// To a Streamkit peer: the request's path (`direct-streamlocal`).
+    Native(String),
+    /// To a standard client that asked for a remote forward (`ssh -R`): a
+    /// `forwarded-tcpip` channel, for one visitor.
+    Forwarded(ForwardedTcpip),
+}
+
+/// A `forwarded-tcpip` open: where the visitor came (the forwarded address and
+/// port) and from where.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct ForwardedTcpip {
+    pub(crate) connected_address: String,
+    pub(crate) connected_port: u32,
+    pub(crate) originator_address: String,
+    pub(crate) originator_port: u32,
 }
 
 /// An incoming channel-open request, decoded.

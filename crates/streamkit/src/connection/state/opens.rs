@@ -60,15 +60,31 @@ impl ConnectionState {
             .encode(self.limits.max_header_bytes)
             .map_err(|e| OpenErrorKind::InvalidRequest(e.to_string()))?;
         self.next_open_id += 1;
-        let key = self.new_key();
         let meta = self.make_meta(service.to_owned(), headers);
         let state = ChannelState::native(self.limits.channel.clone());
+        let key = self.begin_open(OpenWire::Native(path), state, meta, now);
+        self.set_ident(key, (Origin::Local, open_id));
+        if let Some(p) = parent {
+            self.adopt(p, key);
+        }
+        Ok(key)
+    }
+
+    /// Enters our open of a new channel in the table, with its deadline.
+    fn begin_open(
+        &mut self,
+        request: OpenWire,
+        state: ChannelState,
+        meta: Arc<Meta>,
+        now: Instant,
+    ) -> ChannelKey {
+        let key = self.new_key();
         let deadline = now + self.limits.open_timeout;
         self.deadlines.insert((deadline, key));
         self.insert(
             key,
             Phase::Opening {
-                request: Some(path),
+                request: Some(request),
                 ssh: None,
                 deadline,
             },
@@ -76,10 +92,6 @@ impl ConnectionState {
             state,
             meta,
         );
-        self.set_ident(key, (Origin::Local, open_id));
-        if let Some(p) = parent {
-            self.adopt(p, key);
-        }
         self.unrouted_opens += 1;
         // The driver sleeps until the earliest deadline: it only needs waking if
         // this one is now the earliest.
@@ -88,7 +100,36 @@ impl ConnectionState {
         {
             self.wake.driver = true;
         }
-        Ok(key)
+        key
+    }
+
+    /// Starts opening a `forwarded-tcpip` channel to a standard client, for a
+    /// visitor of a remote forward it asked for: a channel of plain bytes (as its
+    /// own opens are), described as service `forwarded-tcpip` with headers
+    /// `visitor` and `public`. Taken and polled as [`open`](Self::open)'s are.
+    pub(crate) fn open_forwarded(
+        &mut self,
+        forward: ForwardedTcpip,
+        now: Instant,
+    ) -> Result<ChannelKey, OpenErrorKind> {
+        if let Some(e) = &self.lost {
+            return Err(OpenErrorKind::ConnectionLost(lost_reason(e)));
+        }
+        if self.channel_count() >= self.limits.max_channels {
+            return Err(OpenErrorKind::TooManyChannels(self.limits.max_channels));
+        }
+        let mut headers = Headers::new();
+        headers.insert(
+            "visitor",
+            &format!("{}:{}", forward.originator_address, forward.originator_port),
+        );
+        headers.insert(
+            "public",
+            &format!("{}:{}", forward.connected_address, forward.connected_port),
+        );
+        let meta = self.make_meta("forwarded-tcpip".to_owned(), headers);
+        let state = ChannelState::compat(self.limits.channel.clone(), COMPAT_INITIAL_WINDOW, false);
+        Ok(self.begin_open(OpenWire::Forwarded(forward), state, meta, now))
     }
 
     /// Nobody will take `key`'s request as it opens (the connection has no
@@ -100,7 +141,7 @@ impl ConnectionState {
 
     /// The open request of `key`, for the transport to send: once (the opener and
     /// the driver may both ask).
-    pub(crate) fn take_request(&mut self, key: ChannelKey) -> Option<String> {
+    pub(crate) fn take_request(&mut self, key: ChannelKey) -> Option<OpenWire> {
         match &mut self.entries.get_mut(&key)?.phase {
             Phase::Opening { request, .. } => request.take(),
             _ => None,
@@ -120,6 +161,11 @@ impl ConnectionState {
                     reader: true,
                     writer: true,
                 };
+                // A channel to a standard client (`forwarded-tcpip`): its SSH window
+                // grows beyond the initial one now that the application has it.
+                if matches!(e.state, ChannelState::Compat(_)) {
+                    self.with(key, |s| ((), s.open_window()));
+                }
                 Ok(true)
             }
             Phase::OpenFailed(err) => {

@@ -24,7 +24,9 @@ use crate::channel::{Headers, Transmit};
 use crate::config::Options;
 use crate::connection::driver::lock;
 use crate::connection::state::Decision;
-use crate::connection::{ChannelKey, Conn, Incoming, Link, OpenFailed, SendFailed};
+use crate::connection::{
+    COMPAT_INITIAL_WINDOW, ChannelKey, Conn, Incoming, Link, OpenFailed, OpenWire, SendFailed,
+};
 use crate::wire::open::OpenRequest;
 use crate::wire::reason::OpenRefusal;
 use crate::wire::{EXT_CONTROL, EXT_ERROR};
@@ -205,18 +207,34 @@ fn assigned(conn: &Arc<Conn>, key: ChannelKey) -> russh::OnAssigned {
 }
 
 impl Link for SshLink {
-    async fn open(self: Arc<Self>, conn: Arc<Conn>, key: ChannelKey, path: String) {
+    async fn open(self: Arc<Self>, conn: Arc<Conn>, key: ChannelKey, request: OpenWire) {
         let on_assigned = Some(assigned(&conn, key));
-        match self.session.get() {
-            Some(Session::Client(h)) => {
+        match (self.session.get(), request) {
+            (Some(Session::Client(h)), OpenWire::Native(path)) => {
                 let open = h.channel_open_direct_streamlocal_assigned(path, on_assigned);
                 self.finish_open(&conn, key, open, Writer::Client).await;
             }
-            Some(Session::Server(h)) => {
+            (Some(Session::Server(h)), OpenWire::Native(path)) => {
                 let open = h.channel_open_direct_streamlocal_assigned(path, on_assigned);
                 self.finish_open(&conn, key, open, Writer::Server).await;
             }
-            None => conn.open_refused(key, OpenFailed::Gone),
+            // A visitor of a standard client's remote forward: the window offered
+            // is what the channel's state starts with (it is opened by hand).
+            (Some(Session::Server(h)), OpenWire::Forwarded(f)) => {
+                let open = h.channel_open_forwarded_tcpip_assigned(
+                    f.connected_address,
+                    f.connected_port,
+                    f.originator_address,
+                    f.originator_port,
+                    COMPAT_INITIAL_WINDOW,
+                    on_assigned,
+                );
+                self.finish_open(&conn, key, open, Writer::Server).await;
+            }
+            // Only a server is asked for remote forwards.
+            (Some(Session::Client(_)), OpenWire::Forwarded(_)) | (None, _) => {
+                conn.open_refused(key, OpenFailed::Gone)
+            }
         }
     }
 

@@ -14,6 +14,7 @@ use crate::connection::driver::lock;
 use crate::connection::state::Decision;
 use crate::connection::{COMPAT_INITIAL_WINDOW, Conn, Incoming};
 use crate::error::LostReason;
+use crate::forward::{ForwardEnd, ForwardRequest, Forwarder, MAX_REMOTE_FORWARDS_PER_CONNECTION};
 use crate::keys::PublicKey;
 use crate::transport::{Counted, Host, Relayed, Socket, SshStream};
 use crate::trust::RemoteIdentity;
@@ -162,6 +163,7 @@ pub(crate) async fn serve(
         handshaking,
         remote_id: None,
         refusal: None,
+        forwards: Vec::new(),
     };
     // A client that has not authenticated within the handshake timeout is dropped,
     // whatever it is doing (garbage, a truncated handshake, silence).
@@ -229,6 +231,17 @@ pub(crate) struct ServerHandler {
     remote_id: Option<RemoteIdentity>,
     /// Why the last authentication request was refused, for the client to show.
     refusal: Option<String>,
+    /// The remote forwards (`ssh -R`) this client holds, by the address and port
+    /// it asked for and by the port listened on: dropping one ends it.
+    forwards: Vec<RemoteForwardHeld>,
+}
+
+/// A remote forward a standard client holds.
+struct RemoteForwardHeld {
+    address: String,
+    asked: u32,
+    port: u32,
+    _end: ForwardEnd,
 }
 
 impl ServerHandler {
@@ -595,6 +608,77 @@ impl russh::server::Handler for ServerHandler {
             Decision::Refuse(r) => reply.reject(failure(r)).await,
         }
         Ok(())
+    }
+
+    /// A standard client's `ssh -R`: the peer's hook listens, or it is refused.
+    async fn tcpip_forward(
+        &mut self,
+        address: &str,
+        port: &mut u32,
+        _session: &mut Session,
+    ) -> Result<bool, Self::Error> {
+        let Some(conn) = self.conn().cloned() else {
+            return Ok(false);
+        };
+        let who = conn.info.remote_name.clone();
+        let refuse = |why: &str| {
+            tracing::info!(peer = %who, address, port = *port, "refused a remote forward: {why}");
+            Ok(false)
+        };
+        let Some(hook) = self.host().ok().and_then(|h| h.remote_forward()) else {
+            return refuse("this peer takes no remote forwards");
+        };
+        let Ok(asked) = u16::try_from(*port) else {
+            return refuse("not a port");
+        };
+        if self.forwards.len() >= MAX_REMOTE_FORWARDS_PER_CONNECTION {
+            return refuse(&format!(
+                "the connection holds {MAX_REMOTE_FORWARDS_PER_CONNECTION} already (the limit)"
+            ));
+        }
+        if asked != 0
+            && self
+                .forwards
+                .iter()
+                .any(|f| f.address == address && f.asked == *port)
+        {
+            return refuse("already forwarded");
+        }
+        let (forwarder, end) = Forwarder::new(&conn, address);
+        let request = ForwardRequest {
+            peer: who.clone(),
+            identity: conn.info.remote_id.clone(),
+            address: address.to_owned(),
+            port: asked,
+            forwarder,
+        };
+        match hook.listen(request) {
+            Ok(bound) => {
+                end.listening(bound);
+                self.forwards.push(RemoteForwardHeld {
+                    address: address.to_owned(),
+                    asked: *port,
+                    port: u32::from(bound),
+                    _end: end,
+                });
+                *port = u32::from(bound);
+                Ok(true)
+            }
+            Err(why) => refuse(&why),
+        }
+    }
+
+    async fn cancel_tcpip_forward(
+        &mut self,
+        address: &str,
+        port: u32,
+        _session: &mut Session,
+    ) -> Result<bool, Self::Error> {
+        let before = self.forwards.len();
+        // Dropping it ends the forward: its hook stops listening.
+        self.forwards
+            .retain(|f| f.address != address || (f.asked != port && f.port != port));
+        Ok(self.forwards.len() < before)
     }
 
     async fn window_adjusted(
