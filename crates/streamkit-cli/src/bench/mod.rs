@@ -332,7 +332,12 @@ async fn sk_frames(p: &Pair, size: usize, n: usize) -> anyhow::Result<f64> {
 }
 
 async fn sk_echo(p: &Pair, n: usize) -> anyhow::Result<Vec<Duration>> {
-    let mut ch = p.client.open("server", "echo", ()).await?;
+    sk_echo_to(&p.client, "server", n).await
+}
+
+/// Round trips of 64 bytes through `target`'s `echo` service.
+async fn sk_echo_to(client: &Peer, target: &str, n: usize) -> anyhow::Result<Vec<Duration>> {
+    let mut ch = client.open(target, "echo", ()).await?;
     let msg = [3u8; 64];
     let mut back = [0u8; 64];
     let mut rtts = Vec::with_capacity(n);

@@ -8,7 +8,7 @@ use anyhow::{Context as _, bail};
 use tokio::io::{AsyncBufReadExt as _, AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::{TcpListener, TcpStream};
 
-use super::{Pair, Row, Sizes, micros, percentile, sk_bulk};
+use super::{Pair, Row, Sizes, micros, percentile, sk_bulk, sk_echo_to};
 
 /// Bytes of each small response.
 const SMALL: usize = 64;
@@ -18,22 +18,26 @@ const SMALL: usize = 64;
 async fn web(big: usize) -> anyhow::Result<String> {
     let listener = TcpListener::bind("127.0.0.1:0").await?;
     let at = listener.local_addr()?.to_string();
+    // Made once: a body allocated (and its pages touched) per connection would
+    // cost more than the connection.
+    let bodies: std::sync::Arc<(Vec<u8>, Vec<u8>)> =
+        std::sync::Arc::new((vec![b'x'; SMALL], vec![b'y'; big]));
     tokio::spawn(async move {
         while let Ok((s, _)) = listener.accept().await {
             let _ = s.set_nodelay(true);
+            let bodies = bodies.clone();
             tokio::spawn(async move {
-                let _ = answer(s, big).await;
+                let _ = answer(s, &bodies).await;
             });
         }
     });
     Ok(at)
 }
 
-async fn answer(s: TcpStream, big: usize) -> anyhow::Result<()> {
+async fn answer(s: TcpStream, bodies: &(Vec<u8>, Vec<u8>)) -> anyhow::Result<()> {
     let (r, mut w) = s.into_split();
     let mut r = tokio::io::BufReader::new(r);
-    let body_small = vec![b'x'; SMALL];
-    let body_big = vec![b'y'; big];
+    let (body_small, body_big) = bodies;
     loop {
         let mut line = String::new();
         if r.read_line(&mut line).await? == 0 {
@@ -51,9 +55,9 @@ async fn answer(s: TcpStream, big: usize) -> anyhow::Result<()> {
             close |= h.eq_ignore_ascii_case("connection: close\r\n");
         }
         let body = if line.starts_with("GET /big") {
-            &body_big
+            body_big
         } else {
-            &body_small
+            body_small
         };
         let head = format!(
             "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n{}\r\n",
@@ -227,8 +231,12 @@ pub(super) async fn rows(
             &sk,
             "--authorized-keys",
             &ak,
+            "--name",
+            "server",
             "--service",
             &spec,
+            "--service",
+            "echo=echo",
             "--allow-expose",
             "*:40000-60000",
             "--expose-bind",
@@ -275,6 +283,33 @@ pub(super) async fn rows(
     .await?;
 
     let mut rows = Vec::new();
+    // What the tunnel adds to one request, beside our own round trip to the same
+    // server process (from this process, over its own connection).
+    let client = streamkit::Peer::new(
+        streamkit::PeerConfig::new(
+            "bench-echo",
+            client_id.clone(),
+            streamkit::Trust::new().with_key(server_id.public_key()),
+        )
+        .with_options(super::options()),
+    )?;
+    client.connect(&url).await?;
+    let mut echo = sk_echo_to(&client, "server", per).await?;
+    echo.sort();
+    let echo = micros(percentile(&echo, 0.5));
+    let (_, direct_one) = load(&web, 1, per, true).await?;
+    let direct_one = micros(percentile(&direct_one, 0.5));
+    for (label, at) in [("forward", &fwd), ("expose", &exp)] {
+        let (_, lat) = load(at, 1, per, true).await?;
+        rows.push(Row {
+            name: format!("tunnel: p50 added via {label} (one client)"),
+            unit: "µs",
+            ours: micros(percentile(&lat, 0.5)) - direct_one,
+            baseline: "2 × our echo round trip to the server",
+            theirs: Some(2.0 * echo),
+        });
+    }
+    client.shutdown().await;
     let (direct_rate, mut direct_lat) = load(&web, conns, per, true).await?;
     direct_lat.sort();
     for (label, at) in [("forward", &fwd), ("expose", &exp)] {
@@ -296,11 +331,25 @@ pub(super) async fn rows(
             });
         }
     }
-    // Not yet measured: a new connection per request. In this process a TCP
-    // connect to loopback takes about 90 ms (straight to the web server as much
-    // as through a tunnel), which no tunnel explains; the rows wait until that
-    // is understood.
-    let _ = fresh;
+    let (direct_rate, mut direct_lat) = load(&web, conns, fresh, false).await?;
+    direct_lat.sort();
+    for (label, at) in [("forward", &fwd), ("expose", &exp)] {
+        let (rate, lat) = load(at, conns, fresh, false).await?;
+        rows.push(Row {
+            name: format!("tunnel: http new connection per request via {label}"),
+            unit: "req/s",
+            ours: rate,
+            baseline: "straight to the web server",
+            theirs: Some(direct_rate),
+        });
+        rows.push(Row {
+            name: format!("tunnel: http new connection per request via {label}, p50"),
+            unit: "µs",
+            ours: micros(percentile(&lat, 0.5)),
+            baseline: "straight to the web server",
+            theirs: Some(micros(percentile(&direct_lat, 0.5))),
+        });
+    }
     let mut best = 0.0f64;
     let mut one_channel = 0.0f64;
     for _ in 0..runs {

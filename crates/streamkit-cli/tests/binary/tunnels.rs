@@ -449,9 +449,10 @@ fn openssh_remote_forward_exposes_a_port_under_the_rules() {
     assert!(out.stdout == pattern(1 << 20));
 }
 
-/// `forward --via` reaches a service of a peer behind a hub, end to end.
+/// `forward --via` reaches a service of a peer behind a hub, and `expose --via`
+/// publishes on its port, end to end.
 #[test]
-fn forward_through_a_hub_to_a_peer_behind_it() {
+fn forward_and_expose_through_a_hub_to_a_peer_behind_it() {
     let k = Keys::new();
     let web = http_server();
     for name in ["hub", "carol"] {
@@ -483,6 +484,8 @@ fn forward_through_a_hub_to_a_peer_behind_it() {
     .unwrap();
     let kh = kh.display().to_string();
     let spec = format!("web=tcp:{web}");
+    let port = free_port();
+    let rule = format!("laptop:{port}");
     let carol = Server::start(&[
         "--connect",
         hub.url(),
@@ -496,6 +499,10 @@ fn forward_through_a_hub_to_a_peer_behind_it() {
         &k.p("authorized_keys"),
         "--service",
         &spec,
+        "--allow-expose",
+        &rule,
+        "--expose-bind",
+        "127.0.0.1",
     ]);
     carol.wait_line("streamkit: connected to \"hub\"");
     let mut c = Command::new(BIN);
@@ -524,5 +531,31 @@ fn forward_through_a_hub_to_a_peer_behind_it() {
         .unwrap()
         .to_owned();
     let out = curl(&[&format!("http://{at}/data")]);
+    assert!(out.stdout == pattern(1 << 20));
+
+    // A laptop behind the hub too publishes its web server on carol's port.
+    let to = format!("tcp://{web}");
+    let mut c = Command::new(BIN);
+    c.args([
+        "expose",
+        "--via",
+        hub.url(),
+        "carol",
+        "web",
+        "--to",
+        &to,
+        "--name",
+        "laptop",
+        "--key",
+        &k.p("client"),
+        "--known-hosts",
+        &kh,
+    ]);
+    let exp = Server::from_command(c, "streamkit: web is live at");
+    assert_eq!(
+        exp.ready_line,
+        format!("streamkit: web is live at tcp://127.0.0.1:{port}")
+    );
+    let out = curl(&[&format!("http://127.0.0.1:{port}/data")]);
     assert!(out.stdout == pattern(1 << 20));
 }
