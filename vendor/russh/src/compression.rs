@@ -168,6 +168,20 @@ impl Decompress {
     }
 }
 
+
+impl Decompress {
+    /// streamkit patch: decompresses a packet held as shared bytes; without
+    /// compression it is returned as it is, without a copy.
+    pub fn decompress_bytes(&mut self, input: bytes::Bytes) -> Result<bytes::Bytes, crate::Error> {
+        if matches!(self, Decompress::None) {
+            return Ok(input);
+        }
+        let mut output = Vec::new();
+        let out = self.decompress(&input, &mut output)?;
+        Ok(bytes::Bytes::copy_from_slice(out))
+    }
+}
+
 #[cfg(all(test, feature = "flate2"))]
 mod tests {
     use std::io::Write;

@@ -62,6 +62,9 @@ pub(crate) struct Encrypted {
     /// streamkit patch: when set, incoming data never re-opens a channel's window by
     /// itself; the application grants window with `grant_window` as it consumes.
     pub manual_window: bool,
+    /// streamkit patch: the packet being handled, so that channel data is
+    /// handed out as a slice of it rather than a copy.
+    pub packet: Option<bytes::Bytes>,
 }
 
 pub(crate) struct CommonSession<Config> {
@@ -185,6 +188,7 @@ impl<C> CommonSession<C> {
             last_channel_id: Wrapping(1),
             write: Vec::new(),
             write_cursor: 0,
+            packet: None,
             last_rekey: russh_util::time::Instant::now(),
             server_compression: newkeys.names.server_compression,
             client_compression: newkeys.names.client_compression,
@@ -904,6 +908,7 @@ mod tests {
             last_channel_id: Wrapping(0),
             write: Vec::new(),
             write_cursor: 0,
+            packet: None,
             last_rekey: russh_util::time::Instant::now(),
             server_compression: Compression::None,
             client_compression: Compression::None,
@@ -1579,5 +1584,34 @@ mod tests {
         assert_eq!(channel.pending_data.back().unwrap().0.as_ref(), b"new");
         assert!(encrypted.write.is_empty());
         assert!(writer.buffer().buffer.is_empty());
+    }
+}
+
+/// streamkit patch: the string that ends the packet being handled (channel data)
+/// as a slice of `packet`, without a copy; decoded as a copy when the packet is
+/// not at hand. `r` must read the end of `packet`; anything after the string is
+/// an error (this is the message's `ensure_end`). `r` is not advanced past the
+/// string: nothing reads it after.
+pub(crate) fn trailing_data<R: ssh_encoding::Reader>(
+    r: &mut R,
+    packet: Option<&bytes::Bytes>,
+) -> Result<bytes::Bytes, crate::Error> {
+    use ssh_encoding::Decode;
+    let p = match packet {
+        Some(p) if r.remaining_len() <= p.len() => p,
+        _ => {
+            let data = bytes::Bytes::decode(r)?;
+            crate::parsing::ensure_end(r)?;
+            return Ok(data);
+        }
+    };
+    let n = u32::decode(r)? as usize;
+    match r.remaining_len().cmp(&n) {
+        std::cmp::Ordering::Less => Err(ssh_encoding::Error::Length.into()),
+        std::cmp::Ordering::Greater => Err(ssh_encoding::Error::TrailingData {
+            remaining: r.remaining_len() - n,
+        }
+        .into()),
+        std::cmp::Ordering::Equal => Ok(p.slice(p.len() - n..)),
     }
 }

@@ -332,6 +332,14 @@ pub struct SSHBuffer {
 }
 
 impl SSHBuffer {
+    /// streamkit patch: the packet just read (its payload, after the length and
+    /// padding-length fields), taken out as shared bytes without a copy; the
+    /// next packet is read into a buffer of its own.
+    pub(crate) fn take_payload(&mut self) -> bytes::Bytes {
+        let packet = bytes::Bytes::from(std::mem::take(&mut self.buffer));
+        packet.slice(5.min(packet.len())..)
+    }
+
     pub fn new() -> Self {
         SSHBuffer {
             buffer: Vec::new(),
@@ -387,7 +395,9 @@ impl PacketBytesWriter {
 /// Uses Vec<u8> (not CryptoVec/mlocked) because incoming network data is not secret.
 #[derive(Debug)]
 pub(crate) struct IncomingSshPacket {
-    pub buffer: Vec<u8>,
+    /// streamkit patch: shared bytes, so that channel data can be handed out
+    /// without a copy.
+    pub buffer: bytes::Bytes,
     pub seqn: Wrapping<u32>,
 }
 

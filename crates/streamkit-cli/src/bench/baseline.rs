@@ -237,6 +237,25 @@ pub struct PlainRussh {
 pub type PlainConn = russh::client::Handle<PlainClient>;
 
 impl PlainRussh {
+    /// Where it listens.
+    pub fn addr(&self) -> std::net::SocketAddr {
+        self.addr
+    }
+
+    /// A client of a plain russh server at `addr` (in another process), which
+    /// takes any key.
+    pub fn client_for(addr: std::net::SocketAddr, window: u32, packet: u32) -> PlainRussh {
+        let id = streamkit::Identity::generate();
+        let key = russh::keys::decode_secret_key(&id.to_openssh(), None)
+            .expect("a key we just made decodes");
+        PlainRussh {
+            addr,
+            key: Arc::new(key),
+            window,
+            packet,
+        }
+    }
+
     pub async fn start(window: u32, packet: u32) -> anyhow::Result<PlainRussh> {
         let id = streamkit::Identity::generate();
         let key = Arc::new(russh::keys::decode_secret_key(&id.to_openssh(), None)?);
@@ -387,25 +406,23 @@ pub async fn plain_idle_channels(
     Ok(v)
 }
 
-/// In-process bulk through a tokio mpsc channel of byte chunks: the same copies
-/// an `inproc://` channel makes (into the message, out into the reader's buffer).
+/// In-process bulk through a tokio mpsc channel of byte chunks, handed over and
+/// dropped without a copy, as the `inproc://` rows hand theirs.
 pub async fn mpsc_bulk(total: usize) -> anyhow::Result<f64> {
     let (tx, mut rx) = tokio::sync::mpsc::channel::<bytes::Bytes>(16);
     let reader = tokio::spawn(async move {
-        let mut buf = vec![0u8; CHUNK];
         let mut got = 0usize;
         while let Some(chunk) = rx.recv().await {
-            buf[..chunk.len()].copy_from_slice(&chunk);
             got += chunk.len();
         }
         got
     });
-    let data = vec![0x5au8; CHUNK];
+    let data = bytes::Bytes::from(vec![0x5au8; CHUNK]);
     let t = Instant::now();
     let mut left = total;
     while left > 0 {
         let k = left.min(CHUNK);
-        tx.send(bytes::Bytes::copy_from_slice(&data[..k])).await?;
+        tx.send(data.slice(..k)).await?;
         left -= k;
     }
     drop(tx);

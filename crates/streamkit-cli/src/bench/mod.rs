@@ -6,6 +6,7 @@
 
 mod baseline;
 mod hub;
+mod procs;
 mod rpc;
 mod tunnels;
 
@@ -30,9 +31,15 @@ pub struct Args {
     #[arg(long, value_name = "FILE")]
     json: Option<std::path::PathBuf>,
     /// Measure only these groups (comma-separated): memory, latency, rpc, bulk,
-    /// frames, opens, hub, tunnels. All of them by default.
+    /// frames, opens, processes, hub, tunnels. All of them by default.
     #[arg(long, value_name = "GROUPS", value_delimiter = ',')]
     only: Vec<Group>,
+    /// (The two-process rows' plain russh server: WINDOW:PACKET.)
+    #[arg(long, hide = true, value_name = "WINDOW:PACKET")]
+    russh_server: Option<String>,
+    /// (The two-process rows' plain russh client: ADDR/WINDOW:PACKET.)
+    #[arg(long, hide = true, value_name = "ADDR/WINDOW:PACKET")]
+    russh_client: Option<String>,
 }
 
 /// A group of rows in the table.
@@ -44,6 +51,7 @@ enum Group {
     Bulk,
     Frames,
     Opens,
+    Processes,
     Hub,
     Tunnels,
 }
@@ -128,6 +136,12 @@ fn rss() -> anyhow::Result<f64> {
 }
 
 pub async fn run(args: Args) -> anyhow::Result<()> {
+    if let Some(spec) = &args.russh_server {
+        return procs::russh_server(spec).await;
+    }
+    if let Some(spec) = &args.russh_client {
+        return procs::russh_client(spec).await;
+    }
     let sizes = Sizes::new(args.quick);
     let dir = std::env::temp_dir().join(format!("streamkit-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir).context("creating a scratch directory")?;
@@ -218,6 +232,11 @@ struct Pair {
     server: Peer,
 }
 
+/// Reads stdin in large chunks on a thread of its own (`streamkit open`'s way).
+fn read_stdin() -> tokio::sync::mpsc::Receiver<std::io::Result<Vec<u8>>> {
+    crate::open::read_stdin()
+}
+
 fn options() -> Options {
     let mut o = Options::default();
     o.reconnect = Reconnect::never();
@@ -258,8 +277,8 @@ fn serve(server: &Peer) {
 async fn serve_one(service: &str, mut ch: Channel) -> anyhow::Result<()> {
     match service {
         "sink" => {
-            let mut buf = vec![0u8; CHUNK];
-            while ch.read(&mut buf).await? > 0 {}
+            // Dropped as they come, as the plain russh server's sink does.
+            while !ch.read_chunk(usize::MAX).await?.is_empty() {}
             ch.close().await?;
         }
         "frames" => {
@@ -286,20 +305,31 @@ async fn serve_one(service: &str, mut ch: Channel) -> anyhow::Result<()> {
 
 /// MB/s through `streams` channels at once, `total` bytes in all.
 async fn sk_bulk(p: &Pair, streams: usize, total: usize) -> anyhow::Result<f64> {
+    sk_bulk_to(&p.client, "server", streams, total).await
+}
+
+/// MB/s through `streams` channels to `target`'s `sink` at once, `total` bytes in all.
+async fn sk_bulk_to(
+    client: &Peer,
+    target: &str,
+    streams: usize,
+    total: usize,
+) -> anyhow::Result<f64> {
     let mut chans = Vec::new();
     for _ in 0..streams {
-        chans.push(p.client.open("server", "sink", ()).await?);
+        chans.push(client.open(target, "sink", ()).await?);
     }
     let per = total / streams;
     let t = Instant::now();
     let mut set = tokio::task::JoinSet::new();
     for mut ch in chans {
         set.spawn(async move {
-            let buf = vec![0x5au8; CHUNK];
+            // Handed over without a copy, as the plain russh rows hand theirs.
+            let buf = bytes::Bytes::from(vec![0x5au8; CHUNK]);
             let mut left = per;
             while left > 0 {
                 let k = left.min(CHUNK);
-                ch.write_all(&buf[..k]).await?;
+                ch.write_bytes(buf.slice(..k)).await?;
                 left -= k;
             }
             // Returns once the server confirmed it received everything.
@@ -743,6 +773,10 @@ async fn measure(
             baseline: "plain russh channel",
             theirs: Some(theirs),
         });
+    }
+    if want(Group::Processes) {
+        // ---- two processes: ours, plain russh and OpenSSH, in turns
+        rows.extend(procs::rows(s, runs, dir, window, opts.max_packet_size).await?);
     }
     if want(Group::Hub) {
         // ---- through a hub, and a hub's scale

@@ -454,7 +454,15 @@ fn bench_quick_measures_every_group() {
         serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
     let rows = rows["rows"].as_array().unwrap();
     for group in [
-        "memory", "echo", "rpc", "bulk", "frames", "opens", "hub", "tunnel",
+        "memory",
+        "echo",
+        "rpc",
+        "bulk",
+        "frames",
+        "opens",
+        "2 processes",
+        "hub",
+        "tunnel",
     ] {
         assert!(
             rows.iter()

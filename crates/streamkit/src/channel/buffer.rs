@@ -11,8 +11,47 @@ const MERGE_BELOW: usize = 16 * 1024;
 /// Received bytes, in arrival order.
 #[derive(Debug, Default)]
 pub(crate) struct ByteQueue {
-    chunks: VecDeque<BytesMut>,
+    chunks: VecDeque<Chunk>,
     len: usize,
+}
+
+/// One chunk: small arrivals merged into a buffer of ours, or a large one kept
+/// as it came (a slice of the transport's packet, not copied).
+#[derive(Debug)]
+enum Chunk {
+    Merged(BytesMut),
+    Kept(Bytes),
+}
+
+impl Chunk {
+    fn bytes(&self) -> &[u8] {
+        match self {
+            Chunk::Merged(b) => b,
+            Chunk::Kept(b) => b,
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.bytes().len()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn advance(&mut self, n: usize) {
+        match self {
+            Chunk::Merged(b) => b.advance(n),
+            Chunk::Kept(b) => b.advance(n),
+        }
+    }
+
+    fn split_to(&mut self, n: usize) -> Bytes {
+        match self {
+            Chunk::Merged(b) => b.split_to(n).freeze(),
+            Chunk::Kept(b) => b.split_to(n),
+        }
+    }
 }
 
 impl ByteQueue {
@@ -30,27 +69,24 @@ impl ByteQueue {
             return;
         }
         self.len += data.len();
-        if let Some(back) = self.chunks.back_mut()
+        if let Some(Chunk::Merged(back)) = self.chunks.back_mut()
             && back.len() + data.len() <= MERGE_BELOW
         {
             back.extend_from_slice(data);
             return;
         }
-        self.chunks.push_back(BytesMut::from(data));
+        self.chunks.push_back(Chunk::Merged(BytesMut::from(data)));
     }
 
-    /// Appends `data`, without a copy when it is large and not shared.
+    /// Appends `data`: a large chunk as it is, without a copy (it may share the
+    /// transport's packet: it holds no more than that packet); a small one is
+    /// merged.
     pub(crate) fn push_bytes(&mut self, data: Bytes) {
         if data.len() < MERGE_BELOW {
             return self.push_slice(&data);
         }
-        match data.try_into_mut() {
-            Ok(owned) => {
-                self.len += owned.len();
-                self.chunks.push_back(owned);
-            }
-            Err(shared) => self.push_slice(&shared),
-        }
+        self.len += data.len();
+        self.chunks.push_back(Chunk::Kept(data));
     }
 
     pub(crate) fn clear(&mut self) {
@@ -66,7 +102,7 @@ impl ByteQueue {
                 break;
             };
             let take = front.len().min(dst.len() - n);
-            dst[n..n + take].copy_from_slice(&front[..take]);
+            dst[n..n + take].copy_from_slice(&front.bytes()[..take]);
             front.advance(take);
             n += take;
             if front.is_empty() {
@@ -86,7 +122,7 @@ impl ByteQueue {
         let Some(front) = self.chunks.front_mut() else {
             return Bytes::new();
         };
-        let b = front.split_to(front.len().min(max)).freeze();
+        let b = front.split_to(front.len().min(max));
         if front.is_empty() {
             self.chunks.pop_front();
         }
@@ -105,7 +141,7 @@ impl ByteQueue {
         let mut b = [0u8; 4];
         let mut i = 0;
         for c in &self.chunks {
-            for &x in c.iter() {
+            for &x in c.bytes() {
                 b[i] = x;
                 i += 1;
                 if i == 4 {
@@ -124,7 +160,7 @@ impl ByteQueue {
             return Bytes::new();
         };
         let out = if front.len() >= n {
-            let out = front.split_to(n).freeze();
+            let out = front.split_to(n);
             if front.is_empty() {
                 self.chunks.pop_front();
             }
@@ -136,7 +172,7 @@ impl ByteQueue {
                     break;
                 };
                 let take = front.len().min(n - out.len());
-                out.extend_from_slice(&front[..take]);
+                out.extend_from_slice(&front.bytes()[..take]);
                 front.advance(take);
                 if front.is_empty() {
                     self.chunks.pop_front();
@@ -159,7 +195,7 @@ impl ByteQueue {
                 break;
             };
             let take = front.len().min(n - moved);
-            dst.extend_from_slice(&front[..take]);
+            dst.extend_from_slice(&front.bytes()[..take]);
             front.advance(take);
             moved += take;
             if front.is_empty() {

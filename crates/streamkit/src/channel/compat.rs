@@ -15,7 +15,7 @@
 //! SSH has no acknowledgement: an end of stream handed to the SSH layer is as far
 //! as this side can know.
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 
 use super::inbox::{FrameRead, Inbox};
 use super::outbox::{Next, Outbox};
@@ -475,7 +475,7 @@ impl Compat {
         self.outbox.write_room(self.write_check())
     }
 
-    pub(crate) fn write_owned(&mut self, data: BytesMut) -> (Step<usize>, Wake) {
+    pub(crate) fn write_owned(&mut self, data: Bytes) -> (Step<usize>, Wake) {
         let failed = self.write_check();
         self.outbox.write_owned(failed, data)
     }

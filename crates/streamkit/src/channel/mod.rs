@@ -30,7 +30,7 @@ mod send;
 
 pub use headers::Headers;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 
 pub(crate) use compat::Compat;
 pub(crate) use native::Native;
@@ -246,7 +246,7 @@ impl ChannelState {
         fn write_room(&mut self) -> (Step<usize>, Wake);
         /// Writes bytes already copied out of the caller's buffer (at most what
         /// `write_room` reported): a large write copies outside the connection's lock.
-        fn write_owned(&mut self, data: BytesMut) -> (Step<usize>, Wake);
+        fn write_owned(&mut self, data: Bytes) -> (Step<usize>, Wake);
         /// Writes one frame on the data stream or the error stream.
         fn write_frame(&mut self, payload: &[u8], error_stream: bool) -> (Step<()>, Wake);
         /// Queues trailers after everything written so far.

@@ -564,7 +564,7 @@ impl Native {
         self.send.outbox.write_room(self.write_check())
     }
 
-    pub(crate) fn write_owned(&mut self, data: BytesMut) -> (Step<usize>, Wake) {
+    pub(crate) fn write_owned(&mut self, data: Bytes) -> (Step<usize>, Wake) {
         let failed = self.write_check();
         self.send.outbox.write_owned(failed, data)
     }

@@ -21,7 +21,11 @@ const FIRST: usize = 4 * 1024;
 
 #[derive(Debug)]
 enum Queued {
+    /// Data small writes are appended to.
     Data(BytesMut),
+    /// Data handed over whole (a large write, or the caller's own buffer): sent
+    /// from where it is, never appended to.
+    Owned(Bytes),
     Error(BytesMut),
     Control(Bytes),
     Fin,
@@ -131,12 +135,13 @@ impl Outbox {
         (step, Wake::default())
     }
 
-    /// A large write's second step: bytes already copied out of the caller's buffer
-    /// (at most what `write_room` reported) queued as a chunk of their own.
+    /// A large write's second step: bytes the channel may keep (copied out of the
+    /// caller's buffer, or handed over; at most what `write_room` reported)
+    /// queued as a chunk of their own.
     pub(super) fn write_owned(
         &mut self,
         failed: Option<ChannelError>,
-        bytes: BytesMut,
+        bytes: Bytes,
     ) -> (Step<usize>, Wake) {
         if let Some(e) = failed {
             return (Step::Failed(e), Wake::default());
@@ -144,7 +149,7 @@ impl Outbox {
         let n = bytes.len();
         if n > 0 {
             self.bytes += n;
-            self.queue.push_back(Queued::Data(bytes));
+            self.queue.push_back(Queued::Owned(bytes));
             self.wrote = true;
         }
         let wake = Wake {
@@ -175,6 +180,7 @@ impl Outbox {
     pub(super) fn ready(&self, credit: u64) -> bool {
         match self.queue.front() {
             Some(Queued::Data(b) | Queued::Error(b)) => credit > 0 && !b.is_empty(),
+            Some(Queued::Owned(b)) => credit > 0 && !b.is_empty(),
             Some(_) => true,
             None => false,
         }
@@ -186,7 +192,18 @@ impl Outbox {
 
     /// Takes the front: at most `max` bytes of a data or error chunk.
     pub(super) fn pop(&mut self, max: usize) -> Option<Next> {
-        let error = match self.queue.front()? {
+        let error = match self.queue.front_mut()? {
+            Queued::Owned(b) => {
+                if max == 0 || b.is_empty() {
+                    return None;
+                }
+                let chunk = b.split_to(b.len().min(max));
+                if b.is_empty() {
+                    self.queue.pop_front();
+                }
+                self.bytes -= chunk.len();
+                return Some(Next::Data(chunk));
+            }
             Queued::Data(_) => false,
             Queued::Error(_) => true,
             Queued::Control(_) | Queued::Fin => {

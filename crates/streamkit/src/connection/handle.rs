@@ -196,9 +196,19 @@ impl Channel {
         self.read.read_error().await
     }
 
+    /// Reads bytes of the stream without copying them (see [`ReadHalf::read_chunk`]).
+    pub async fn read_chunk(&mut self, max: usize) -> Result<Bytes, ChannelError> {
+        self.read.read_chunk(max).await
+    }
+
     /// Writes one frame (see [`WriteHalf::write_frame`]).
     pub async fn write_frame(&mut self, frame: &[u8]) -> Result<(), ChannelError> {
         self.write.write_frame(frame).await
+    }
+
+    /// Writes bytes of the stream without copying them (see [`WriteHalf::write_bytes`]).
+    pub async fn write_bytes(&mut self, data: impl Into<Bytes>) -> Result<(), ChannelError> {
+        self.write.write_bytes(data).await
     }
 
     /// Writes one error frame (see [`WriteHalf::write_error`]).
@@ -469,6 +479,22 @@ impl WriteHalf {
         self.timer.set(timeout);
     }
 
+    /// Writes `data` to the byte stream, as `write_all` would, but without
+    /// copying it (a `Vec<u8>` or a `Bytes`, shared or not): the channel keeps a
+    /// handle to the buffer until it is sent. Returns once all of it is queued;
+    /// waits while the send buffer is full.
+    pub async fn write_bytes(&mut self, data: impl Into<Bytes>) -> Result<(), ChannelError> {
+        let mut data: Bytes = data.into();
+        self.timer.restart();
+        while !data.is_empty() {
+            let room = poll_fn(|cx| self.poll_op(cx, |s| s.write_room())).await?;
+            let mut chunk = Some(data.split_to(room.min(data.len())));
+            poll_fn(|cx| self.poll_op(cx, |s| s.write_owned(chunk.take().unwrap_or_default())))
+                .await?;
+        }
+        Ok(())
+    }
+
     /// Writes one frame: a `u32` big-endian length then the payload.
     ///
     /// Returns once the frame is queued for sending; waits while the send buffer is
@@ -580,7 +606,7 @@ impl AsyncWrite for WriteHalf {
             Poll::Ready(Err(e)) => return Poll::Ready(Err(e.into())),
             Poll::Pending => return Poll::Pending,
         };
-        let owned = bytes::BytesMut::from(&data[..room.min(data.len())]);
+        let owned = Bytes::copy_from_slice(&data[..room.min(data.len())]);
         self.poll_op(cx, |s| s.write_owned(owned))
             .map_err(Into::into)
     }

@@ -71,7 +71,15 @@ impl Session {
             pkt.buffer.len()
         );
 
-        self.process_packet(client, &pkt.buffer).await
+        // streamkit patch: channel data is handed out as slices of the packet.
+        if let Some(enc) = self.common.encrypted.as_mut() {
+            enc.packet = Some(pkt.buffer.clone());
+        }
+        let r = self.process_packet(client, &pkt.buffer).await;
+        if let Some(enc) = self.common.encrypted.as_mut() {
+            enc.packet = None;
+        }
+        r
     }
 
     pub(crate) async fn process_packet<H: Handler>(
@@ -590,8 +598,8 @@ impl Session {
             Some((&msg::CHANNEL_DATA, mut r)) => {
                 trace!("channel_data");
                 let channel_num = map_err!(ChannelId::decode(&mut r))?;
-                let data = map_err!(Bytes::decode(&mut r))?;
-                map_err!(ensure_end(&r))?;
+                let packet = self.common.encrypted.as_ref().and_then(|e| e.packet.clone());
+                let data = map_err!(crate::session::trailing_data(&mut r, packet.as_ref()))?;
                 if !self.common.is_established_channel(channel_num) {
                     return Ok(());
                 }
@@ -617,8 +625,8 @@ impl Session {
                 debug!("channel_extended_data");
                 let channel_num = map_err!(ChannelId::decode(&mut r))?;
                 let extended_code = map_err!(u32::decode(&mut r))?;
-                let data = map_err!(Bytes::decode(&mut r))?;
-                map_err!(ensure_end(&r))?;
+                let packet = self.common.encrypted.as_ref().and_then(|e| e.packet.clone());
+                let data = map_err!(crate::session::trailing_data(&mut r, packet.as_ref()))?;
                 if !self.common.is_established_channel(channel_num) {
                     return Ok(());
                 }
@@ -1149,6 +1157,7 @@ mod tests {
             last_channel_id: Wrapping(0),
             write: Vec::new(),
             write_cursor: 0,
+            packet: None,
             last_rekey: russh_util::time::Instant::now(),
             server_compression: Compression::None,
             client_compression: Compression::None,

@@ -1309,24 +1309,18 @@ async fn start_reading<R: AsyncRead + Unpin>(
 }
 
 impl Session {
-    fn maybe_decompress(&mut self, buffer: &SSHBuffer) -> Result<IncomingSshPacket, Error> {
-        if let Some(ref mut enc) = self.common.encrypted {
-            let mut decomp = Vec::new();
-            Ok(IncomingSshPacket {
-                #[allow(clippy::indexing_slicing)] // length checked
-                buffer: enc.decompress.decompress(
-                    &buffer.buffer[5..],
-                    &mut decomp,
-                )?.into(),
-                seqn: buffer.seqn,
-            })
-        } else {
-            Ok(IncomingSshPacket {
-                #[allow(clippy::indexing_slicing)] // length checked
-                buffer: buffer.buffer[5..].into(),
-                seqn: buffer.seqn,
-            })
-        }
+    /// streamkit patch: the packet is taken out of the read buffer as shared
+    /// bytes, not copied (see `SSHBuffer::take_payload`).
+    fn maybe_decompress(&mut self, buffer: &mut SSHBuffer) -> Result<IncomingSshPacket, Error> {
+        let payload = buffer.take_payload();
+        let payload = match self.common.encrypted {
+            Some(ref mut enc) => enc.decompress.decompress_bytes(payload)?,
+            None => payload,
+        };
+        Ok(IncomingSshPacket {
+            buffer: payload,
+            seqn: buffer.seqn,
+        })
     }
 
     fn new(
@@ -1461,7 +1455,7 @@ impl Session {
                         break
                     }
 
-                    let mut pkt = self.maybe_decompress(&buffer)?;
+                    let mut pkt = self.maybe_decompress(&mut buffer)?;
                     if !pkt.buffer.is_empty() {
                         #[allow(clippy::indexing_slicing)] // length checked
                         if pkt.buffer[0] == crate::msg::DISCONNECT {
@@ -2198,6 +2192,7 @@ mod tests {
                     last_channel_id: Wrapping(0),
                     write: Vec::new(),
                     write_cursor: 0,
+                    packet: None,
                     last_rekey: russh_util::time::Instant::now(),
                     server_compression: Compression::None,
                     client_compression: Compression::None,
@@ -2506,6 +2501,7 @@ mod tests {
                     last_channel_id: Wrapping(0),
                     write: Vec::new(),
                     write_cursor: 0,
+                    packet: None,
                     last_rekey: russh_util::time::Instant::now(),
                     server_compression: Compression::None,
                     client_compression: Compression::None,

@@ -39,7 +39,15 @@ impl Session {
         handler: &mut H,
         pkt: &mut IncomingSshPacket,
     ) -> Result<(), H::Error> {
-        self.process_packet(handler, &pkt.buffer).await
+        // streamkit patch: channel data is handed out as slices of the packet.
+        if let Some(enc) = self.common.encrypted.as_mut() {
+            enc.packet = Some(pkt.buffer.clone());
+        }
+        let r = self.process_packet(handler, &pkt.buffer).await;
+        if let Some(enc) = self.common.encrypted.as_mut() {
+            enc.packet = None;
+        }
+        r
     }
 
     pub(crate) async fn process_packet<H: Handler + Send>(
@@ -879,6 +887,7 @@ mod tests {
             last_channel_id: Wrapping(0),
             write: Vec::new(),
             write_cursor: 0,
+            packet: None,
             last_rekey: russh_util::time::Instant::now(),
             server_compression: Compression::None,
             client_compression: Compression::None,
@@ -1495,8 +1504,8 @@ impl Session {
                     Some(map_err!(u32::decode(r))?)
                 };
                 trace!("handler.data {ext:?} {channel_num:?}");
-                let data = map_err!(Bytes::decode(r))?;
-                map_err!(ensure_end(r))?;
+                let packet = self.common.encrypted.as_ref().and_then(|e| e.packet.clone());
+                let data = map_err!(crate::session::trailing_data(r, packet.as_ref()))?;
                 let target = self.target_window_size;
 
                 #[allow(clippy::collapsible_if)]

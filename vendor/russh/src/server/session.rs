@@ -527,24 +527,18 @@ impl Handle {
 }
 
 impl Session {
-    fn maybe_decompress(&mut self, buffer: &SSHBuffer) -> Result<IncomingSshPacket, Error> {
-        if let Some(ref mut enc) = self.common.encrypted {
-            let mut decomp = Vec::new();
-            Ok(IncomingSshPacket {
-                #[allow(clippy::indexing_slicing)] // length checked
-                buffer: enc.decompress.decompress(
-                    &buffer.buffer[5..],
-                    &mut decomp,
-                )?.into(),
-                seqn: buffer.seqn,
-            })
-        } else {
-            Ok(IncomingSshPacket {
-                #[allow(clippy::indexing_slicing)] // length checked
-                buffer: buffer.buffer[5..].into(),
-                seqn: buffer.seqn,
-            })
-        }
+    /// streamkit patch: the packet is taken out of the read buffer as shared
+    /// bytes, not copied (see `SSHBuffer::take_payload`).
+    fn maybe_decompress(&mut self, buffer: &mut SSHBuffer) -> Result<IncomingSshPacket, Error> {
+        let payload = buffer.take_payload();
+        let payload = match self.common.encrypted {
+            Some(ref mut enc) => enc.decompress.decompress_bytes(payload)?,
+            None => payload,
+        };
+        Ok(IncomingSshPacket {
+            buffer: payload,
+            seqn: buffer.seqn,
+        })
     }
 
     /// Dispatch a single message received on the session's internal channel
@@ -796,7 +790,7 @@ impl Session {
                         break
                     }
 
-                    let mut pkt = self.maybe_decompress(&buffer)?;
+                    let mut pkt = self.maybe_decompress(&mut buffer)?;
 
                     match pkt.buffer.first() {
                         None => (),
@@ -1735,6 +1729,7 @@ mod tests {
                     last_channel_id: Wrapping(0),
                     write: Vec::new(),
                     write_cursor: 0,
+                    packet: None,
                     last_rekey: russh_util::time::Instant::now(),
                     server_compression: Compression::None,
                     client_compression: Compression::None,
