@@ -329,15 +329,57 @@ pub struct SSHBuffer {
     // Sequence numbers are on 32 bits and wrap.
     // https://tools.ietf.org/html/rfc4253#section-6.4
     pub seqn: Wrapping<u32>,
+    /// streamkit patch: the last large packets handed out, whose buffers are
+    /// read into again once their readers have dropped them.
+    recycle: std::collections::VecDeque<bytes::Bytes>,
 }
+
+/// streamkit patch: packets at least this large have their buffers reused.
+const RECYCLE_MIN: usize = 16 * 1024;
+/// streamkit patch: at most this many buffers wait to be reused.
+const RECYCLE_MAX: usize = 4;
 
 impl SSHBuffer {
     /// streamkit patch: the packet just read (its payload, after the length and
     /// padding-length fields), taken out as shared bytes without a copy; the
-    /// next packet is read into a buffer of its own.
+    /// next packet is read into a buffer of its own (see `buffer_for`).
     pub(crate) fn take_payload(&mut self) -> bytes::Bytes {
         let packet = bytes::Bytes::from(std::mem::take(&mut self.buffer));
+        if packet.len() >= RECYCLE_MIN {
+            if self.recycle.len() == RECYCLE_MAX {
+                self.recycle.pop_front();
+            }
+            self.recycle.push_back(packet.clone());
+        }
         packet.slice(5.min(packet.len())..)
+    }
+
+    /// streamkit patch: an empty buffer for a packet of `len` bytes. For a large
+    /// one, a buffer handed out before whose readers are done with it, if there
+    /// is one: fresh memory for every packet costs a page fault per page. A small
+    /// packet lets the kept buffers go (a connection that went quiet holds none).
+    pub(crate) fn buffer_for(&mut self, len: usize) -> Vec<u8> {
+        let mut current = std::mem::take(&mut self.buffer);
+        if len < RECYCLE_MIN {
+            self.recycle.clear();
+        } else {
+            for _ in 0..self.recycle.len() {
+                let Some(b) = self.recycle.pop_front() else {
+                    break;
+                };
+                match b.try_into_mut() {
+                    Ok(m) if m.capacity() >= len => {
+                        current = Vec::from(m);
+                        break;
+                    }
+                    Ok(_) => {}
+                    Err(b) => self.recycle.push_back(b),
+                }
+            }
+        }
+        current.clear();
+        current.reserve_exact(len);
+        current
     }
 
     pub fn new() -> Self {
@@ -346,6 +388,7 @@ impl SSHBuffer {
             len: 0,
             bytes: 0,
             seqn: Wrapping(0),
+            recycle: std::collections::VecDeque::new(),
         }
     }
 
