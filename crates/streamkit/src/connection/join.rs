@@ -30,11 +30,35 @@ impl Channel {
         let (mut io_r, mut io_w) = tokio::io::split(io);
         let (to_io, from_io) = (AtomicU64::new(0), AtomicU64::new(0));
         let to_io_side = async {
-            copy_counted(&mut r, &mut io_w, &to_io, true).await?;
+            // Chunks as they arrived, written out from where they are.
+            loop {
+                let chunk = r
+                    .read_chunk(COPY_CHUNK)
+                    .await
+                    .map_err(|e| (true, e.into()))?;
+                if chunk.is_empty() {
+                    break;
+                }
+                io_w.write_all(&chunk).await.map_err(|e| (false, e))?;
+                to_io.fetch_add(chunk.len() as u64, Ordering::Relaxed);
+            }
             io_w.shutdown().await.map_err(|e| (false, e))
         };
         let from_io_side = async {
-            copy_counted(&mut io_r, &mut w, &from_io, false).await?;
+            // Read into spare room (not zeroed first) and handed over, not copied.
+            use tokio::io::AsyncReadExt as _;
+            let mut buf = bytes::BytesMut::new();
+            loop {
+                buf.reserve(COPY_CHUNK);
+                let k = io_r.read_buf(&mut buf).await.map_err(|e| (false, e))?;
+                if k == 0 {
+                    break;
+                }
+                w.write_bytes(buf.split().freeze())
+                    .await
+                    .map_err(|e| (true, e.into()))?;
+                from_io.fetch_add(k as u64, Ordering::Relaxed);
+            }
             w.close_write().await.map_err(|e| (true, e.into()))
         };
         let res = futures::future::try_join(to_io_side, from_io_side).await;
@@ -56,31 +80,8 @@ impl Channel {
     }
 }
 
-/// Copies `r` to `w` until `r` ends, counting in `n`. An error says which side
-/// failed: `true` for the channel (`r` if `from_channel`, else `w`).
-async fn copy_counted<R, W>(
-    r: &mut R,
-    w: &mut W,
-    n: &std::sync::atomic::AtomicU64,
-    from_channel: bool,
-) -> Result<(), (bool, io::Error)>
-where
-    R: AsyncRead + Unpin,
-    W: AsyncWrite + Unpin,
-{
-    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-    let mut buf = vec![0u8; 64 * 1024];
-    loop {
-        let k = r.read(&mut buf).await.map_err(|e| (from_channel, e))?;
-        if k == 0 {
-            return Ok(());
-        }
-        w.write_all(&buf[..k])
-            .await
-            .map_err(|e| (!from_channel, e))?;
-        n.fetch_add(k as u64, std::sync::atomic::Ordering::Relaxed);
-    }
-}
+/// Bytes per read in [`Channel::join`].
+const COPY_CHUNK: usize = 64 * 1024;
 
 /// A channel's frames as a [`Stream`](futures::Stream) and a [`Sink`](futures::Sink):
 /// see [`Channel::into_frames`].

@@ -35,7 +35,6 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
-use tokio::io::AsyncWriteExt as _;
 use tokio::sync::watch;
 
 use crate::channel::Headers;
@@ -507,7 +506,8 @@ async fn pump(
             },
             why = cut.wait() => break why,
         };
-        let total = carried.fetch_add(chunk.len() as u64, Ordering::Relaxed) + chunk.len() as u64;
+        let n = chunk.len();
+        let total = carried.fetch_add(n as u64, Ordering::Relaxed) + n as u64;
         if let Some(cap) = state.config.max_relay_bytes.filter(|cap| total > *cap) {
             cut.cut(format!(
                 "the hub's byte cap on a relay ({cap} bytes) is reached"
@@ -515,14 +515,15 @@ async fn pump(
             continue;
         }
         let sent = async {
-            state.pace(sender, chunk.len()).await;
-            w.write_all(&chunk).await
+            state.pace(sender, n).await;
+            // Handed over as received: the hub copies nothing.
+            w.write_bytes(chunk).await
         };
         tokio::select! {
             sent = sent => if sent.is_err() { return },
             why = cut.wait() => break why,
         }
-        state.bytes.fetch_add(chunk.len() as u64, Ordering::Relaxed);
+        state.bytes.fetch_add(n as u64, Ordering::Relaxed);
     };
     // Both ends hear why (an error frame, then the end of the stream, which
     // the error frame is sure to precede); a remote that does not take them in
