@@ -113,6 +113,24 @@ fn forward(
     (fwd, at)
 }
 
+/// Through `public` (http://HOST:PORT): a 1 MiB GET and a 32 MiB POST echoed
+/// back, each checked byte for byte.
+fn get_and_post(k: &Keys, public: &str) {
+    let out = curl(&[&format!("{public}/data")]);
+    assert!(out.stdout == pattern(1 << 20));
+    let body = pattern(32 << 20);
+    let file = k.path("body");
+    std::fs::write(&file, &body).unwrap();
+    let out = curl(&[
+        "--data-binary",
+        &format!("@{}", file.display()),
+        "-H",
+        "Expect:",
+        &format!("{public}/echo"),
+    ]);
+    assert!(out.stdout == body, "{} bytes back", out.stdout.len());
+}
+
 fn curl(args: &[&str]) -> std::process::Output {
     require_tool("curl", "curl");
     let out = Command::new("curl")
@@ -306,19 +324,7 @@ fn http_through_expose_and_the_exposure_comes_back_after_a_restart() {
         format!("streamkit: web is live at tcp://127.0.0.1:{port}")
     );
     let public = format!("http://127.0.0.1:{port}");
-    let out = curl(&[&format!("{public}/data")]);
-    assert!(out.stdout == pattern(1 << 20));
-    let body = pattern(32 << 20);
-    let file = k.path("body");
-    std::fs::write(&file, &body).unwrap();
-    let out = curl(&[
-        "--data-binary",
-        &format!("@{}", file.display()),
-        "-H",
-        "Expect:",
-        &format!("{public}/echo"),
-    ]);
-    assert!(out.stdout == body, "{} bytes back", out.stdout.len());
+    get_and_post(&k, &public);
     exp.wait_line("streamkit: visitor 127.0.0.1:");
 
     // A port the rules do not allow is refused, with the reason.
@@ -391,19 +397,7 @@ fn openssh_remote_forward_exposes_a_port_under_the_rules() {
         "streamkit: exposing ssh -R 0 for laptop at tcp://127.0.0.1:{port}"
     ));
     let public = format!("http://127.0.0.1:{port}");
-    let out = curl(&[&format!("{public}/data")]);
-    assert!(out.stdout == pattern(1 << 20));
-    let body = pattern(32 << 20);
-    let file = k.path("body");
-    std::fs::write(&file, &body).unwrap();
-    let out = curl(&[
-        "--data-binary",
-        &format!("@{}", file.display()),
-        "-H",
-        "Expect:",
-        &format!("{public}/echo"),
-    ]);
-    assert!(out.stdout == body, "{} bytes back", out.stdout.len());
+    get_and_post(&k, &public);
     // Visitors at once, each its own forwarded channel.
     let visitors: Vec<_> = (0..20)
         .map(|_| {

@@ -23,12 +23,7 @@ impl ConnectionState {
         parent: Option<ChannelKey>,
         now: Instant,
     ) -> Result<ChannelKey, OpenErrorKind> {
-        if let Some(e) = &self.lost {
-            return Err(OpenErrorKind::ConnectionLost(lost_reason(e)));
-        }
-        if self.channel_count() >= self.limits.max_channels {
-            return Err(OpenErrorKind::TooManyChannels(self.limits.max_channels));
-        }
+        self.may_open()?;
         let parent_ref = match parent {
             None => None,
             Some(p) => {
@@ -68,6 +63,17 @@ impl ConnectionState {
             self.adopt(p, key);
         }
         Ok(key)
+    }
+
+    /// Whether this side may open another channel now.
+    fn may_open(&self) -> Result<(), OpenErrorKind> {
+        if let Some(e) = &self.lost {
+            return Err(OpenErrorKind::ConnectionLost(lost_reason(e)));
+        }
+        if self.channel_count() >= self.limits.max_channels {
+            return Err(OpenErrorKind::TooManyChannels(self.limits.max_channels));
+        }
+        Ok(())
     }
 
     /// Enters our open of a new channel in the table, with its deadline.
@@ -112,12 +118,7 @@ impl ConnectionState {
         forward: ForwardedTcpip,
         now: Instant,
     ) -> Result<ChannelKey, OpenErrorKind> {
-        if let Some(e) = &self.lost {
-            return Err(OpenErrorKind::ConnectionLost(lost_reason(e)));
-        }
-        if self.channel_count() >= self.limits.max_channels {
-            return Err(OpenErrorKind::TooManyChannels(self.limits.max_channels));
-        }
+        self.may_open()?;
         let mut headers = Headers::new();
         headers.insert(
             "visitor",
