@@ -152,21 +152,8 @@ fn http_through_forward_get_a_32_mib_post_and_200_visitors_at_once() {
     let (fwd, at) = forward(&k, &kh, srv.url(), "web", &["tcp://127.0.0.1:0", &unix]);
     let tcp = at[0].trim_start_matches("tcp://").to_owned();
 
-    // GET, byte for byte.
-    let out = curl(&[&format!("http://{tcp}/data")]);
-    assert!(out.stdout == pattern(1 << 20), "{} bytes", out.stdout.len());
-    // A 32 MiB POST comes back byte for byte.
-    let body = pattern(32 << 20);
-    let file = k.path("body");
-    std::fs::write(&file, &body).unwrap();
-    let out = curl(&[
-        "--data-binary",
-        &format!("@{}", file.display()),
-        "-H",
-        "Expect:",
-        &format!("http://{tcp}/echo"),
-    ]);
-    assert!(out.stdout == body, "{} bytes back", out.stdout.len());
+    // GET, and a 32 MiB POST back, byte for byte.
+    get_and_post(&k, &format!("http://{tcp}"));
     // The same through the Unix socket.
     let out = curl(&[
         "--unix-socket",
